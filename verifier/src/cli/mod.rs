@@ -1,0 +1,70 @@
+//! The `migverify` command line: parsing, dispatch and exit codes.
+
+mod counters;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The exit statuses every command shares (design, section 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Pass = 0,
+    Fail = 1,
+    /// Bad usage or input, missing privileges or interfaces: nothing was judged.
+    Usage = 2,
+    Warn = 3,
+}
+
+impl From<Status> for ExitCode {
+    fn from(status: Status) -> Self {
+        ExitCode::from(status as u8)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Verify on the wire that KubeVirt live migrations use the migration network.
+///
+/// migverify attaches pass-through eBPF observers to the migration NIC, the
+/// bridge and the pod network, classifies live-migration TCP flows, and
+/// judges what it saw against the migration budgets.
+///
+/// Exit status: 0 pass, 1 fail, 2 usage or input error, 3 warning.
+#[derive(Debug, Parser)]
+#[command(name = "migverify", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Counters(counters::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let status = match cli.command {
+        Command::Counters(args) => counters::run(args),
+    };
+    match status {
+        Ok(status) => status.into(),
+        Err(error) => {
+            eprintln!("migverify: {error:#}");
+            Status::Usage.into()
+        }
+    }
+}
+
+/// A single-threaded runtime: the work is waiting on timers, signals and the
+/// kernel, never on CPU.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}

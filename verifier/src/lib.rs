@@ -1,0 +1,9 @@
+//! migverify: verifies on the wire that KubeVirt live-migration traffic uses
+//! the dedicated migration network, and measures it.
+//!
+//! One module per concern: `dataplane` loads and attaches the eBPF observers
+//! and reads their maps; `cli` turns commands into runs and exit codes.
+
+pub mod cli;
+pub mod dataplane;
+pub mod frames;

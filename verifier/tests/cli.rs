@@ -1,0 +1,87 @@
+//! The `migverify` binary as a user meets it: help, errors, exit codes.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::{privileged, VethPair};
+
+fn migverify(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_migverify"))
+        .args(args)
+        .output()
+        .expect("run migverify")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn help_explains_the_tool_and_its_exit_codes() {
+    let out = migverify(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("migration network"), "{help}");
+    assert!(
+        help.contains("0 pass, 1 fail, 2 usage or input error, 3 warning"),
+        "{help}"
+    );
+    assert!(help.contains("counters"), "{help}");
+}
+
+#[test]
+fn a_malformed_interface_spec_is_a_usage_error() {
+    let out = migverify(&["counters", "-i", "sideways:eth0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("unknown role `sideways`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_missing_interface_is_one_clear_line_and_exit_2() {
+    if !privileged("a_missing_interface_is_one_clear_line_and_exit_2") {
+        return;
+    }
+    let pair = VethPair::new();
+    let out = migverify(&[
+        "counters",
+        "-i",
+        &format!("nosuch0@{}", pair.a.name),
+        "-d",
+        "0.1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "migverify: no interface nosuch0 in network namespace {}\n",
+            pair.a.name
+        )
+    );
+}
+
+#[test]
+fn counters_reports_json_for_each_interface() {
+    if !privileged("counters_reports_json_for_each_interface") {
+        return;
+    }
+    let pair = VethPair::new();
+    let spec_a = format!("migration:va@{}", pair.a.name);
+    let spec_b = format!("primary:vb@{}", pair.b.name);
+    let out = migverify(&[
+        "counters", "-i", &spec_a, "-i", &spec_b, "-d", "0.2", "-o", "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let rows = rows.as_array().expect("one row per interface");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["iface"], "va");
+    assert_eq!(rows[0]["role"], "migration");
+    assert_eq!(rows[1]["netns"], pair.b.name.as_str());
+    assert_eq!(rows[1]["role"], "primary");
+    assert_eq!(rows[1]["mode"], "tcx");
+}

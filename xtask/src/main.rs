@@ -1,0 +1,130 @@
+//! Project tasks: `cargo xtask setup | test | lint | demo | bench`.
+//!
+//! Every task starts with `setup`, so each is the one command a fresh machine
+//! needs.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "migverify's project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what building and testing need (nightly rust-src, bpf-linker
+    /// into .tools/, Debian packages). Quiet when everything is there.
+    Setup,
+    /// Set up, build, and run every test, privileged ones included (as root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// rustfmt and clippy (warnings denied) for user space and the eBPF crate.
+    Lint,
+    /// Set up and run the benchmarks in bench/ (as root).
+    Bench,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run(),
+        Task::Test { args } => test(&args),
+        Task::Lint => setup::run().and_then(|()| lint()),
+        Task::Bench => setup::run().and_then(|()| {
+            exec(cargo().args(["run", "--release", "--quiet", "--package", "bench"]))
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ sits in the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Runs `cmd`, failing with its command line when it does not succeed.
+pub fn exec(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    // Privileged tests fail rather than skip when this is set: here, a test
+    // that cannot run is a broken test run, not a machine without root.
+    // Kernel state (namespaces, tcx links) is shared, so one test at a time.
+    exec(
+        cargo()
+            .args(["test", "--workspace"])
+            .args(args)
+            .args(["--", "--test-threads=1"])
+            .env("MIGVERIFY_PRIVILEGED_TESTS", "1"),
+    )
+}
+
+fn lint() -> anyhow::Result<()> {
+    exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    exec(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The programs only compile for the BPF target, with the nightly toolchain.
+    exec(
+        Command::new("rustup")
+            .current_dir(workspace_root())
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "--package",
+                "verifier-ebpf",
+            ])
+            .args([
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--release",
+            ])
+            .args(["--target-dir", "target/ebpf-clippy", "--", "-D", "warnings"])
+            .env("PATH", setup::path_with_tools())
+            .env("CARGO_TERM_QUIET", "true"),
+    )
+}

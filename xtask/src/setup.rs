@@ -1,0 +1,306 @@
+//! `cargo xtask setup`: the eBPF toolchain and the Debian packages, each
+//! installed only when missing, each action announced in one line.
+
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::{exec, workspace_root};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages migverify, its lab and its tests use at run time.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "nftables",
+    "qemu-system-x86",
+    "iperf3",
+    "tcpdump",
+    "ethtool",
+    "openssl",
+];
+
+pub fn run() -> anyhow::Result<()> {
+    nightly_rust_src()?;
+    bpf_linker()?;
+    debian_packages()
+}
+
+fn say(what: &str) {
+    eprintln!("setup: {what}");
+}
+
+fn tools_dir() -> PathBuf {
+    workspace_root().join(".tools")
+}
+
+/// PATH with .tools/bin first, where the bpf-linker that matches the
+/// nightly's LLVM lives.
+pub fn path_with_tools() -> std::ffi::OsString {
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::join_paths(std::iter::once(tools_dir().join("bin")).chain(env::split_paths(&path)))
+        .expect("PATH entries contain no separator")
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn nightly_rust_src() -> anyhow::Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is needed to manage the nightly toolchain the eBPF programs build with")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        say("installing the nightly Rust toolchain (the eBPF programs need it)");
+        exec(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        say("adding rust-src to the nightly toolchain (for -Z build-std=core)");
+        exec(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// The nightly's LLVM, as far as bpf-linker is concerned.
+struct NightlyLlvm {
+    major: u32,
+    lib_dir: PathBuf,
+    /// `LLVM-22-rust-1.97.0-nightly` from `libLLVM-22-rust-1.97.0-nightly.so`.
+    dylib: Option<String>,
+}
+
+fn nightly_llvm() -> anyhow::Result<NightlyLlvm> {
+    let version = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))?;
+    let major = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .and_then(|v| v.trim().parse().ok())
+        .context("`rustc +nightly -vV` names no LLVM version")?;
+    let sysroot =
+        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
+    let lib_dir = Path::new(sysroot.trim()).join("lib");
+    let prefix = format!("libLLVM-{major}");
+    let dylib = fs::read_dir(&lib_dir)
+        .with_context(|| format!("reading {}", lib_dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|name| name.starts_with(&prefix) && name.ends_with(".so"))
+        .map(|name| {
+            name.trim_start_matches("lib")
+                .trim_end_matches(".so")
+                .to_string()
+        });
+    Ok(NightlyLlvm {
+        major,
+        lib_dir,
+        dylib,
+    })
+}
+
+fn linker_works(binary: &Path) -> bool {
+    Command::new(binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// bpf-linker must use the LLVM the nightly rustc emits bitcode for. Each
+/// build lives in its own folder named after that LLVM, so a toolchain
+/// update brings a rebuild and never a mismatched linker.
+fn bpf_linker() -> anyhow::Result<()> {
+    let llvm = nightly_llvm()?;
+    let bin_dir = tools_dir().join("bin");
+    let current = bin_dir.join("bpf-linker");
+
+    // First choice: link against the nightly's own libLLVM, no system package.
+    if let Some(dylib) = &llvm.dylib {
+        let root = tools_dir()
+            .join("bpf-linker")
+            .join(format!("rustc-{dylib}"));
+        if linker_works(&root.join("bin/bpf-linker"))
+            || build_with_nightly_llvm(&llvm, dylib, &root)
+        {
+            return point_at(&current, &root);
+        }
+    }
+    // Second: Debian's llvm-N-dev.
+    let root = tools_dir()
+        .join("bpf-linker")
+        .join(format!("debian-llvm-{}", llvm.major));
+    if !linker_works(&root.join("bin/bpf-linker")) {
+        build_with_debian_llvm(llvm.major, &root)?;
+    }
+    point_at(&current, &root)
+}
+
+fn build_with_nightly_llvm(llvm: &NightlyLlvm, dylib: &str, root: &Path) -> bool {
+    say(&format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {} (a few minutes, once)",
+        llvm.major
+    ));
+    let lib = llvm.lib_dir.display();
+    let rustflags = format!("-L native={lib} -l dylib={dylib} -C link-arg=-Wl,-rpath,{lib}");
+    let result = exec(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--quiet",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{},no-llvm-linking", llvm.major))
+            .arg("--root")
+            .arg(root)
+            .env("RUSTFLAGS", rustflags),
+    );
+    match result {
+        Ok(()) if linker_works(&root.join("bin/bpf-linker")) => true,
+        Ok(()) => {
+            say("that bpf-linker does not start; trying Debian's LLVM instead");
+            false
+        }
+        Err(e) => {
+            say(&format!("{e:#}; trying Debian's LLVM instead"));
+            false
+        }
+    }
+}
+
+fn build_with_debian_llvm(major: u32, root: &Path) -> anyhow::Result<()> {
+    install_debian(
+        &[
+            &format!("llvm-{major}-dev"),
+            "libpolly-{major}-dev",
+            "zlib1g-dev",
+            "libzstd-dev",
+        ]
+        .map(|p| p.replace("{major}", &major.to_string())),
+    )
+    .with_context(|| format!("bpf-linker needs LLVM {major}, the nightly's LLVM"))?;
+    say(&format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against Debian's LLVM {major} (a few minutes, once)"
+    ));
+    exec(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--quiet",
+                "--version",
+                BPF_LINKER_VERSION,
+            ])
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{major}"))
+            .arg("--root")
+            .arg(root)
+            .env(
+                format!("LLVM_SYS_{major}0_PREFIX"),
+                format!("/usr/lib/llvm-{major}"),
+            ),
+    )
+    .context("building bpf-linker failed both ways; see the cargo output above")
+}
+
+fn point_at(link: &Path, root: &Path) -> anyhow::Result<()> {
+    let target = root.join("bin/bpf-linker");
+    if fs::read_link(link).is_ok_and(|t| t == target) {
+        return Ok(());
+    }
+    fs::create_dir_all(link.parent().expect("link has a folder"))?;
+    let _ = fs::remove_file(link);
+    std::os::unix::fs::symlink(&target, link)
+        .with_context(|| format!("linking {} to {}", link.display(), target.display()))
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<String> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|p| !debian_installed(p))
+        .map(|p| p.to_string())
+        .collect();
+    install_debian(&missing)
+}
+
+fn debian_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+        })
+}
+
+fn install_debian(packages: &[String]) -> anyhow::Result<()> {
+    let missing: Vec<&String> = packages.iter().filter(|p| !debian_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("Debian packages missing: {list}. Install them as root: apt-get install {list}");
+    }
+    say(&format!("installing Debian packages: {list}"));
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .map_err(anyhow::Error::from)
+            .and_then(|o| {
+                if o.status.success() {
+                    Ok(())
+                } else {
+                    bail!(
+                        "apt-get {}: {}",
+                        args.join(" "),
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )
+                }
+            })
+    };
+    apt(&["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(missing.iter().map(|p| p.as_str()));
+    apt(&args).with_context(|| format!("installing {list} failed"))
+}
