@@ -7,3 +7,4 @@
 pub mod cli;
 pub mod dataplane;
 pub mod frames;
+pub mod lab;

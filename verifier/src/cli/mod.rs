@@ -1,6 +1,7 @@
 //! The `migverify` command line: parsing, dispatch and exit codes.
 
 mod counters;
+mod lab;
 
 use std::process::ExitCode;
 
@@ -45,12 +46,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Counters(counters::Args),
+    Lab(lab::Args),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let status = match cli.command {
         Command::Counters(args) => counters::run(args),
+        Command::Lab(args) => lab::run(args),
     };
     match status {
         Ok(status) => status.into(),

@@ -1,0 +1,262 @@
+//! The lab: an emulated two-node KubeVirt migration network in network
+//! namespaces on this host, and a real QEMU live migration across it.
+//!
+//! `up` builds the topology a scenario describes and records it in the
+//! state folder; `migrate` runs one migration across it; `down` removes
+//! everything the lab made, found by its prefix, so it also cleans up after
+//! a crashed or killed run. `run` does all of it around migverify's
+//! observers.
+
+mod cmd;
+pub mod config;
+mod pki;
+pub mod qemu;
+mod qmp;
+mod switch;
+pub mod topology;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+pub use self::{
+    config::{Cni, LabConfig, Scenario},
+    qemu::QemuOutcome,
+};
+
+/// Certificates, QMP sockets, logs, pidfiles, the VMI document, lab.json.
+pub const STATE_DIR: &str = "/run/mvlab";
+/// Guest memory files, on tmpfs.
+pub const MEMORY_DIR: &str = "/dev/shm/mvlab";
+
+/// Progress lines for long work ("creating namespaces", "migration 40%").
+pub type Progress<'a> = &'a dyn Fn(&str);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("`{command}` failed: {message}")]
+    Command { command: String, message: String },
+    #[error("QEMU: {0}")]
+    Qemu(String),
+    #[error("QEMU ({0}) stopped answering on its QMP socket")]
+    QmpTimeout(&'static str),
+    #[error("lab VLAN port {port}: {message}")]
+    Switch { port: String, message: String },
+    #[error("{0}")]
+    Io(String),
+    #[error("no lab is up (run `migverify lab up`)")]
+    NotUp,
+    #[error("the lab state in {path} is unreadable ({message}); run `migverify lab down`")]
+    BadState { path: PathBuf, message: String },
+}
+
+fn state_file() -> PathBuf {
+    Path::new(STATE_DIR).join("lab.json")
+}
+
+fn create_dir(path: &str) -> Result<(), LabError> {
+    fs::create_dir_all(path).map_err(|e| LabError::Io(format!("creating {path}: {e}")))
+}
+
+/// Builds the lab for `config`, cleaning whatever an earlier lab left.
+pub fn up(config: &LabConfig, progress: Progress) -> Result<(), LabError> {
+    let leftovers = down()?;
+    if !leftovers.is_empty() {
+        progress(&format!(
+            "removed leftovers of an earlier lab: {}",
+            leftovers.join(", ")
+        ));
+    }
+    create_dir(STATE_DIR)?;
+    create_dir(MEMORY_DIR)?;
+    if let Err(error) = topology::build(config, progress) {
+        let _ = down();
+        return Err(error);
+    }
+    let json = serde_json::to_vec_pretty(config).expect("LabConfig serializes");
+    fs::write(state_file(), json)
+        .map_err(|e| LabError::Io(format!("writing {}: {e}", state_file().display())))
+}
+
+/// The configuration of the lab that is up.
+pub fn current() -> Result<LabConfig, LabError> {
+    let path = state_file();
+    let text = match fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LabError::NotUp),
+        Err(e) => {
+            return Err(LabError::BadState {
+                path,
+                message: e.to_string(),
+            })
+        }
+    };
+    serde_json::from_slice(&text).map_err(|e| LabError::BadState {
+        path,
+        message: e.to_string(),
+    })
+}
+
+/// Runs one migration across the lab that is up.
+pub fn migrate(
+    config: &LabConfig,
+    progress: Progress,
+    listening: &mut dyn FnMut(&serde_json::Value) -> Result<(), LabError>,
+) -> Result<QemuOutcome, LabError> {
+    qemu::migrate(
+        config,
+        Path::new(STATE_DIR),
+        Path::new(MEMORY_DIR),
+        progress,
+        listening,
+    )
+}
+
+/// Removes every namespace, process and file of the lab; returns what it
+/// found. Safe to run on a clean host and after a killed run.
+pub fn down() -> Result<Vec<String>, LabError> {
+    let mut removed = Vec::new();
+    for who in ["source", "target"] {
+        let pidfile = Path::new(STATE_DIR).join(format!("qemu-{who}.pid"));
+        if let Some(pid) = lab_qemu_pid(&pidfile) {
+            // SAFETY: plain syscall; the pid was checked to be our QEMU.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            wait_until_dead(pid);
+            removed.push(format!("qemu {who} (pid {pid})"));
+        }
+    }
+    removed.extend(topology::destroy()?);
+    for dir in [STATE_DIR, MEMORY_DIR] {
+        if Path::new(dir).exists() {
+            fs::remove_dir_all(dir).map_err(|e| LabError::Io(format!("removing {dir}: {e}")))?;
+            removed.push(dir.to_string());
+        }
+    }
+    Ok(removed)
+}
+
+/// Waits (briefly) until `pid` has exited. An orphan stays a zombie until
+/// init reaps it; that counts as dead: it holds no memory or socket.
+fn wait_until_dead(pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while is_running(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn is_running(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+/// The pid in `pidfile`, if that process is still a QEMU the lab started
+/// (its name is `mvlab-source`/`mvlab-target`), so a recycled pid is never
+/// killed.
+fn lab_qemu_pid(pidfile: &Path) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim().starts_with("mvlab-") && is_running(pid)).then_some(pid)
+}
+
+/// What one `lab run` saw: QEMU's account and the observers' counts per
+/// interface over the migration.
+#[derive(Debug, serde::Serialize)]
+pub struct LabRun {
+    pub scenario: &'static str,
+    pub config: LabConfig,
+    pub qemu: QemuOutcome,
+    pub vmi: serde_json::Value,
+    pub interfaces: Vec<InterfaceCount>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InterfaceCount {
+    pub iface: String,
+    pub netns: String,
+    pub role: crate::dataplane::Role,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error(transparent)]
+    Dataplane(#[from] crate::dataplane::DataplaneError),
+}
+
+/// Up, attach migverify to every observation point, migrate, count, down.
+/// The lab is removed whatever happens in between.
+pub fn run(config: &LabConfig, progress: Progress) -> Result<LabRun, RunError> {
+    let result = run_up(config, progress);
+    progress("tearing the lab down");
+    let teardown = down();
+    let run = result?;
+    teardown?;
+    Ok(run)
+}
+
+fn run_up(config: &LabConfig, progress: Progress) -> Result<LabRun, RunError> {
+    use crate::dataplane::Dataplane;
+
+    up(config, progress)?;
+    let points = topology::observation_points(config);
+    progress(&format!(
+        "attaching migverify to {} interfaces",
+        points.len()
+    ));
+    let mut dataplane = Dataplane::load()?;
+    dataplane.attach_all(&points)?;
+    let counts =
+        |dataplane: &Dataplane| -> Result<Vec<[verifier_ebpf::HookCounters; 2]>, RunError> {
+            dataplane
+                .attachments()
+                .iter()
+                .map(|a| dataplane.hook_counters(a.slot).map_err(RunError::from))
+                .collect()
+        };
+    let before = counts(&dataplane)?;
+    let mut vmi = serde_json::Value::Null;
+    let qemu = migrate(config, progress, &mut |published| {
+        vmi = published.clone();
+        Ok(())
+    })?;
+    let after = counts(&dataplane)?;
+    let interfaces = dataplane
+        .attachments()
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|(a, ([rx0, tx0], [rx1, tx1]))| InterfaceCount {
+            iface: a.spec.iface.clone(),
+            netns: a
+                .spec
+                .netns
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            role: a.spec.role,
+            rx_packets: rx1.packets - rx0.packets,
+            rx_bytes: rx1.bytes - rx0.bytes,
+            tx_packets: tx1.packets - tx0.packets,
+            tx_bytes: tx1.bytes - tx0.bytes,
+        })
+        .collect();
+    dataplane.detach_all();
+    Ok(LabRun {
+        scenario: config.scenario.name(),
+        config: config.clone(),
+        qemu,
+        vmi,
+        interfaces,
+    })
+}
