@@ -14,7 +14,7 @@
 pub const MAX_SLOTS: u32 = 32;
 
 /// Which way a packet crossed the hook.
-#[repr(u32)]
+#[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
     Ingress = 0,
@@ -44,8 +44,216 @@ pub const fn hook_index(slot: u32, direction: Direction) -> u32 {
 /// Number of entries in `HOOK_COUNTERS`.
 pub const HOOK_ENTRIES: u32 = MAX_SLOTS * 2;
 
+/// The network role of an attachment, as user space declares it.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotRole {
+    Migration = 0,
+    Bridge = 1,
+    Primary = 2,
+    Other = 3,
+}
+
+/// Per-slot settings user space writes into `SLOT_CONFIG` at attach time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotConfig {
+    /// A [`SlotRole`] value.
+    pub role: u8,
+    pub _pad: [u8; 7],
+}
+
+/// IP version, stored in keys so IPv4 and IPv6 share one table.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// An address in 16 bytes: IPv6 as is, IPv4 in the first four bytes.
+pub type Addr = [u8; 16];
+
+/// One direction of a TCP connection at one hook: packet orientation
+/// (`src` sent it), the slot it was seen at and which way it crossed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: Addr,
+    pub dst: Addr,
+    /// Ports in host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u8,
+    pub slot: u8,
+    /// A [`Direction`] value.
+    pub direction: u8,
+    pub _pad: u8,
+}
+
+/// What a migration connection carries, as KubeVirt labels its target
+/// ports in `targetDirectMigrationNodePorts`.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    Unknown = 0,
+    /// libvirt's control connection (label 0).
+    Control = 1,
+    /// The memory stream: main and multifd channels (label 49152).
+    Memory = 2,
+    /// Block migration over NBD (label 49153).
+    Disk = 3,
+}
+
+impl Channel {
+    pub const fn from_u8(value: u8) -> Channel {
+        match value {
+            1 => Channel::Control,
+            2 => Channel::Memory,
+            3 => Channel::Disk,
+            _ => Channel::Unknown,
+        }
+    }
+}
+
+/// Why a flow was taken for migration traffic, strongest first.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Matches a published target endpoint (address + port).
+    Endpoint = 1,
+    /// An endpoint is inside a migration network CIDR or is a known
+    /// virt-handler migration address.
+    Cidr = 2,
+    /// Cleartext: the first payload bytes are QEMU's stream magic.
+    Signature = 3,
+}
+
+impl Reason {
+    pub const fn from_u8(value: u8) -> Option<Reason> {
+        match value {
+            1 => Some(Reason::Endpoint),
+            2 => Some(Reason::Cidr),
+            3 => Some(Reason::Signature),
+            _ => None,
+        }
+    }
+}
+
+/// `FlowStats::seen` bits.
+pub const SEEN_SYN: u8 = 1;
+pub const SEEN_SYN_ACK: u8 = 2;
+pub const SEEN_FIN: u8 = 4;
+pub const SEEN_RST: u8 = 8;
+
+/// Counters of one [`FlowKey`]. The counters are added to atomically:
+/// segments of one flow can be handled on several CPUs at once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// Frame bytes (`skb->len`, GSO packets whole).
+    pub bytes: u64,
+    /// Wire segments (a GSO packet counts its segments).
+    pub packets: u64,
+    /// TCP payload, retransmissions included.
+    pub payload_bytes: u64,
+    /// TCP payload that advanced the sequence: each byte once.
+    pub unique_payload_bytes: u64,
+    /// Segments with payload that did not advance the sequence.
+    pub retransmits: u64,
+    /// Segments advertising a zero receive window.
+    pub zero_windows: u64,
+    /// CLOCK_MONOTONIC (coarse) nanoseconds.
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// End (seq + len) of the highest segment seen.
+    pub seq_high: u32,
+    /// Whether `seq_high` holds a sequence number yet.
+    pub seq_valid: u8,
+    /// OR of every TCP flags byte seen.
+    pub tcp_flags: u8,
+    /// `SEEN_*` bits.
+    pub seen: u8,
+    /// A [`Channel`] value.
+    pub channel: u8,
+    /// A [`Reason`] value.
+    pub reason: u8,
+    pub _pad: u8,
+    /// VLAN id seen (metadata or in-band, outermost); 0 = untagged.
+    pub vlan: u16,
+    /// Largest segment payload (the GSO size for GSO packets).
+    pub largest_segment: u32,
+}
+
+/// Event kinds on the `EVENTS` ring buffer.
+pub const EVENT_NEW_FLOW: u8 = 1;
+/// A migration flow on an interface whose role is not migration or bridge.
+pub const EVENT_WRONG_ROLE: u8 = 2;
+pub const EVENT_RST: u8 = 3;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub key: FlowKey,
+    pub ts_ns: u64,
+    pub kind: u8,
+    pub role: u8,
+    pub channel: u8,
+    pub reason: u8,
+    pub vlan: u16,
+    pub tcp_flags: u8,
+    pub _pad: u8,
+}
+
+/// A published target endpoint: address and port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    pub addr: Addr,
+    pub port: u16,
+    pub family: u8,
+    pub _pad: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// A [`Channel`] value.
+    pub channel: u8,
+    /// A [`Reason`] value: `Endpoint` from user space, `Signature` when the
+    /// program learnt it from a cleartext stream.
+    pub reason: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Key of the `MIGRATION_CIDRS` LPM trie: family byte, then the address,
+/// so one trie holds IPv4 and IPv6 (prefix length counts the family byte).
+pub type CidrData = [u8; 17];
+
+/// Words of the `PORT_FILTER` bitmap: one bit per TCP port, set for every
+/// endpoint port, so most packets skip the endpoint table.
+pub const PORT_FILTER_WORDS: u32 = 65536 / 64;
+
+/// Indexes of the `DROP_COUNTERS`-style per-CPU `STATS` array: every
+/// packet that could not be looked at, and every datum that could not be
+/// kept, is counted here.
+pub mod stat {
+    pub const NOT_IP: u32 = 0;
+    pub const NOT_TCP: u32 = 1;
+    pub const TRUNCATED: u32 = 2;
+    pub const FRAGMENT: u32 = 3;
+    pub const FLOW_TABLE_FULL: u32 = 4;
+    pub const EVENTS_LOST: u32 = 5;
+    pub const ENDPOINTS_FULL: u32 = 6;
+    pub const CLASSIFIED: u32 = 7;
+    pub const COUNT: u32 = 8;
+}
+
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: plain `#[repr(C)]` data of integers, no padding, any bit pattern valid.
+    // SAFETY: all of these are `#[repr(C)]` plain integers and byte arrays
+    // with explicit padding fields; any bit pattern is valid.
     unsafe impl aya::Pod for super::HookCounters {}
+    unsafe impl aya::Pod for super::SlotConfig {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::FlowEvent {}
+    unsafe impl aya::Pod for super::EndpointKey {}
+    unsafe impl aya::Pod for super::EndpointInfo {}
 }

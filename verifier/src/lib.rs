@@ -5,6 +5,8 @@
 //! and reads their maps; `cli` turns commands into runs and exit codes.
 
 pub mod cli;
+pub mod config;
 pub mod dataplane;
+pub mod flows;
 pub mod frames;
 pub mod lab;

@@ -4,10 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use serde::Serialize;
 
-use super::{runtime, Output, Status};
+use super::{runtime, seconds, stop_after, Output, Status};
 use crate::dataplane::{AttachSpec, Dataplane};
 
 /// Count packets and bytes per interface and direction.
@@ -58,19 +57,12 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
 
     let started = Instant::now();
     runtime()?.block_on(async {
-        let deadline = async {
-            match duration {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(deadline);
+        let stop = stop_after(duration);
+        tokio::pin!(stop);
         let mut ticks = interval.map(tokio::time::interval);
         loop {
             tokio::select! {
-                _ = &mut deadline => break,
-                _ = tokio::signal::ctrl_c() => break,
-                _ = terminated() => break,
+                _ = &mut stop => break,
                 _ = async { ticks.as_mut().expect("guarded").tick().await }, if ticks.is_some()
                     && args.output == Output::Text => {
                     print_rows(&rows(&dataplane)?, Some(started.elapsed()));
@@ -87,24 +79,6 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
     }
     Ok(Status::Pass)
-}
-
-fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
-    value
-        .map(|s| {
-            Duration::try_from_secs_f64(s).with_context(|| format!("{flag} {s}: not a duration"))
-        })
-        .transpose()
-}
-
-/// Resolves when SIGTERM arrives (Ctrl-C is SIGINT, handled beside it).
-async fn terminated() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut signal) => {
-            signal.recv().await;
-        }
-        Err(_) => std::future::pending().await,
-    }
 }
 
 fn rows(dataplane: &Dataplane) -> anyhow::Result<Vec<Row>> {

@@ -1,9 +1,12 @@
 //! The `migverify` command line: parsing, dispatch and exit codes.
 
 mod counters;
+mod flows;
 mod lab;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -46,6 +49,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Counters(counters::Args),
+    Flows(flows::Args),
     Lab(lab::Args),
 }
 
@@ -53,6 +57,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let status = match cli.command {
         Command::Counters(args) => counters::run(args),
+        Command::Flows(args) => flows::run(args),
         Command::Lab(args) => lab::run(args),
     };
     match status {
@@ -61,6 +66,37 @@ pub fn main() -> ExitCode {
             eprintln!("migverify: {error:#}");
             Status::Usage.into()
         }
+    }
+}
+
+/// Seconds from a flag, as a Duration, with the flag named on error.
+fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    value
+        .map(|s| Duration::try_from_secs_f64(s).with_context(|| format!("{flag} {s}: not a duration")))
+        .transpose()
+}
+
+/// Resolves after `duration` (never without one), on Ctrl-C (SIGINT) or
+/// on SIGTERM, whichever comes first.
+async fn stop_after(duration: Option<Duration>) {
+    let deadline = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let terminated = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = deadline => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
     }
 }
 

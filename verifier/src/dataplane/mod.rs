@@ -9,6 +9,7 @@
 pub mod netns;
 pub mod privileges;
 pub mod spec;
+mod tables;
 
 use std::io;
 
@@ -26,6 +27,7 @@ use verifier_ebpf::{hook_index, Direction, HookCounters, MAX_SLOTS};
 pub use self::{
     netns::Netns,
     spec::{AttachSpec, Role},
+    tables::{from_addr, to_addr, DataplaneStats},
 };
 
 /// The eBPF object built by build.rs, embedded so the binary stands alone.
@@ -61,6 +63,10 @@ pub enum DataplaneError {
     Duplicate { spec: AttachSpec },
     #[error("too many interfaces: migverify attaches to at most {MAX_SLOTS}")]
     TooManyInterfaces,
+    #[error("the event ring buffer was already taken")]
+    EventsTaken,
+    #[error("reading the event ring buffer: {0}")]
+    Events(#[source] io::Error),
     #[error("reading map {map} failed: {source}")]
     Map {
         map: &'static str,
@@ -98,6 +104,8 @@ pub struct Attachment {
 pub struct Dataplane {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
+    /// Entries in MIGRATION_CIDRS, mirrored into CONFIG for the programs.
+    cidrs: u32,
 }
 
 fn program_name(slot: u32, direction: Direction) -> String {
@@ -127,6 +135,7 @@ impl Dataplane {
         Ok(Dataplane {
             ebpf,
             attachments: Vec::new(),
+            cidrs: 0,
         })
     }
 
@@ -171,6 +180,8 @@ impl Dataplane {
             }
         }
 
+        // The role first: the programs read it from their first packet on.
+        self.set_slot_role(slot, spec.role)?;
         let tcx = uses_tcx();
         let ebpf = &mut self.ebpf;
         let attached = netns::run_in(spec.netns.as_ref(), || attach_slot(ebpf, slot, &spec, tcx))

@@ -1,0 +1,173 @@
+//! The maps user space fills (endpoints, CIDRs, slot roles) and reads
+//! (flows, drop statistics, events).
+
+use std::net::IpAddr;
+
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
+use verifier_ebpf::{
+    stat, Addr, CidrData, EndpointInfo, EndpointKey, FlowKey, FlowStats, Reason, SlotConfig, SlotRole, FAMILY_V4,
+    FAMILY_V6,
+};
+
+use super::{Dataplane, DataplaneError, Role};
+use crate::config::{Cidr, Endpoint};
+
+/// An address as the maps store it, with its family.
+pub fn to_addr(ip: IpAddr) -> (Addr, u8) {
+    let mut addr = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => {
+            addr[..4].copy_from_slice(&v4.octets());
+            (addr, FAMILY_V4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), FAMILY_V6),
+    }
+}
+
+/// The address a map key holds.
+pub fn from_addr(addr: &Addr, family: u8) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
+    } else {
+        IpAddr::from(*addr)
+    }
+}
+
+/// What the programs could not look at or keep, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DataplaneStats {
+    pub not_ip: u64,
+    pub not_tcp: u64,
+    pub truncated: u64,
+    pub fragments: u64,
+    /// Migration segments not accounted because the flow table was full.
+    pub flow_table_full: u64,
+    /// Events dropped because the ring buffer was full.
+    pub events_lost: u64,
+    pub endpoints_full: u64,
+    /// Flow entries created (one per flow x hook x direction).
+    pub flows_classified: u64,
+}
+
+fn slot_role(role: Role) -> SlotRole {
+    match role {
+        Role::Migration => SlotRole::Migration,
+        Role::Bridge => SlotRole::Bridge,
+        Role::Primary => SlotRole::Primary,
+        Role::Other => SlotRole::Other,
+    }
+}
+
+impl Dataplane {
+    fn map_mut(&mut self, name: &'static str) -> &mut aya::maps::Map {
+        self.ebpf
+            .map_mut(name)
+            .unwrap_or_else(|| panic!("the eBPF object defines {name}"))
+    }
+
+    fn map(&self, name: &'static str) -> &aya::maps::Map {
+        self.ebpf.map(name).unwrap_or_else(|| panic!("the eBPF object defines {name}"))
+    }
+
+    pub(super) fn set_slot_role(&mut self, slot: u32, role: Role) -> Result<(), DataplaneError> {
+        const MAP: &str = "SLOT_CONFIG";
+        let err = |source| DataplaneError::Map { map: MAP, source };
+        let mut slots = Array::<_, SlotConfig>::try_from(self.map_mut(MAP)).map_err(err)?;
+        let config = SlotConfig {
+            role: slot_role(role) as u8,
+            _pad: [0; 7],
+        };
+        slots.set(slot, config, 0).map_err(err)
+    }
+
+    /// Publishes a target endpoint: packets to or from it are migration
+    /// traffic of its channel.
+    pub fn add_endpoint(&mut self, endpoint: &Endpoint) -> Result<(), DataplaneError> {
+        let (addr, family) = to_addr(endpoint.addr.ip());
+        let port = endpoint.addr.port();
+        {
+            const MAP: &str = "ENDPOINTS";
+            let err = |source| DataplaneError::Map { map: MAP, source };
+            let mut endpoints = HashMap::<_, EndpointKey, EndpointInfo>::try_from(self.map_mut(MAP)).map_err(err)?;
+            let key = EndpointKey {
+                addr,
+                port,
+                family,
+                _pad: 0,
+            };
+            let info = EndpointInfo {
+                channel: endpoint.channel as u8,
+                reason: Reason::Endpoint as u8,
+                _pad: [0; 2],
+            };
+            endpoints.insert(key, info, 0).map_err(err)?;
+        }
+        self.list_port(port)
+    }
+
+    /// Sets the port's bit in the prefilter in front of the endpoint table.
+    pub fn list_port(&mut self, port: u16) -> Result<(), DataplaneError> {
+        const MAP: &str = "PORT_FILTER";
+        let err = |source| DataplaneError::Map { map: MAP, source };
+        let mut filter = Array::<_, u64>::try_from(self.map_mut(MAP)).map_err(err)?;
+        let index = u32::from(port) / 64;
+        let word = filter.get(&index, 0).map_err(err)?;
+        filter.set(index, word | 1 << (port % 64), 0).map_err(err)
+    }
+
+    /// Adds a migration network CIDR (or one virt-handler address as /32,
+    /// /128): flows with either end inside are migration traffic.
+    pub fn add_cidr(&mut self, cidr: Cidr) -> Result<(), DataplaneError> {
+        let (addr, family) = to_addr(cidr.addr);
+        let mut data: CidrData = [0; 17];
+        data[0] = family;
+        data[1..].copy_from_slice(&addr);
+        {
+            const MAP: &str = "MIGRATION_CIDRS";
+            let err = |source| DataplaneError::Map { map: MAP, source };
+            let mut trie = LpmTrie::<_, CidrData, u8>::try_from(self.map_mut(MAP)).map_err(err)?;
+            trie.insert(&Key::new(8 + u32::from(cidr.prefix), data), 1, 0).map_err(err)?;
+        }
+        self.cidrs += 1;
+        const MAP: &str = "CONFIG";
+        let err = |source| DataplaneError::Map { map: MAP, source };
+        let cidrs = self.cidrs;
+        let mut config = Array::<_, u32>::try_from(self.map_mut(MAP)).map_err(err)?;
+        config.set(0, cidrs, 0).map_err(err)
+    }
+
+    /// Every flow entry the programs keep.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, DataplaneError> {
+        const MAP: &str = "FLOWS";
+        let err = |source| DataplaneError::Map { map: MAP, source };
+        let flows = HashMap::<_, FlowKey, FlowStats>::try_from(self.map(MAP)).map_err(err)?;
+        // An entry deleted between listing and reading is simply gone.
+        Ok(flows.iter().filter_map(Result::ok).collect())
+    }
+
+    pub fn stats(&self) -> Result<DataplaneStats, DataplaneError> {
+        const MAP: &str = "STATS";
+        let err = |source| DataplaneError::Map { map: MAP, source };
+        let array = PerCpuArray::<_, u64>::try_from(self.map(MAP)).map_err(err)?;
+        let read = |index: u32| -> Result<u64, DataplaneError> {
+            Ok(array.get(&index, 0).map_err(err)?.iter().sum())
+        };
+        Ok(DataplaneStats {
+            not_ip: read(stat::NOT_IP)?,
+            not_tcp: read(stat::NOT_TCP)?,
+            truncated: read(stat::TRUNCATED)?,
+            fragments: read(stat::FRAGMENT)?,
+            flow_table_full: read(stat::FLOW_TABLE_FULL)?,
+            events_lost: read(stat::EVENTS_LOST)?,
+            endpoints_full: read(stat::ENDPOINTS_FULL)?,
+            flows_classified: read(stat::CLASSIFIED)?,
+        })
+    }
+
+    /// The ring buffer of flow events; it can be taken once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DataplaneError> {
+        const MAP: &str = "EVENTS";
+        let map = self.ebpf.take_map(MAP).ok_or(DataplaneError::EventsTaken)?;
+        RingBuf::try_from(map).map_err(|source| DataplaneError::Map { map: MAP, source })
+    }
+}

@@ -1,0 +1,186 @@
+//! The user-space side of the data plane at run time: drains the event
+//! ring buffer as events arrive, reads the flow map every interval into the
+//! [`FlowTable`], and loads endpoints that become known while it runs (a
+//! target starts listening) before their first byte.
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use serde::Serialize;
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    sync::{mpsc, oneshot},
+};
+use verifier_ebpf::{Channel, FlowEvent, Reason, EVENT_NEW_FLOW, EVENT_RST, EVENT_WRONG_ROLE};
+
+use super::{reason_name, FlowTable, SlotInfo};
+use crate::{
+    config::{endpoints::channel_name, Endpoint},
+    dataplane::{from_addr, Dataplane, DataplaneError, DataplaneStats},
+};
+
+/// Events kept per run; the rest are counted.
+const EVENT_CAP: usize = 10_000;
+
+/// Endpoints to load, with a reply once the kernel has them.
+pub type EndpointRequest = (Vec<Endpoint>, oneshot::Sender<Result<(), String>>);
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowEventRecord {
+    /// Milliseconds since collection started.
+    pub at_ms: u64,
+    pub kind: &'static str,
+    pub src: String,
+    pub dst: String,
+    pub interface: String,
+    pub netns: Option<String>,
+    pub role: &'static str,
+    pub channel: &'static str,
+    pub reason: &'static str,
+    pub vlan: Option<u16>,
+}
+
+/// Everything a collection run saw.
+#[derive(Debug)]
+pub struct Collected {
+    pub table: FlowTable,
+    pub slots: Vec<Option<SlotInfo>>,
+    pub events: Vec<FlowEventRecord>,
+    pub events_dropped: u64,
+    pub stats: DataplaneStats,
+    pub endpoints: HashSet<SocketAddr>,
+    pub duration: Duration,
+}
+
+/// Runs until `stop` resolves, then reads everything one final time.
+/// `on_tick` sees the table after each interval's read.
+pub async fn collect(
+    dataplane: &mut Dataplane,
+    initial_endpoints: &[Endpoint],
+    interval: Duration,
+    mut endpoint_requests: mpsc::Receiver<EndpointRequest>,
+    stop: impl Future<Output = ()>,
+    mut on_tick: impl FnMut(&FlowTable, &[Option<SlotInfo>], Duration),
+) -> Result<Collected, DataplaneError> {
+    let started = Instant::now();
+    let slots = slot_infos(dataplane);
+    let mut endpoints = HashSet::new();
+    for endpoint in initial_endpoints {
+        dataplane.add_endpoint(endpoint)?;
+        endpoints.insert(endpoint.addr);
+    }
+    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
+    // for as long as the AsyncFd owns the ring buffer.
+    let mut ring = unsafe { AsyncFd::register_with_interest(dataplane.take_events()?, Interest::READABLE) }
+        .map_err(|e| DataplaneError::Events(e.into()))?;
+    let mut table = FlowTable::default();
+    let mut events = Vec::new();
+    let mut events_dropped = 0;
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    let mut requests_open = true;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            readable = ring.readable_mut() => {
+                let mut guard = readable.map_err(DataplaneError::Events)?;
+                let ring = guard.get_inner_mut();
+                drain(ring, dataplane, &slots, started, &mut events, &mut events_dropped)?;
+                guard.clear_ready();
+            }
+            request = endpoint_requests.recv(), if requests_open => match request {
+                Some((new, reply)) => {
+                    let mut result = Ok(());
+                    for endpoint in &new {
+                        if let Err(e) = dataplane.add_endpoint(endpoint) {
+                            result = Err(e.to_string());
+                            break;
+                        }
+                        endpoints.insert(endpoint.addr);
+                    }
+                    let _ = reply.send(result);
+                }
+                None => requests_open = false,
+            },
+            _ = ticks.tick() => {
+                let at = started.elapsed();
+                table.update(&dataplane.flows()?, &endpoints, at.as_millis() as u64);
+                on_tick(&table, &slots, at);
+            }
+        }
+    }
+    // The final read: whatever arrived since the last tick.
+    drain(ring.get_mut(), dataplane, &slots, started, &mut events, &mut events_dropped)?;
+    let duration = started.elapsed();
+    table.update(&dataplane.flows()?, &endpoints, duration.as_millis() as u64);
+    Ok(Collected {
+        table,
+        slots,
+        events,
+        events_dropped,
+        stats: dataplane.stats()?,
+        endpoints,
+        duration,
+    })
+}
+
+fn slot_infos(dataplane: &Dataplane) -> Vec<Option<SlotInfo>> {
+    let mut slots = vec![None; verifier_ebpf::MAX_SLOTS as usize];
+    for attachment in dataplane.attachments() {
+        slots[attachment.slot as usize] = Some(SlotInfo::of(attachment));
+    }
+    slots
+}
+
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    dataplane: &mut Dataplane,
+    slots: &[Option<SlotInfo>],
+    started: Instant,
+    events: &mut Vec<FlowEventRecord>,
+    dropped: &mut u64,
+) -> Result<(), DataplaneError> {
+    while let Some(item) = ring.next() {
+        if item.len() < std::mem::size_of::<FlowEvent>() {
+            continue;
+        }
+        // SAFETY: the kernel wrote a FlowEvent here; read unaligned.
+        let event = unsafe { (item.as_ptr() as *const FlowEvent).read_unaligned() };
+        drop(item);
+        let reason = Reason::from_u8(event.reason);
+        if event.kind == EVENT_NEW_FLOW && reason == Some(Reason::Signature) {
+            // The program set this bit with a plain write; make sure it stuck.
+            dataplane.list_port(event.key.dport)?;
+        }
+        if events.len() >= EVENT_CAP {
+            *dropped += 1;
+            continue;
+        }
+        let key = &event.key;
+        let slot = slots.get(usize::from(key.slot)).cloned().flatten();
+        events.push(FlowEventRecord {
+            at_ms: started.elapsed().as_millis() as u64,
+            kind: match event.kind {
+                EVENT_NEW_FLOW => "new-flow",
+                EVENT_WRONG_ROLE => "wrong-role",
+                EVENT_RST => "rst",
+                _ => "unknown",
+            },
+            src: SocketAddr::new(from_addr(&key.src, key.family), key.sport).to_string(),
+            dst: SocketAddr::new(from_addr(&key.dst, key.family), key.dport).to_string(),
+            interface: slot.as_ref().map_or_else(|| format!("slot{}", key.slot), |s| s.interface.clone()),
+            netns: slot.as_ref().and_then(|s| s.netns.clone()),
+            role: slot.map_or("other", |s| s.role.as_str()),
+            channel: channel_name(Channel::from_u8(event.channel)),
+            reason: reason.map_or("unknown", reason_name),
+            vlan: (event.vlan != 0).then_some(event.vlan),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,436 @@
+//! From per-hook flow entries to migration connections: both directions of
+//! a connection joined, every place it was seen listed with the role of the
+//! interface, its payload counted once, and a bounded history of per-interval
+//! payload deltas for throughput.
+
+mod collector;
+
+use std::{
+    collections::{BTreeMap, HashSet, VecDeque},
+    net::SocketAddr,
+};
+
+use serde::Serialize;
+use verifier_ebpf::{Channel, Direction, FlowKey, FlowStats, Reason, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK};
+
+pub use self::collector::{collect, Collected, EndpointRequest, FlowEventRecord};
+use crate::{
+    config::endpoints::channel_name,
+    dataplane::{from_addr, Attachment, Role},
+};
+
+/// Intervals of history kept per connection: an hour at 100 ms.
+pub const HISTORY_CAP: usize = 36_000;
+
+/// What user space knows of each slot when it reads flow entries.
+#[derive(Clone, Debug)]
+pub struct SlotInfo {
+    pub interface: String,
+    pub netns: Option<String>,
+    pub role: Role,
+}
+
+impl SlotInfo {
+    pub fn of(attachment: &Attachment) -> SlotInfo {
+        SlotInfo {
+            interface: attachment.spec.iface.clone(),
+            netns: attachment.spec.netns.as_ref().map(ToString::to_string),
+            role: attachment.spec.role,
+        }
+    }
+}
+
+/// A TCP connection, oriented client -> server (the server is the
+/// migration target's endpoint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnKey {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+/// One place a connection was seen, one orientation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Observation {
+    slot: u8,
+    direction: u8,
+    /// Packets from client to server.
+    forward: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub key: ConnKey,
+    pub channel: Channel,
+    pub reason: Reason,
+    observations: BTreeMap<Observation, FlowStats>,
+    /// (milliseconds since the collection started, payload bytes in the interval)
+    pub history: VecDeque<(u64, u64)>,
+    /// Intervals dropped from the front of `history` to bound memory.
+    pub history_dropped: u64,
+    last_payload: u64,
+}
+
+impl Connection {
+    fn orientation_max(&self, forward: bool, field: impl Fn(&FlowStats) -> u64) -> u64 {
+        self.observations
+            .iter()
+            .filter(|(o, _)| o.forward == forward)
+            .map(|(_, s)| field(s))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// TCP payload the connection carried, both directions, each byte once,
+    /// retransmissions excluded: wherever it was seen, the best view of
+    /// each direction counts.
+    pub fn payload_bytes(&self) -> u64 {
+        let unique = |s: &FlowStats| s.unique_payload_bytes;
+        self.orientation_max(true, unique) + self.orientation_max(false, unique)
+    }
+
+    /// Payload from client to server (for migrations: source to target).
+    pub fn forward_payload_bytes(&self) -> u64 {
+        self.orientation_max(true, |s| s.unique_payload_bytes)
+    }
+
+    pub fn retransmits(&self) -> u64 {
+        let retransmits = |s: &FlowStats| s.retransmits;
+        self.orientation_max(true, retransmits) + self.orientation_max(false, retransmits)
+    }
+
+    pub fn zero_windows(&self) -> u64 {
+        let zero = |s: &FlowStats| s.zero_windows;
+        self.orientation_max(true, zero) + self.orientation_max(false, zero)
+    }
+
+    fn seen(&self) -> u8 {
+        self.observations.values().fold(0, |seen, s| seen | s.seen)
+    }
+
+    /// The connection's TCP state as the wire shows it.
+    pub fn state(&self) -> &'static str {
+        let seen = self.seen();
+        if seen & SEEN_RST != 0 {
+            "reset"
+        } else if seen & SEEN_FIN != 0 {
+            "closed"
+        } else if seen & SEEN_SYN != 0 && seen & SEEN_SYN_ACK == 0 {
+            "syn-sent"
+        } else {
+            "established"
+        }
+    }
+
+    pub fn first_seen_ns(&self) -> u64 {
+        self.observations.values().map(|s| s.first_seen_ns).min().unwrap_or(0)
+    }
+
+    pub fn last_seen_ns(&self) -> u64 {
+        self.observations.values().map(|s| s.last_seen_ns).max().unwrap_or(0)
+    }
+
+    /// Frame bytes by interface role: per role and direction, the best view.
+    pub fn bytes_by_role(&self, slots: &[Option<SlotInfo>]) -> BytesByRole {
+        let mut by_role = BytesByRole::default();
+        for role in [Role::Migration, Role::Bridge, Role::Primary, Role::Other] {
+            let of_role = |forward: bool| {
+                self.observations
+                    .iter()
+                    .filter(|(o, _)| o.forward == forward && slot_role(slots, o.slot) == role)
+                    .map(|(_, s)| s.bytes)
+                    .max()
+                    .unwrap_or(0)
+            };
+            let bytes = of_role(true) + of_role(false);
+            match role {
+                Role::Migration => by_role.migration = bytes,
+                Role::Bridge => by_role.bridge = bytes,
+                Role::Primary => by_role.primary = bytes,
+                Role::Other => by_role.other = bytes,
+            }
+        }
+        by_role
+    }
+
+    /// Every interface the connection was seen on, both directions summed.
+    pub fn interfaces(&self, slots: &[Option<SlotInfo>]) -> Vec<InterfaceView> {
+        let mut views: BTreeMap<u8, InterfaceView> = BTreeMap::new();
+        for (observation, stats) in &self.observations {
+            let slot = slots.get(usize::from(observation.slot)).cloned().flatten();
+            let view = views.entry(observation.slot).or_insert_with(|| InterfaceView {
+                interface: slot.as_ref().map_or_else(|| format!("slot{}", observation.slot), |s| s.interface.clone()),
+                netns: slot.as_ref().and_then(|s| s.netns.clone()),
+                role: slot.map_or(Role::Other, |s| s.role),
+                vlan: None,
+                bytes: 0,
+                packets: 0,
+                payload_bytes: 0,
+                largest_segment: 0,
+            });
+            view.bytes += stats.bytes;
+            view.packets += stats.packets;
+            view.payload_bytes += stats.unique_payload_bytes;
+            view.largest_segment = view.largest_segment.max(stats.largest_segment);
+            if stats.vlan != 0 {
+                view.vlan = Some(stats.vlan);
+            }
+        }
+        views.into_values().collect()
+    }
+}
+
+fn slot_role(slots: &[Option<SlotInfo>], slot: u8) -> Role {
+    slots.get(usize::from(slot)).cloned().flatten().map_or(Role::Other, |s| s.role)
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BytesByRole {
+    pub migration: u64,
+    pub bridge: u64,
+    pub primary: u64,
+    pub other: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InterfaceView {
+    pub interface: String,
+    pub netns: Option<String>,
+    pub role: Role,
+    pub vlan: Option<u16>,
+    pub bytes: u64,
+    pub packets: u64,
+    pub payload_bytes: u64,
+    pub largest_segment: u32,
+}
+
+pub fn reason_name(reason: Reason) -> &'static str {
+    match reason {
+        Reason::Endpoint => "endpoint",
+        Reason::Cidr => "cidr",
+        Reason::Signature => "signature",
+    }
+}
+
+/// The migration connections seen so far.
+#[derive(Debug, Default)]
+pub struct FlowTable {
+    connections: BTreeMap<ConnKey, Connection>,
+}
+
+impl FlowTable {
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        self.connections.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    /// Folds a full read of the flow map in; `at_ms` stamps the interval's
+    /// payload deltas. `endpoints` are the published target endpoints,
+    /// which decide which side of a connection is the server.
+    pub fn update(&mut self, flows: &[(FlowKey, FlowStats)], endpoints: &HashSet<SocketAddr>, at_ms: u64) {
+        for (key, stats) in flows {
+            let src = SocketAddr::new(from_addr(&key.src, key.family), key.sport);
+            let dst = SocketAddr::new(from_addr(&key.dst, key.family), key.dport);
+            let forward = orientation(src, dst, stats, endpoints);
+            let conn_key = if forward {
+                ConnKey { client: src, server: dst }
+            } else {
+                ConnKey { client: dst, server: src }
+            };
+            let connection = self.connections.entry(conn_key).or_insert_with(|| Connection {
+                key: conn_key,
+                channel: Channel::from_u8(stats.channel),
+                reason: Reason::from_u8(stats.reason).unwrap_or(Reason::Cidr),
+                observations: BTreeMap::new(),
+                history: VecDeque::new(),
+                history_dropped: 0,
+                last_payload: 0,
+            });
+            // The strongest reason and a known channel win.
+            if let Some(reason) = Reason::from_u8(stats.reason).filter(|r| (*r as u8) < connection.reason as u8) {
+                connection.reason = reason;
+            }
+            if connection.channel == Channel::Unknown {
+                connection.channel = Channel::from_u8(stats.channel);
+            }
+            let observation = Observation {
+                slot: key.slot,
+                direction: key.direction,
+                forward,
+            };
+            connection.observations.insert(observation, *stats);
+        }
+        for connection in self.connections.values_mut() {
+            let payload = connection.payload_bytes();
+            let delta = payload.saturating_sub(connection.last_payload);
+            connection.last_payload = payload;
+            connection.history.push_back((at_ms, delta));
+            if connection.history.len() > HISTORY_CAP {
+                connection.history.pop_front();
+                connection.history_dropped += 1;
+            }
+        }
+    }
+}
+
+/// Whether packets `src` -> `dst` go from client to server: the published
+/// endpoint is the server; else the side that sent the SYN is the client;
+/// else (a connection older than the observation) the lower port serves.
+fn orientation(src: SocketAddr, dst: SocketAddr, stats: &FlowStats, endpoints: &HashSet<SocketAddr>) -> bool {
+    if endpoints.contains(&dst) {
+        return true;
+    }
+    if endpoints.contains(&src) {
+        return false;
+    }
+    if stats.seen & SEEN_SYN != 0 {
+        return true;
+    }
+    if stats.seen & SEEN_SYN_ACK != 0 {
+        return false;
+    }
+    (dst.port(), dst.ip()) < (src.port(), src.ip())
+}
+
+/// A connection as reports show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectionReport {
+    pub src: String,
+    pub dst: String,
+    pub channel: &'static str,
+    pub reason: &'static str,
+    pub state: &'static str,
+    pub payload_bytes: u64,
+    pub forward_payload_bytes: u64,
+    pub retransmits: u64,
+    pub zero_windows: u64,
+    pub bytes_by_role: BytesByRole,
+    pub interfaces: Vec<InterfaceView>,
+}
+
+impl Connection {
+    pub fn report(&self, slots: &[Option<SlotInfo>]) -> ConnectionReport {
+        ConnectionReport {
+            src: self.key.client.to_string(),
+            dst: self.key.server.to_string(),
+            channel: channel_name(self.channel),
+            reason: reason_name(self.reason),
+            state: self.state(),
+            payload_bytes: self.payload_bytes(),
+            forward_payload_bytes: self.forward_payload_bytes(),
+            retransmits: self.retransmits(),
+            zero_windows: self.zero_windows(),
+            bytes_by_role: self.bytes_by_role(slots),
+            interfaces: self.interfaces(slots),
+        }
+    }
+}
+
+/// Direction names for reports.
+pub fn direction_name(direction: u8) -> &'static str {
+    if direction == Direction::Ingress as u8 {
+        "ingress"
+    } else {
+        "egress"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::dataplane::to_addr;
+
+    fn key(src: &str, dst: &str, slot: u8, direction: Direction) -> FlowKey {
+        let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+        let (s, family) = to_addr(src.ip());
+        let (d, _) = to_addr(dst.ip());
+        FlowKey {
+            src: s,
+            dst: d,
+            sport: src.port(),
+            dport: dst.port(),
+            family,
+            slot,
+            direction: direction as u8,
+            _pad: 0,
+        }
+    }
+
+    fn stats(bytes: u64, unique: u64) -> FlowStats {
+        FlowStats {
+            bytes,
+            unique_payload_bytes: unique,
+            payload_bytes: unique,
+            channel: Channel::Memory as u8,
+            reason: Reason::Endpoint as u8,
+            ..FlowStats::default()
+        }
+    }
+
+    fn slots() -> Vec<Option<SlotInfo>> {
+        let slot = |interface: &str, role| Some(SlotInfo { interface: interface.into(), netns: None, role });
+        vec![slot("migration0", Role::Migration), slot("eth1", Role::Migration), slot("eth0", Role::Primary)]
+    }
+
+    #[test]
+    fn one_connection_seen_in_several_places_counts_its_payload_once() {
+        let target: SocketAddr = "10.200.5.12:40000".parse().unwrap();
+        let endpoints = HashSet::from([target]);
+        let (c, s) = ("10.200.5.11:50000", "10.200.5.12:40000");
+        let flows = [
+            (key(c, s, 0, Direction::Egress), stats(1100, 1000)),
+            (key(c, s, 1, Direction::Egress), stats(1100, 1000)),
+            // One hook missed a segment: the best view counts.
+            (key(c, s, 0, Direction::Ingress), stats(900, 800)),
+            (key(s, c, 0, Direction::Ingress), stats(60, 10)),
+        ];
+        let mut table = FlowTable::default();
+        table.update(&flows, &endpoints, 100);
+        assert_eq!(table.len(), 1);
+        let conn = table.connections().next().unwrap();
+        assert_eq!(conn.key.server, target);
+        assert_eq!(conn.payload_bytes(), 1010);
+        assert_eq!(conn.forward_payload_bytes(), 1000);
+        let by_role = conn.bytes_by_role(&slots());
+        assert_eq!((by_role.migration, by_role.primary), (1160, 0));
+        assert_eq!(conn.history.back(), Some(&(100, 1010)));
+
+        // The next read: only the delta goes into the history.
+        let more = [(key(c, s, 0, Direction::Egress), stats(2200, 2000))];
+        table.update(&more, &endpoints, 200);
+        let conn = table.connections().next().unwrap();
+        assert_eq!(conn.history.back(), Some(&(200, 1000)));
+    }
+
+    #[test]
+    fn without_endpoints_the_syn_decides_the_client() {
+        let mut syn = stats(60, 0);
+        syn.seen = SEEN_SYN;
+        let flows = [(key("10.0.0.2:7000", "10.0.0.1:45000", 2, Direction::Ingress), syn)];
+        let mut table = FlowTable::default();
+        table.update(&flows, &HashSet::new(), 0);
+        let conn = table.connections().next().unwrap();
+        assert_eq!(conn.key.client.ip(), "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(conn.state(), "syn-sent");
+        assert_eq!(conn.bytes_by_role(&slots()).primary, 60);
+    }
+
+    #[test]
+    fn history_stays_bounded() {
+        let flows = [(key("10.0.0.2:7000", "10.0.0.1:45000", 0, Direction::Egress), stats(1, 1))];
+        let mut table = FlowTable::default();
+        for i in 0..HISTORY_CAP as u64 + 5 {
+            table.update(&flows, &HashSet::new(), i);
+        }
+        let conn = table.connections().next().unwrap();
+        assert_eq!((conn.history.len(), conn.history_dropped), (HISTORY_CAP, 5));
+    }
+}
