@@ -27,23 +27,35 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("loading {name}"))?;
     }
     let addr = |s: &str| s.parse::<SocketAddr>().expect("literal address");
-    let segment = TcpSegment::new(addr("10.200.5.11:41000"), addr("10.200.5.12:49152"))
-        .payload(&[0x17; 1400]);
+    // What a verify run loads: the published endpoints and the migration CIDRs.
+    for endpoint in ["10.200.5.12:49152", "[fd00:200:5::12]:49152"] {
+        dataplane.add_endpoint(&endpoint.parse()?)?;
+    }
+    dataplane.add_cidr("10.200.5.0/24".parse()?)?;
+    dataplane.add_cidr("fd00:200:5::/64".parse()?)?;
+
+    let migration = TcpSegment::new(addr("10.200.5.11:41000"), addr("10.200.5.12:49152"))
+        .payload(&[0x17; 1400])
+        .timestamps(1000, 2000);
+    let migration6 = TcpSegment::new(
+        addr("[fd00:200:5::11]:41000"),
+        addr("[fd00:200:5::12]:49152"),
+    )
+    .payload(&[0x17; 1400])
+    .timestamps(1000, 2000);
+    let unrelated =
+        TcpSegment::new(addr("10.128.0.5:41000"), addr("10.128.0.6:8080")).payload(&[0x17; 1400]);
     let shapes = [
-        ("tcp ipv4 1400 B", segment.frame()),
-        ("tcp ipv4 vlan", segment.clone().vlan(100).frame()),
-        (
-            "tcp ipv6",
-            TcpSegment::new(addr("[fd00::1]:41000"), addr("[fd00::2]:49152"))
-                .payload(&[0x17; 1400])
-                .frame(),
-        ),
+        ("migration ipv4", migration.frame()),
+        ("migration ipv4 vlan", migration.clone().vlan(100).frame()),
+        ("migration ipv6", migration6.frame()),
+        ("unrelated tcp", unrelated.frame()),
         ("non-ip (arp)", frames::arp_frame()),
     ];
 
     println!("per-packet cost, ns (BPF_PROG_TEST_RUN, {REPEAT} repeats x {ROUNDS} rounds)");
     println!(
-        "{:<18} {:>11} {:>11} {:>13} {:>13} {:>10}",
+        "{:<20} {:>11} {:>11} {:>13} {:>13} {:>10}",
         "frame", "empty best", "empty med", "observer best", "observer med", "above"
     );
     for (shape, frame) in &shapes {
@@ -56,7 +68,7 @@ fn main() -> anyhow::Result<()> {
         let (floor_best, floor_median) = best_and_median(&mut floor);
         let (best, median) = best_and_median(&mut observer);
         println!(
-            "{shape:<18} {floor_best:>11} {floor_median:>11} {best:>13} {median:>13} {:>10}",
+            "{shape:<20} {floor_best:>11} {floor_median:>11} {best:>13} {median:>13} {:>10}",
             median.saturating_sub(floor_median)
         );
     }

@@ -72,7 +72,8 @@ pub type Addr = [u8; 16];
 
 /// One direction of a TCP connection at one hook: packet orientation
 /// (`src` sent it), the slot it was seen at and which way it crossed.
-#[repr(C)]
+/// Aligned to 8 so the programs copy and clear it in whole words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: Addr,
@@ -85,6 +86,52 @@ pub struct FlowKey {
     /// A [`Direction`] value.
     pub direction: u8,
     pub _pad: u8,
+}
+
+/// The IPv4 form of a [`FlowKey`], for the IPv4 flow table: a third the
+/// size, so hashing it on every packet costs a third.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKeyV4 {
+    /// Addresses as they lie in the packet (network byte order).
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub slot: u8,
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+
+impl FlowKeyV4 {
+    /// Word reads: this runs on every IPv4 migration segment.
+    #[inline(always)]
+    pub fn from_key(key: &FlowKey) -> FlowKeyV4 {
+        let word = |addr: &Addr| u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]);
+        FlowKeyV4 {
+            src: word(&key.src),
+            dst: word(&key.dst),
+            sport: key.sport,
+            dport: key.dport,
+            slot: key.slot,
+            direction: key.direction,
+            _pad: [0; 2],
+        }
+    }
+
+    pub fn to_key(&self) -> FlowKey {
+        let mut key = FlowKey {
+            sport: self.sport,
+            dport: self.dport,
+            family: FAMILY_V4,
+            slot: self.slot,
+            direction: self.direction,
+            ..FlowKey::default()
+        };
+        key.src[..4].copy_from_slice(&self.src.to_ne_bytes());
+        key.dst[..4].copy_from_slice(&self.dst.to_ne_bytes());
+        key
+    }
 }
 
 /// What a migration connection carries, as KubeVirt labels its target
@@ -144,24 +191,25 @@ pub const SEEN_RST: u8 = 8;
 
 /// Counters of one [`FlowKey`]. The counters are added to atomically:
 /// segments of one flow can be handled on several CPUs at once.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
     /// Frame bytes (`skb->len`, GSO packets whole).
     pub bytes: u64,
     /// Wire segments (a GSO packet counts its segments).
     pub packets: u64,
-    /// TCP payload, retransmissions included.
-    pub payload_bytes: u64,
     /// TCP payload that advanced the sequence: each byte once.
     pub unique_payload_bytes: u64,
+    /// TCP payload at or below the highest sequence already seen.
+    pub retransmitted_bytes: u64,
     /// Segments with payload that did not advance the sequence.
     pub retransmits: u64,
     /// Segments advertising a zero receive window.
     pub zero_windows: u64,
-    /// CLOCK_MONOTONIC (coarse) nanoseconds.
+    /// CLOCK_MONOTONIC (coarse) nanoseconds when the entry was made. There
+    /// is no per-packet "last seen": user space sees progress by polling,
+    /// and a clock read on every packet costs more than it tells.
     pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
     /// End (seq + len) of the highest segment seen.
     pub seq_high: u32,
     /// Whether `seq_high` holds a sequence number yet.
@@ -179,6 +227,14 @@ pub struct FlowStats {
     pub vlan: u16,
     /// Largest segment payload (the GSO size for GSO packets).
     pub largest_segment: u32,
+    /// The TSval this direction sent that awaits its echo, and when it was
+    /// first seen here (ns, 0 = none pending): one RTT measurement in flight.
+    pub ts_val: u32,
+    /// The last TSecr seen in this direction: only a new echo is matched.
+    pub last_ts_ecr: u32,
+    pub ts_val_ns: u64,
+    /// When the last RTT sample was taken from this direction's echoes.
+    pub last_rtt_ns: u64,
 }
 
 /// Event kinds on the `EVENTS` ring buffer.
@@ -186,12 +242,21 @@ pub const EVENT_NEW_FLOW: u8 = 1;
 /// A migration flow on an interface whose role is not migration or bridge.
 pub const EVENT_WRONG_ROLE: u8 = 2;
 pub const EVENT_RST: u8 = 3;
+/// A round-trip time from a TCP timestamp echo: `value_ns` holds it. The key
+/// is the direction that carried the echo, at the hook that saw both.
+pub const EVENT_RTT: u8 = 4;
+
+/// RTT samples per flow x hook x direction are at least this far apart, so
+/// busy connections cannot flood the ring buffer.
+pub const RTT_SAMPLE_SPACING_NS: u64 = 10_000_000;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEvent {
     pub key: FlowKey,
     pub ts_ns: u64,
+    /// The RTT of an `EVENT_RTT`; 0 otherwise.
+    pub value_ns: u64,
     pub kind: u8,
     pub role: u8,
     pub channel: u8,
@@ -226,6 +291,32 @@ pub struct EndpointInfo {
 /// so one trie holds IPv4 and IPv6 (prefix length counts the family byte).
 pub type CidrData = [u8; 17];
 
+/// Prefixes checked in place, without a map lookup per prefix: the first
+/// few migration CIDRs go here, any beyond them into the LPM trie.
+pub const FAST_CIDRS: usize = 8;
+
+/// One prefix as two masked 64-bit words of a [`FlowKey`] address
+/// (IPv4 uses the first four bytes of the first word).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastCidr {
+    pub family: u8,
+    pub _pad: [u8; 7],
+    pub net: [u64; 2],
+    pub mask: [u64; 2],
+}
+
+/// The one entry of the `CIDR_TABLE` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CidrTable {
+    /// Entries in use in `fast`.
+    pub fast: u32,
+    /// Entries in the `MIGRATION_CIDRS` trie (0 skips it).
+    pub trie: u32,
+    pub entries: [FastCidr; FAST_CIDRS],
+}
+
 /// Words of the `PORT_FILTER` bitmap: one bit per TCP port, set for every
 /// endpoint port, so most packets skip the endpoint table.
 pub const PORT_FILTER_WORDS: u32 = 65536 / 64;
@@ -252,8 +343,10 @@ mod pod {
     unsafe impl aya::Pod for super::HookCounters {}
     unsafe impl aya::Pod for super::SlotConfig {}
     unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowKeyV4 {}
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::FlowEvent {}
     unsafe impl aya::Pod for super::EndpointKey {}
     unsafe impl aya::Pod for super::EndpointInfo {}
+    unsafe impl aya::Pod for super::CidrTable {}
 }

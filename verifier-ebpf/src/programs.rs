@@ -9,17 +9,18 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_UNSPEC},
-    helpers::bpf_ktime_get_coarse_ns,
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{classifier, map},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
     programs::TcContext,
 };
 use verifier_ebpf::{
-    hook_index, stat, Addr, Channel, CidrData, Direction, EndpointInfo, EndpointKey, FlowEvent, FlowKey,
-    FlowStats, HookCounters, Reason, SlotConfig, SlotRole, EVENT_NEW_FLOW, EVENT_RST, EVENT_WRONG_ROLE,
-    FAMILY_V4, FAMILY_V6, HOOK_ENTRIES, MAX_SLOTS, PORT_FILTER_WORDS, SEEN_FIN, SEEN_RST, SEEN_SYN,
-    SEEN_SYN_ACK,
+    hook_index, stat, Addr, Channel, CidrData, CidrTable, Direction, EndpointInfo, EndpointKey,
+    FlowEvent, FlowKey, FlowKeyV4, FlowStats, HookCounters, Reason, SlotConfig, SlotRole,
+    EVENT_NEW_FLOW, EVENT_RST, EVENT_RTT, EVENT_WRONG_ROLE, FAMILY_V4, FAMILY_V6, FAST_CIDRS,
+    HOOK_ENTRIES, MAX_SLOTS, PORT_FILTER_WORDS, RTT_SAMPLE_SPACING_NS, SEEN_FIN, SEEN_RST,
+    SEEN_SYN, SEEN_SYN_ACK,
 };
 
 /// Per-CPU so concurrent CPUs never contend; user space sums the CPUs.
@@ -40,15 +41,18 @@ static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> = HashMap::with_max_entries
 #[map]
 static MIGRATION_CIDRS: LpmTrie<CidrData, u8> = LpmTrie::with_max_entries(1024, BPF_F_NO_PREALLOC);
 
-/// `[0]`: how many entries MIGRATION_CIDRS holds (0 skips the trie).
 #[map]
-static CONFIG: Array<u32> = Array::with_max_entries(1, 0);
+static CIDR_TABLE: Array<CidrTable> = Array::with_max_entries(1, 0);
+
+/// Flow tables, one per family: IPv4 keys are short and hash fast.
+#[map]
+static FLOWS_V4: HashMap<FlowKeyV4, FlowStats> = HashMap::with_max_entries(65536, 0);
 
 #[map]
-static FLOWS: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(65536, 0);
+static FLOWS_V6: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(65536, 0);
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
@@ -59,6 +63,8 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
+/// NOP, NOP, kind 8 (timestamps), length 10.
+const TS_OPTION_PREFIX: [u8; 4] = [1, 1, 8, 10];
 /// What a full hash map answers to an insert.
 const E2BIG: i32 = -7;
 const TCP_FIN: u8 = 0x01;
@@ -90,14 +96,40 @@ fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
 }
 
 /// The TCP facts of one packet.
+#[repr(C, align(8))]
 struct Segment {
     key: FlowKey,
+    /// TCP timestamps option (TSval, TSecr), in the layout every Linux
+    /// sender uses (NOP, NOP, TS right after the fixed header).
+    has_timestamps: bool,
+    ts_val: u32,
+    ts_ecr: u32,
     seq: u32,
     flags: u8,
     window: u16,
     payload_len: u32,
     payload_offset: usize,
     vlan: u16,
+    /// Set by `classify`.
+    channel: u8,
+    reason: u8,
+}
+
+/// Zeroes `*value` with word stores, in place. LLVM turns zero-initialising
+/// a struct (or moving a zeroed one) into a call to `memset`, which on BPF
+/// is a byte-at-a-time loop costing tens of nanoseconds per packet;
+/// volatile stores are never merged into one.
+///
+/// # Safety
+/// `value` is valid for writes; all-zero is a valid `T`.
+#[inline(always)]
+unsafe fn zero_in_place<T>(value: *mut T) {
+    const { assert!(core::mem::size_of::<T>() % 8 == 0 && core::mem::align_of::<T>() >= 8) };
+    let words = value as *mut u64;
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        // SAFETY: in bounds and aligned, per the assertion and the contract.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
 }
 
 #[inline(always)]
@@ -108,19 +140,65 @@ fn observe(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
         counters.packets += 1;
         counters.bytes += u64::from(ctx.len());
     }
-    if let Some(segment) = parse(ctx, slot, direction) {
-        if let Some((channel, reason)) = classify(ctx, &segment) {
-            account(ctx, &segment, channel, reason);
+    // Most of what is not IP leaves here, before any other work.
+    let Some(eth) = bytes::<14>(ctx, 0) else {
+        bump(stat::TRUNCATED);
+        return TC_ACT_UNSPEC;
+    };
+    let ethertype = be16([eth[12], eth[13]]);
+    if !matches!(
+        ethertype,
+        ETH_P_IP | ETH_P_IPV6 | ETH_P_8021Q | ETH_P_8021AD
+    ) {
+        bump(stat::NOT_IP);
+        return TC_ACT_UNSPEC;
+    }
+
+    let mut segment = core::mem::MaybeUninit::<Segment>::uninit();
+    // SAFETY: a local, all-zero is a valid Segment; used only after zeroing.
+    let segment = unsafe {
+        zero_in_place(segment.as_mut_ptr());
+        &mut *segment.as_mut_ptr()
+    };
+    segment.key.slot = slot as u8;
+    segment.key.direction = direction as u8;
+    if parse(ctx, segment).is_none() {
+        return TC_ACT_UNSPEC;
+    }
+    // A flow already kept: its entry says what it is. Only segments that
+    // pass the cheap prefilters pay for that lookup.
+    let candidate = is_candidate(&segment.key);
+    if candidate {
+        if let Some(stats) = flow(&segment.key) {
+            // SAFETY: a live flow table value.
+            unsafe {
+                segment.channel = (*stats).channel;
+                segment.reason = (*stats).reason;
+            }
+            account(ctx, segment, stats);
+            return TC_ACT_UNSPEC;
+        }
+    }
+    if let Some((channel, reason)) = classify(ctx, segment, candidate) {
+        segment.channel = channel;
+        segment.reason = reason;
+        if let Some(stats) = insert_flow(segment) {
+            account(ctx, segment, stats);
         }
     }
     TC_ACT_UNSPEC
 }
 
-/// Reads `N` bytes at `offset` in one bounds check, so the verifier sees
-/// every access through the pointer it checked.
+/// `N` bytes at `offset`, in place: one bounds check, every read through
+/// the pointer the verifier checked, nothing copied to the (small) stack.
 #[inline(always)]
-fn bytes<const N: usize>(ctx: &TcContext, offset: usize) -> Option<[u8; N]> {
-    load::<[u8; N]>(ctx, offset)
+fn bytes<const N: usize>(ctx: &TcContext, offset: usize) -> Option<&[u8; N]> {
+    let start = ctx.data() + offset;
+    if start + N > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: bounds checked just above; packet memory outlives the program run.
+    Some(unsafe { &*(start as *const [u8; N]) })
 }
 
 #[inline(always)]
@@ -128,42 +206,38 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
+/// Fills `segment` (its key's slot and direction already set) from the
+/// packet, in place: out of line, and writing into the caller's frame, so
+/// its header work costs no stack on the path that accounts the segment.
 #[inline(always)]
-fn parse(ctx: &TcContext, slot: u32, direction: Direction) -> Option<Segment> {
+fn parse(ctx: &TcContext, segment: &mut Segment) -> Option<()> {
     // SAFETY: reads of the context the kernel handed us.
     let skb = unsafe { &*ctx.skb.skb };
     // An offloaded tag (outermost) lives in the metadata; in-band tags in
     // the frame, up to two (802.1ad outer, 802.1Q inner).
-    let mut vlan = if skb.vlan_present != 0 { (skb.vlan_tci & 0x0fff) as u16 } else { 0 };
+    let mut vlan = if skb.vlan_present != 0 {
+        (skb.vlan_tci & 0x0fff) as u16
+    } else {
+        0
+    };
     let eth = bytes::<14>(ctx, 0)?;
     let mut ethertype = be16([eth[12], eth[13]]);
     let mut offset = ETH_HLEN;
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        let tags = bytes::<8>(ctx, offset);
-        let tag = match tags {
-            Some(tags) => tags,
-            // Room for one tag only.
-            None => {
-                let tag = bytes::<4>(ctx, offset)?;
-                [tag[0], tag[1], tag[2], tag[3], 0, 0, 0, 0]
-            }
-        };
+        let tag = bytes::<4>(ctx, offset)?;
         if vlan == 0 {
             vlan = be16([tag[0], tag[1]]) & 0x0fff;
         }
         ethertype = be16([tag[2], tag[3]]);
         offset += 4;
-        if (ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD) && tags.is_some() {
-            ethertype = be16([tag[6], tag[7]]);
+        if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+            let inner = bytes::<4>(ctx, offset)?;
+            ethertype = be16([inner[2], inner[3]]);
             offset += 4;
         }
     }
 
-    let mut key = FlowKey {
-        slot: slot as u8,
-        direction: direction as u8,
-        ..FlowKey::default()
-    };
+    let key = &mut segment.key;
     let l4 = match ethertype {
         ETH_P_IP => {
             let ip = bytes::<20>(ctx, offset)?;
@@ -243,15 +317,22 @@ fn parse(ctx: &TcContext, slot: u32, direction: Direction) -> Option<Segment> {
         bump(stat::TRUNCATED);
         return None;
     }
-    Some(Segment {
-        key,
-        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-        flags: tcp[13],
-        window: be16([tcp[14], tcp[15]]),
-        payload_len: (len - payload_offset) as u32,
-        payload_offset,
-        vlan,
-    })
+    if data_offset >= 32 {
+        if let Some(o) = bytes::<12>(ctx, l4 + 20) {
+            if o[..4] == TS_OPTION_PREFIX {
+                segment.has_timestamps = true;
+                segment.ts_val = u32::from_be_bytes([o[4], o[5], o[6], o[7]]);
+                segment.ts_ecr = u32::from_be_bytes([o[8], o[9], o[10], o[11]]);
+            }
+        }
+    }
+    segment.seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    segment.flags = tcp[13];
+    segment.window = be16([tcp[14], tcp[15]]);
+    segment.payload_len = (len - payload_offset) as u32;
+    segment.payload_offset = payload_offset;
+    segment.vlan = vlan;
+    Some(())
 }
 
 #[inline(always)]
@@ -276,26 +357,69 @@ fn endpoint(addr: &Addr, port: u16, family: u8) -> Option<EndpointInfo> {
     unsafe { ENDPOINTS.get(&key) }.copied()
 }
 
+/// Whether either end is a published endpoint port or inside a fast CIDR:
+/// a few inlined array reads, no hash or trie lookup.
 #[inline(always)]
-fn in_migration_cidr(addr: &Addr, family: u8) -> bool {
+fn is_candidate(key: &FlowKey) -> bool {
+    port_listed(key.dport) || port_listed(key.sport) || in_fast_cidr(key)
+}
+
+#[inline(always)]
+fn words(addr: &Addr) -> [u64; 2] {
+    // SAFETY: FlowKey is 8-aligned and its addresses sit at offsets 0 and 16.
+    unsafe { *(addr.as_ptr() as *const [u64; 2]) }
+}
+
+#[inline(always)]
+fn in_fast_cidr(key: &FlowKey) -> bool {
+    let Some(table) = CIDR_TABLE.get(0) else {
+        return false;
+    };
+    let (src, dst) = (words(&key.src), words(&key.dst));
+    for i in 0..FAST_CIDRS {
+        if i as u32 >= table.fast {
+            break;
+        }
+        let cidr = &table.entries[i];
+        if cidr.family != key.family {
+            continue;
+        }
+        let inside =
+            |a: [u64; 2]| a[0] & cidr.mask[0] == cidr.net[0] && a[1] & cidr.mask[1] == cidr.net[1];
+        if inside(dst) || inside(src) {
+            return true;
+        }
+    }
+    false
+}
+
+/// The prefixes beyond the fast table, in the LPM trie.
+#[inline(always)]
+fn in_migration_trie(addr: &Addr, family: u8) -> bool {
     let mut data = [0u8; 17];
     data[0] = family;
     data[1..].copy_from_slice(addr);
     MIGRATION_CIDRS.get(Key::new(8 + 128, data)).is_some()
 }
 
-/// The channel and reason of a migration segment; `None` for the rest.
+/// The channel and reason of a segment of a flow not kept yet; `None` for
+/// traffic that is not migration. `candidate`: the prefilters matched.
 #[inline(always)]
-fn classify(ctx: &TcContext, segment: &Segment) -> Option<(u8, u8)> {
+fn classify(ctx: &TcContext, segment: &Segment, candidate: bool) -> Option<(u8, u8)> {
     let key = &segment.key;
-    // Either direction of a connection to a published endpoint.
-    if let Some(info) =
-        endpoint(&key.dst, key.dport, key.family).or_else(|| endpoint(&key.src, key.sport, key.family))
-    {
-        return Some((info.channel, info.reason));
+    if candidate {
+        // Either direction of a connection to a published endpoint.
+        if let Some(info) = endpoint(&key.dst, key.dport, key.family)
+            .or_else(|| endpoint(&key.src, key.sport, key.family))
+        {
+            return Some((info.channel, info.reason));
+        }
+        if in_fast_cidr(key) {
+            return Some((Channel::Unknown as u8, Reason::Cidr as u8));
+        }
     }
-    if CONFIG.get(0).is_some_and(|count| *count > 0)
-        && (in_migration_cidr(&key.dst, key.family) || in_migration_cidr(&key.src, key.family))
+    if CIDR_TABLE.get(0).is_some_and(|t| t.trie > 0)
+        && (in_migration_trie(&key.dst, key.family) || in_migration_trie(&key.src, key.family))
     {
         return Some((Channel::Unknown as u8, Reason::Cidr as u8));
     }
@@ -344,60 +468,34 @@ fn learn_endpoint(addr: &Addr, port: u16, family: u8) {
 }
 
 #[inline(always)]
-fn account(ctx: &TcContext, segment: &Segment, channel: u8, reason: u8) {
+fn account(ctx: &TcContext, segment: &Segment, stats: *mut FlowStats) {
     // SAFETY: reads of the context the kernel handed us.
     let skb = unsafe { &*ctx.skb.skb };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let key = &segment.key;
-    let stats = match FLOWS.get_ptr_mut(key) {
-        Some(stats) => stats,
-        None => {
-            let fresh = FlowStats {
-                first_seen_ns: now,
-                channel,
-                reason,
-                vlan: segment.vlan,
-                ..FlowStats::default()
-            };
-            if FLOWS.insert(key, &fresh, u64::from(BPF_NOEXIST)).is_ok() {
-                bump(stat::CLASSIFIED);
-                emit(key, EVENT_NEW_FLOW, segment, channel, reason, now);
-                let role = SLOT_CONFIG.get(u32::from(key.slot)).map_or(SlotRole::Other as u8, |c| c.role);
-                if role == SlotRole::Primary as u8 || role == SlotRole::Other as u8 {
-                    emit(key, EVENT_WRONG_ROLE, segment, channel, reason, now);
-                }
-            }
-            // Another CPU may have inserted it first; either way, look again.
-            match FLOWS.get_ptr_mut(key) {
-                Some(stats) => stats,
-                None => {
-                    bump(stat::FLOW_TABLE_FULL);
-                    return;
-                }
-            }
-        }
-    };
-
     let segments = skb.gso_segs.max(1);
-    let mss = if skb.gso_size != 0 { skb.gso_size } else { segment.payload_len };
+    let mss = if skb.gso_size != 0 {
+        skb.gso_size
+    } else {
+        segment.payload_len
+    };
     let flags = segment.flags;
     // SAFETY: `stats` points into the map value, valid for this program
     // run; the counters are added to atomically.
     unsafe {
         add(&raw mut (*stats).bytes, u64::from(ctx.len()));
         add(&raw mut (*stats).packets, u64::from(segments));
-        add(&raw mut (*stats).payload_bytes, u64::from(segment.payload_len));
         if segment.window == 0 && flags & TCP_RST == 0 {
             add(&raw mut (*stats).zero_windows, 1);
         }
-        (*stats).last_seen_ns = now;
         if mss > (*stats).largest_segment {
             (*stats).largest_segment = mss;
         }
         let mut seen = 0;
         if flags & TCP_SYN != 0 {
-            seen |= if flags & TCP_ACK != 0 { SEEN_SYN_ACK } else { SEEN_SYN };
+            seen |= if flags & TCP_ACK != 0 {
+                SEEN_SYN_ACK
+            } else {
+                SEEN_SYN
+            };
         }
         if flags & TCP_FIN != 0 {
             seen |= SEEN_FIN;
@@ -405,13 +503,74 @@ fn account(ctx: &TcContext, segment: &Segment, channel: u8, reason: u8) {
         if flags & TCP_RST != 0 {
             seen |= SEEN_RST;
             if (*stats).seen & SEEN_RST == 0 {
-                emit(key, EVENT_RST, segment, channel, reason, now);
+                emit(
+                    segment,
+                    &EventTag::new(EVENT_RST, bpf_ktime_get_coarse_ns()),
+                );
             }
         }
         (*stats).seen |= seen;
         (*stats).tcp_flags |= flags;
         track_sequence(stats, segment);
+        // Out of line, and only when the timestamps moved (about once a
+        // millisecond per direction): most segments repeat the last ones.
+        if segment.has_timestamps
+            && (segment.ts_ecr != (*stats).last_ts_ecr
+                || ((*stats).ts_val_ns == 0 && segment.ts_val != (*stats).ts_val))
+        {
+            track_rtt(stats, segment);
+        }
     }
+}
+
+/// The kept entry of a flow, from the table of its family.
+#[inline(always)]
+fn flow(key: &FlowKey) -> Option<*mut FlowStats> {
+    if key.family == FAMILY_V4 {
+        FLOWS_V4.get_ptr_mut(&FlowKeyV4::from_key(key))
+    } else {
+        FLOWS_V6.get_ptr_mut(key)
+    }
+}
+
+/// A new flow entry, announced on the ring buffer. Kept out of line: its
+/// stack frame (a fresh value, an event) must not add to the hot path's.
+#[inline(never)]
+fn insert_flow(segment: &Segment) -> Option<*mut FlowStats> {
+    let key = &segment.key;
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let mut fresh = core::mem::MaybeUninit::<FlowStats>::uninit();
+    // SAFETY: a local, all-zero is a valid FlowStats; used only after zeroing.
+    let fresh = unsafe {
+        zero_in_place(fresh.as_mut_ptr());
+        &mut *fresh.as_mut_ptr()
+    };
+    fresh.first_seen_ns = now;
+    fresh.channel = segment.channel;
+    fresh.reason = segment.reason;
+    fresh.vlan = segment.vlan;
+    let inserted = if key.family == FAMILY_V4 {
+        FLOWS_V4.insert(&FlowKeyV4::from_key(key), &*fresh, u64::from(BPF_NOEXIST))
+    } else {
+        FLOWS_V6.insert(key, &*fresh, u64::from(BPF_NOEXIST))
+    };
+    if inserted.is_ok() {
+        bump(stat::CLASSIFIED);
+        emit(segment, &EventTag::new(EVENT_NEW_FLOW, now));
+        let role = SLOT_CONFIG
+            .get(u32::from(key.slot))
+            .map_or(SlotRole::Other as u8, |c| c.role);
+        if role == SlotRole::Primary as u8 || role == SlotRole::Other as u8 {
+            emit(segment, &EventTag::new(EVENT_WRONG_ROLE, now));
+        }
+    }
+    // Another CPU may have inserted it first; either way, look again.
+    let stats = flow(key);
+    if stats.is_none() {
+        bump(stat::FLOW_TABLE_FULL);
+    }
+    stats
 }
 
 /// Adds to a counter shared by every CPU (BPF_ATOMIC_ADD). The BPF target
@@ -425,6 +584,67 @@ unsafe fn add(counter: *mut u64, value: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, value) };
 }
 
+/// Round-trip times from TCP timestamps, as the hook sees them: a TSval
+/// leaving in one direction, then its echo (TSecr) coming back the other
+/// way. Works wherever the hook sits: on a host, a bridge or a forwarder.
+/// The precise clock is read only when a new TSval or a new echo shows up
+/// (at most once a millisecond per direction with Linux senders).
+///
+/// # Safety
+/// `stats` points into a live flow table value.
+#[inline(never)]
+unsafe fn track_rtt(stats: *mut FlowStats, segment: &Segment) {
+    let (ts_val, ts_ecr) = (segment.ts_val, segment.ts_ecr);
+    // SAFETY: per the function's contract.
+    unsafe {
+        if (*stats).ts_val_ns == 0 && ts_val != (*stats).ts_val {
+            (*stats).ts_val = ts_val;
+            (*stats).ts_val_ns = bpf_ktime_get_ns();
+        }
+        if ts_ecr == (*stats).last_ts_ecr {
+            return;
+        }
+        (*stats).last_ts_ecr = ts_ecr;
+    }
+    // SAFETY: helper without arguments.
+    let now_coarse = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: per the function's contract.
+    if now_coarse < unsafe { (*stats).last_rtt_ns } + RTT_SAMPLE_SPACING_NS {
+        return;
+    }
+    let key = &segment.key;
+    let reverse = FlowKey {
+        src: key.dst,
+        dst: key.src,
+        sport: key.dport,
+        dport: key.sport,
+        family: key.family,
+        slot: key.slot,
+        direction: key.direction ^ 1,
+        _pad: 0,
+    };
+    let Some(sent) = flow(&reverse) else {
+        return;
+    };
+    // SAFETY: `sent` points into a live flow table value; `stats` per contract.
+    unsafe {
+        if (*sent).ts_val_ns == 0 || (*sent).ts_val != ts_ecr {
+            return;
+        }
+        let now = bpf_ktime_get_ns();
+        let rtt = now.saturating_sub((*sent).ts_val_ns);
+        (*sent).ts_val_ns = 0;
+        (*stats).last_rtt_ns = now_coarse;
+        let tag = EventTag {
+            kind: EVENT_RTT,
+            now,
+            value_ns: rtt,
+            flags: u64::from(BPF_RB_NO_WAKEUP),
+        };
+        emit(segment, &tag);
+    }
+}
+
 /// Payload that moves the sequence forward counts once; payload at or
 /// below the highest sequence seen is a retransmission.
 ///
@@ -435,7 +655,7 @@ unsafe fn add(counter: *mut u64, value: u64) {
 /// the same instant; the byte counters above stay exact regardless.
 ///
 /// # Safety
-/// `stats` points into a live FLOWS value.
+/// `stats` points into a live flow table value.
 #[inline(always)]
 unsafe fn track_sequence(stats: *mut FlowStats, segment: &Segment) {
     // SYN and FIN take one sequence number each.
@@ -455,33 +675,69 @@ unsafe fn track_sequence(stats: *mut FlowStats, segment: &Segment) {
         let advance = end.wrapping_sub((*stats).seq_high) as i32;
         if advance <= 0 {
             add(&raw mut (*stats).retransmits, 1);
+            add(
+                &raw mut (*stats).retransmitted_bytes,
+                u64::from(segment.payload_len),
+            );
             return;
         }
         (*stats).seq_high = end;
-        add(
-            &raw mut (*stats).unique_payload_bytes,
-            u64::from((advance as u32).min(segment.payload_len)),
-        );
+        let fresh = (advance as u32).min(segment.payload_len);
+        add(&raw mut (*stats).unique_payload_bytes, u64::from(fresh));
+        if fresh < segment.payload_len {
+            // Partly old data: the part below the highest sequence was resent.
+            add(
+                &raw mut (*stats).retransmitted_bytes,
+                u64::from(segment.payload_len - fresh),
+            );
+        }
     }
 }
 
-#[inline(always)]
-fn emit(key: &FlowKey, kind: u8, segment: &Segment, channel: u8, reason: u8, now: u64) {
-    let role = SLOT_CONFIG.get(u32::from(key.slot)).map_or(SlotRole::Other as u8, |c| c.role);
+/// What an event says beyond the segment it is about.
+struct EventTag {
+    kind: u8,
+    now: u64,
+    /// The RTT of an `EVENT_RTT`.
+    value_ns: u64,
+    /// 0 wakes the reader at once; `BPF_RB_NO_WAKEUP` leaves the event for
+    /// its next periodic drain (frequent events must not cost a wakeup each).
+    flags: u64,
+}
+
+impl EventTag {
+    fn new(kind: u8, now: u64) -> Self {
+        EventTag {
+            kind,
+            now,
+            value_ns: 0,
+            flags: 0,
+        }
+    }
+}
+
+/// Out of line (BPF calls take at most five arguments, hence the tag).
+#[inline(never)]
+fn emit(segment: &Segment, tag: &EventTag) {
+    let key = &segment.key;
+    let role = SLOT_CONFIG
+        .get(u32::from(key.slot))
+        .map_or(SlotRole::Other as u8, |c| c.role);
     match EVENTS.reserve::<FlowEvent>(0) {
         Some(mut entry) => {
             entry.write(FlowEvent {
                 key: *key,
-                ts_ns: now,
-                kind,
+                ts_ns: tag.now,
+                value_ns: tag.value_ns,
+                kind: tag.kind,
                 role,
-                channel,
-                reason,
+                channel: segment.channel,
+                reason: segment.reason,
                 vlan: segment.vlan,
                 tcp_flags: segment.flags,
                 _pad: 0,
             });
-            entry.submit(0);
+            entry.submit(tag.flags);
         }
         None => bump(stat::EVENTS_LOST),
     }

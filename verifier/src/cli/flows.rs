@@ -75,7 +75,11 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             |table, slots, at| {
                 if text && at >= last_print + Duration::from_secs(1) {
                     last_print = at;
-                    println!("[{:7.1}s] {} migration connection(s)", at.as_secs_f64(), table.len());
+                    println!(
+                        "[{:7.1}s] {} migration connection(s)",
+                        at.as_secs_f64(),
+                        table.len()
+                    );
                     print_table(table, slots);
                 }
             },
@@ -91,8 +95,16 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
 }
 
 pub fn report(collected: &Collected) -> serde_json::Value {
-    let connections: Vec<_> = collected.table.connections().map(|c| c.report(&collected.slots)).collect();
-    let endpoints: HashSet<String> = collected.endpoints.iter().map(ToString::to_string).collect();
+    let connections: Vec<_> = collected
+        .table
+        .connections()
+        .map(|c| c.report(&collected.slots))
+        .collect();
+    let endpoints: HashSet<String> = collected
+        .endpoints
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     json!({
         "duration_s": collected.duration.as_secs_f64(),
         "endpoints": endpoints,
@@ -115,7 +127,11 @@ fn print_table(table: &FlowTable, slots: &[Option<SlotInfo>]) {
             .iter()
             .map(|i| {
                 let vlan = i.vlan.map(|v| format!(" vlan {v}")).unwrap_or_default();
-                let at = i.netns.as_ref().map(|ns| format!("@{ns}")).unwrap_or_default();
+                let at = i
+                    .netns
+                    .as_ref()
+                    .map(|ns| format!("@{ns}"))
+                    .unwrap_or_default();
                 format!("{}{at} ({}{vlan})", i.interface, i.role.as_str())
             })
             .collect();

@@ -72,7 +72,9 @@ pub fn main() -> ExitCode {
 /// Seconds from a flag, as a Duration, with the flag named on error.
 fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
     value
-        .map(|s| Duration::try_from_secs_f64(s).with_context(|| format!("{flag} {s}: not a duration")))
+        .map(|s| {
+            Duration::try_from_secs_f64(s).with_context(|| format!("{flag} {s}: not a duration"))
+        })
         .transpose()
 }
 

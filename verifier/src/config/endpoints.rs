@@ -88,50 +88,79 @@ pub fn endpoints_from_vmi(value: &Value, path: &Path) -> Result<Vec<Endpoint>, I
         message,
     };
     let items: Vec<&Value> = match value["kind"].as_str() {
-        Some("List") | Some("VirtualMachineInstanceList") => {
-            value["items"].as_array().map(|items| items.iter().collect()).unwrap_or_default()
-        }
+        Some("List") | Some("VirtualMachineInstanceList") => value["items"]
+            .as_array()
+            .map(|items| items.iter().collect())
+            .unwrap_or_default(),
         Some("VirtualMachineInstance") => vec![value],
         Some(other) => {
-            return Err(field("document".into(), format!("kind {other} is not a VirtualMachineInstance")))
+            return Err(field(
+                "document".into(),
+                format!("kind {other} is not a VirtualMachineInstance"),
+            ))
         }
-        None => return Err(field("document".into(), "no `kind` (is this `oc get vmi -o json` output?)".into())),
+        None => {
+            return Err(field(
+                "document".into(),
+                "no `kind` (is this `oc get vmi -o json` output?)".into(),
+            ))
+        }
     };
     let mut endpoints = Vec::new();
     for (index, vmi) in items.iter().enumerate() {
         let name = format!(
             "VirtualMachineInstance {}/{}",
             vmi["metadata"]["namespace"].as_str().unwrap_or("?"),
-            vmi["metadata"]["name"].as_str().unwrap_or(&format!("items[{index}]"))
+            vmi["metadata"]["name"]
+                .as_str()
+                .unwrap_or(&format!("items[{index}]"))
         );
         let state = &vmi["status"]["migrationState"];
         if state.is_null() {
-            return Err(field(name, "has no status.migrationState (no migration started yet?)".into()));
+            return Err(field(
+                name,
+                "has no status.migrationState (no migration started yet?)".into(),
+            ));
         }
         let address = state["targetNodeAddress"].as_str().ok_or_else(|| {
-            field(name.clone(), "status.migrationState.targetNodeAddress is missing (target not ready yet?)".into())
+            field(
+                name.clone(),
+                "status.migrationState.targetNodeAddress is missing (target not ready yet?)".into(),
+            )
         })?;
         let ip: IpAddr = address.parse().map_err(|_| {
-            field(name.clone(), format!("status.migrationState.targetNodeAddress {address:?} is not an IP address"))
+            field(
+                name.clone(),
+                format!("status.migrationState.targetNodeAddress {address:?} is not an IP address"),
+            )
         })?;
-        let ports = state["targetDirectMigrationNodePorts"].as_object().ok_or_else(|| {
-            field(name.clone(), "status.migrationState.targetDirectMigrationNodePorts is missing".into())
-        })?;
+        let ports = state["targetDirectMigrationNodePorts"]
+            .as_object()
+            .ok_or_else(|| {
+                field(
+                    name.clone(),
+                    "status.migrationState.targetDirectMigrationNodePorts is missing".into(),
+                )
+            })?;
         for (port, label) in ports {
             let at = format!("status.migrationState.targetDirectMigrationNodePorts[{port:?}]");
-            let port: u16 = port
-                .parse()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| field(name.clone(), format!("{at}: {port:?} is not a TCP port")))?;
-            let channel = label
-                .as_u64()
-                .and_then(channel_for_label)
-                .ok_or_else(|| field(name.clone(), format!("{at}: label {label} is none of 0, 49152, 49153")))?;
+            let port: u16 =
+                port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
+                    field(name.clone(), format!("{at}: {port:?} is not a TCP port"))
+                })?;
+            let channel = label.as_u64().and_then(channel_for_label).ok_or_else(|| {
+                field(
+                    name.clone(),
+                    format!("{at}: label {label} is none of 0, 49152, 49153"),
+                )
+            })?;
             endpoints.push(Endpoint {
                 addr: SocketAddr::new(ip, port),
                 channel,
-                migration: Some(name.trim_start_matches("VirtualMachineInstance ").to_string()),
+                migration: Some(
+                    name.trim_start_matches("VirtualMachineInstance ")
+                        .to_string(),
+                ),
             });
         }
     }
@@ -147,9 +176,11 @@ impl FromStr for Endpoint {
             Some((addr, channel)) => (addr, channel),
             None => (spec, "memory"),
         };
-        let addr: SocketAddr = addr
-            .parse()
-            .map_err(|_| InputError::Flag(format!("--endpoint {spec}: expected ADDR:PORT[=CHANNEL], [ADDR]:PORT for IPv6")))?;
+        let addr: SocketAddr = addr.parse().map_err(|_| {
+            InputError::Flag(format!(
+                "--endpoint {spec}: expected ADDR:PORT[=CHANNEL], [ADDR]:PORT for IPv6"
+            ))
+        })?;
         let channel = match channel {
             "control" => Channel::Control,
             "memory" => Channel::Memory,
@@ -187,7 +218,11 @@ impl Cidr {
         if width != addr_width {
             return false;
         }
-        let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(self.prefix))
+        };
         net & mask == addr & mask
     }
 }
@@ -203,7 +238,11 @@ impl FromStr for Cidr {
         let prefix = if prefix.is_empty() {
             max
         } else {
-            prefix.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| bad("prefix length out of range"))?
+            prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| bad("prefix length out of range"))?
         };
         Ok(Cidr { addr, prefix })
     }
@@ -238,7 +277,10 @@ mod tests {
         }));
         let mut endpoints = endpoints_from_vmi(&doc, Path::new("vmi.json")).unwrap();
         endpoints.sort_by_key(|e| e.addr);
-        let summary: Vec<_> = endpoints.iter().map(|e| (e.addr.to_string(), e.channel)).collect();
+        let summary: Vec<_> = endpoints
+            .iter()
+            .map(|e| (e.addr.to_string(), e.channel))
+            .collect();
         assert_eq!(
             summary,
             [
@@ -252,7 +294,9 @@ mod tests {
 
     #[test]
     fn reads_every_item_of_a_list() {
-        let one = vmi(json!({ "targetNodeAddress": "fd00::2", "targetDirectMigrationNodePorts": { "5000": 49152 } }));
+        let one = vmi(
+            json!({ "targetNodeAddress": "fd00::2", "targetDirectMigrationNodePorts": { "5000": 49152 } }),
+        );
         let list = json!({ "kind": "List", "items": [one.clone(), one] });
         assert_eq!(endpoints_from_vmi(&list, Path::new("x")).unwrap().len(), 2);
     }
@@ -265,11 +309,16 @@ mod tests {
             err(json!({ "kind": "VirtualMachineInstance", "metadata": { "name": "vm1", "namespace": "prod" } })),
             "vmi.json: VirtualMachineInstance prod/vm1: has no status.migrationState (no migration started yet?)"
         );
-        assert!(err(vmi(json!({ "targetNodeAddress": "node-b" }))).contains("\"node-b\" is not an IP address"));
-        assert!(err(vmi(json!({ "targetNodeAddress": "10.0.0.1", "targetDirectMigrationNodePorts": { "x": 0 } })))
-            .contains("[\"x\"]: \"x\" is not a TCP port"));
-        assert!(err(vmi(json!({ "targetNodeAddress": "10.0.0.1", "targetDirectMigrationNodePorts": { "1": 7 } })))
-            .contains("label 7 is none of 0, 49152, 49153"));
+        assert!(err(vmi(json!({ "targetNodeAddress": "node-b" })))
+            .contains("\"node-b\" is not an IP address"));
+        assert!(err(vmi(
+            json!({ "targetNodeAddress": "10.0.0.1", "targetDirectMigrationNodePorts": { "x": 0 } })
+        ))
+        .contains("[\"x\"]: \"x\" is not a TCP port"));
+        assert!(err(vmi(
+            json!({ "targetNodeAddress": "10.0.0.1", "targetDirectMigrationNodePorts": { "1": 7 } })
+        ))
+        .contains("label 7 is none of 0, 49152, 49153"));
         assert!(err(json!({ "kind": "Pod" })).contains("kind Pod is not a VirtualMachineInstance"));
     }
 
@@ -286,7 +335,10 @@ mod tests {
     fn endpoint_flags_and_cidrs_parse() {
         let e: Endpoint = "[fd00::2]:5000=disk".parse().unwrap();
         assert_eq!((e.addr.port(), e.channel), (5000, Channel::Disk));
-        assert_eq!("10.0.0.1:1".parse::<Endpoint>().unwrap().channel, Channel::Memory);
+        assert_eq!(
+            "10.0.0.1:1".parse::<Endpoint>().unwrap().channel,
+            Channel::Memory
+        );
         assert!("10.0.0.1:1=video".parse::<Endpoint>().is_err());
         let cidr: Cidr = "10.200.5.0/24".parse().unwrap();
         assert!(cidr.contains("10.200.5.99".parse().unwrap()));

@@ -104,8 +104,6 @@ pub struct Attachment {
 pub struct Dataplane {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
-    /// Entries in MIGRATION_CIDRS, mirrored into CONFIG for the programs.
-    cidrs: u32,
 }
 
 fn program_name(slot: u32, direction: Direction) -> String {
@@ -135,7 +133,6 @@ impl Dataplane {
         Ok(Dataplane {
             ebpf,
             attachments: Vec::new(),
-            cidrs: 0,
         })
     }
 

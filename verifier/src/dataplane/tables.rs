@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use verifier_ebpf::{
-    stat, Addr, CidrData, EndpointInfo, EndpointKey, FlowKey, FlowStats, Reason, SlotConfig, SlotRole, FAMILY_V4,
-    FAMILY_V6,
+    stat, Addr, CidrData, CidrTable, EndpointInfo, EndpointKey, FastCidr, FlowKey, FlowKeyV4,
+    FlowStats, Reason, SlotConfig, SlotRole, FAMILY_V4, FAMILY_V6, FAST_CIDRS,
 };
 
 use super::{Dataplane, DataplaneError, Role};
@@ -66,7 +66,9 @@ impl Dataplane {
     }
 
     fn map(&self, name: &'static str) -> &aya::maps::Map {
-        self.ebpf.map(name).unwrap_or_else(|| panic!("the eBPF object defines {name}"))
+        self.ebpf
+            .map(name)
+            .unwrap_or_else(|| panic!("the eBPF object defines {name}"))
     }
 
     pub(super) fn set_slot_role(&mut self, slot: u32, role: Role) -> Result<(), DataplaneError> {
@@ -88,7 +90,9 @@ impl Dataplane {
         {
             const MAP: &str = "ENDPOINTS";
             let err = |source| DataplaneError::Map { map: MAP, source };
-            let mut endpoints = HashMap::<_, EndpointKey, EndpointInfo>::try_from(self.map_mut(MAP)).map_err(err)?;
+            let mut endpoints =
+                HashMap::<_, EndpointKey, EndpointInfo>::try_from(self.map_mut(MAP))
+                    .map_err(err)?;
             let key = EndpointKey {
                 addr,
                 port,
@@ -116,33 +120,71 @@ impl Dataplane {
     }
 
     /// Adds a migration network CIDR (or one virt-handler address as /32,
-    /// /128): flows with either end inside are migration traffic.
+    /// /128): flows with either end inside are migration traffic. The
+    /// first few are checked in place by the programs; more go to the trie.
     pub fn add_cidr(&mut self, cidr: Cidr) -> Result<(), DataplaneError> {
         let (addr, family) = to_addr(cidr.addr);
-        let mut data: CidrData = [0; 17];
-        data[0] = family;
-        data[1..].copy_from_slice(&addr);
-        {
+        const TABLE: &str = "CIDR_TABLE";
+        let err = |source| DataplaneError::Map { map: TABLE, source };
+        let mut table = {
+            let array = Array::<_, CidrTable>::try_from(self.map(TABLE)).map_err(err)?;
+            array.get(&0, 0).map_err(err)?
+        };
+        if (table.fast as usize) < FAST_CIDRS {
+            let width = if family == FAMILY_V4 { 32 } else { 128 };
+            let mask_bits = if cidr.prefix == 0 {
+                0
+            } else {
+                u128::MAX << (width - u32::from(cidr.prefix))
+            };
+            // The address occupies the first `width` bits of the 16 bytes.
+            let mask = (mask_bits << (128 - width)).to_be_bytes();
+            let word = |bytes: &[u8]| u64::from_ne_bytes(bytes.try_into().expect("8 bytes"));
+            let net: Vec<u8> = addr.iter().zip(mask).map(|(a, m)| a & m).collect();
+            table.entries[table.fast as usize] = FastCidr {
+                family,
+                _pad: [0; 7],
+                net: [word(&net[..8]), word(&net[8..])],
+                mask: [word(&mask[..8]), word(&mask[8..])],
+            };
+            table.fast += 1;
+        } else {
             const MAP: &str = "MIGRATION_CIDRS";
             let err = |source| DataplaneError::Map { map: MAP, source };
+            let mut data: CidrData = [0; 17];
+            data[0] = family;
+            data[1..].copy_from_slice(&addr);
             let mut trie = LpmTrie::<_, CidrData, u8>::try_from(self.map_mut(MAP)).map_err(err)?;
-            trie.insert(&Key::new(8 + u32::from(cidr.prefix), data), 1, 0).map_err(err)?;
+            trie.insert(&Key::new(8 + u32::from(cidr.prefix), data), 1, 0)
+                .map_err(err)?;
+            table.trie += 1;
         }
-        self.cidrs += 1;
-        const MAP: &str = "CONFIG";
-        let err = |source| DataplaneError::Map { map: MAP, source };
-        let cidrs = self.cidrs;
-        let mut config = Array::<_, u32>::try_from(self.map_mut(MAP)).map_err(err)?;
-        config.set(0, cidrs, 0).map_err(err)
+        let mut array = Array::<_, CidrTable>::try_from(self.map_mut(TABLE)).map_err(err)?;
+        array.set(0, table, 0).map_err(err)
     }
 
-    /// Every flow entry the programs keep.
+    /// Every flow entry the programs keep, both families.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, DataplaneError> {
-        const MAP: &str = "FLOWS";
-        let err = |source| DataplaneError::Map { map: MAP, source };
-        let flows = HashMap::<_, FlowKey, FlowStats>::try_from(self.map(MAP)).map_err(err)?;
+        let v4 = HashMap::<_, FlowKeyV4, FlowStats>::try_from(self.map("FLOWS_V4")).map_err(
+            |source| DataplaneError::Map {
+                map: "FLOWS_V4",
+                source,
+            },
+        )?;
+        let v6 =
+            HashMap::<_, FlowKey, FlowStats>::try_from(self.map("FLOWS_V6")).map_err(|source| {
+                DataplaneError::Map {
+                    map: "FLOWS_V6",
+                    source,
+                }
+            })?;
         // An entry deleted between listing and reading is simply gone.
-        Ok(flows.iter().filter_map(Result::ok).collect())
+        Ok(v4
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, stats)| (key.to_key(), stats))
+            .chain(v6.iter().filter_map(Result::ok))
+            .collect())
     }
 
     pub fn stats(&self) -> Result<DataplaneStats, DataplaneError> {

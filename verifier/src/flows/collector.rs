@@ -76,8 +76,9 @@ pub async fn collect(
     }
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
     // for as long as the AsyncFd owns the ring buffer.
-    let mut ring = unsafe { AsyncFd::register_with_interest(dataplane.take_events()?, Interest::READABLE) }
-        .map_err(|e| DataplaneError::Events(e.into()))?;
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(dataplane.take_events()?, Interest::READABLE) }
+            .map_err(|e| DataplaneError::Events(e.into()))?;
     let mut table = FlowTable::default();
     let mut events = Vec::new();
     let mut events_dropped = 0;
@@ -116,7 +117,14 @@ pub async fn collect(
         }
     }
     // The final read: whatever arrived since the last tick.
-    drain(ring.get_mut(), dataplane, &slots, started, &mut events, &mut events_dropped)?;
+    drain(
+        ring.get_mut(),
+        dataplane,
+        &slots,
+        started,
+        &mut events,
+        &mut events_dropped,
+    )?;
     let duration = started.elapsed();
     table.update(&dataplane.flows()?, &endpoints, duration.as_millis() as u64);
     Ok(Collected {
@@ -174,7 +182,9 @@ fn drain(
             },
             src: SocketAddr::new(from_addr(&key.src, key.family), key.sport).to_string(),
             dst: SocketAddr::new(from_addr(&key.dst, key.family), key.dport).to_string(),
-            interface: slot.as_ref().map_or_else(|| format!("slot{}", key.slot), |s| s.interface.clone()),
+            interface: slot
+                .as_ref()
+                .map_or_else(|| format!("slot{}", key.slot), |s| s.interface.clone()),
             netns: slot.as_ref().and_then(|s| s.netns.clone()),
             role: slot.map_or("other", |s| s.role.as_str()),
             channel: channel_name(Channel::from_u8(event.channel)),

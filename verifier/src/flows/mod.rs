@@ -11,7 +11,9 @@ use std::{
 };
 
 use serde::Serialize;
-use verifier_ebpf::{Channel, Direction, FlowKey, FlowStats, Reason, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK};
+use verifier_ebpf::{
+    Channel, Direction, FlowKey, FlowStats, Reason, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK,
+};
 
 pub use self::collector::{collect, Collected, EndpointRequest, FlowEventRecord};
 use crate::{
@@ -122,11 +124,11 @@ impl Connection {
     }
 
     pub fn first_seen_ns(&self) -> u64 {
-        self.observations.values().map(|s| s.first_seen_ns).min().unwrap_or(0)
-    }
-
-    pub fn last_seen_ns(&self) -> u64 {
-        self.observations.values().map(|s| s.last_seen_ns).max().unwrap_or(0)
+        self.observations
+            .values()
+            .map(|s| s.first_seen_ns)
+            .min()
+            .unwrap_or(0)
     }
 
     /// Frame bytes by interface role: per role and direction, the best view.
@@ -157,16 +159,21 @@ impl Connection {
         let mut views: BTreeMap<u8, InterfaceView> = BTreeMap::new();
         for (observation, stats) in &self.observations {
             let slot = slots.get(usize::from(observation.slot)).cloned().flatten();
-            let view = views.entry(observation.slot).or_insert_with(|| InterfaceView {
-                interface: slot.as_ref().map_or_else(|| format!("slot{}", observation.slot), |s| s.interface.clone()),
-                netns: slot.as_ref().and_then(|s| s.netns.clone()),
-                role: slot.map_or(Role::Other, |s| s.role),
-                vlan: None,
-                bytes: 0,
-                packets: 0,
-                payload_bytes: 0,
-                largest_segment: 0,
-            });
+            let view = views
+                .entry(observation.slot)
+                .or_insert_with(|| InterfaceView {
+                    interface: slot.as_ref().map_or_else(
+                        || format!("slot{}", observation.slot),
+                        |s| s.interface.clone(),
+                    ),
+                    netns: slot.as_ref().and_then(|s| s.netns.clone()),
+                    role: slot.map_or(Role::Other, |s| s.role),
+                    vlan: None,
+                    bytes: 0,
+                    packets: 0,
+                    payload_bytes: 0,
+                    largest_segment: 0,
+                });
             view.bytes += stats.bytes;
             view.packets += stats.packets;
             view.payload_bytes += stats.unique_payload_bytes;
@@ -180,7 +187,11 @@ impl Connection {
 }
 
 fn slot_role(slots: &[Option<SlotInfo>], slot: u8) -> Role {
-    slots.get(usize::from(slot)).cloned().flatten().map_or(Role::Other, |s| s.role)
+    slots
+        .get(usize::from(slot))
+        .cloned()
+        .flatten()
+        .map_or(Role::Other, |s| s.role)
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -233,27 +244,43 @@ impl FlowTable {
     /// Folds a full read of the flow map in; `at_ms` stamps the interval's
     /// payload deltas. `endpoints` are the published target endpoints,
     /// which decide which side of a connection is the server.
-    pub fn update(&mut self, flows: &[(FlowKey, FlowStats)], endpoints: &HashSet<SocketAddr>, at_ms: u64) {
+    pub fn update(
+        &mut self,
+        flows: &[(FlowKey, FlowStats)],
+        endpoints: &HashSet<SocketAddr>,
+        at_ms: u64,
+    ) {
         for (key, stats) in flows {
             let src = SocketAddr::new(from_addr(&key.src, key.family), key.sport);
             let dst = SocketAddr::new(from_addr(&key.dst, key.family), key.dport);
             let forward = orientation(src, dst, stats, endpoints);
             let conn_key = if forward {
-                ConnKey { client: src, server: dst }
+                ConnKey {
+                    client: src,
+                    server: dst,
+                }
             } else {
-                ConnKey { client: dst, server: src }
+                ConnKey {
+                    client: dst,
+                    server: src,
+                }
             };
-            let connection = self.connections.entry(conn_key).or_insert_with(|| Connection {
-                key: conn_key,
-                channel: Channel::from_u8(stats.channel),
-                reason: Reason::from_u8(stats.reason).unwrap_or(Reason::Cidr),
-                observations: BTreeMap::new(),
-                history: VecDeque::new(),
-                history_dropped: 0,
-                last_payload: 0,
-            });
+            let connection = self
+                .connections
+                .entry(conn_key)
+                .or_insert_with(|| Connection {
+                    key: conn_key,
+                    channel: Channel::from_u8(stats.channel),
+                    reason: Reason::from_u8(stats.reason).unwrap_or(Reason::Cidr),
+                    observations: BTreeMap::new(),
+                    history: VecDeque::new(),
+                    history_dropped: 0,
+                    last_payload: 0,
+                });
             // The strongest reason and a known channel win.
-            if let Some(reason) = Reason::from_u8(stats.reason).filter(|r| (*r as u8) < connection.reason as u8) {
+            if let Some(reason) =
+                Reason::from_u8(stats.reason).filter(|r| (*r as u8) < connection.reason as u8)
+            {
                 connection.reason = reason;
             }
             if connection.channel == Channel::Unknown {
@@ -282,7 +309,12 @@ impl FlowTable {
 /// Whether packets `src` -> `dst` go from client to server: the published
 /// endpoint is the server; else the side that sent the SYN is the client;
 /// else (a connection older than the observation) the lower port serves.
-fn orientation(src: SocketAddr, dst: SocketAddr, stats: &FlowStats, endpoints: &HashSet<SocketAddr>) -> bool {
+fn orientation(
+    src: SocketAddr,
+    dst: SocketAddr,
+    stats: &FlowStats,
+    endpoints: &HashSet<SocketAddr>,
+) -> bool {
     if endpoints.contains(&dst) {
         return true;
     }
@@ -368,7 +400,7 @@ mod tests {
         FlowStats {
             bytes,
             unique_payload_bytes: unique,
-            payload_bytes: unique,
+            retransmitted_bytes: 0,
             channel: Channel::Memory as u8,
             reason: Reason::Endpoint as u8,
             ..FlowStats::default()
@@ -376,8 +408,18 @@ mod tests {
     }
 
     fn slots() -> Vec<Option<SlotInfo>> {
-        let slot = |interface: &str, role| Some(SlotInfo { interface: interface.into(), netns: None, role });
-        vec![slot("migration0", Role::Migration), slot("eth1", Role::Migration), slot("eth0", Role::Primary)]
+        let slot = |interface: &str, role| {
+            Some(SlotInfo {
+                interface: interface.into(),
+                netns: None,
+                role,
+            })
+        };
+        vec![
+            slot("migration0", Role::Migration),
+            slot("eth1", Role::Migration),
+            slot("eth0", Role::Primary),
+        ]
     }
 
     #[test]
@@ -414,7 +456,10 @@ mod tests {
     fn without_endpoints_the_syn_decides_the_client() {
         let mut syn = stats(60, 0);
         syn.seen = SEEN_SYN;
-        let flows = [(key("10.0.0.2:7000", "10.0.0.1:45000", 2, Direction::Ingress), syn)];
+        let flows = [(
+            key("10.0.0.2:7000", "10.0.0.1:45000", 2, Direction::Ingress),
+            syn,
+        )];
         let mut table = FlowTable::default();
         table.update(&flows, &HashSet::new(), 0);
         let conn = table.connections().next().unwrap();
@@ -425,7 +470,10 @@ mod tests {
 
     #[test]
     fn history_stays_bounded() {
-        let flows = [(key("10.0.0.2:7000", "10.0.0.1:45000", 0, Direction::Egress), stats(1, 1))];
+        let flows = [(
+            key("10.0.0.2:7000", "10.0.0.1:45000", 0, Direction::Egress),
+            stats(1, 1),
+        )];
         let mut table = FlowTable::default();
         for i in 0..HISTORY_CAP as u64 + 5 {
             table.update(&flows, &HashSet::new(), i);
