@@ -124,7 +124,7 @@ struct Segment {
 /// `value` is valid for writes; all-zero is a valid `T`.
 #[inline(always)]
 unsafe fn zero_in_place<T>(value: *mut T) {
-    const { assert!(core::mem::size_of::<T>() % 8 == 0 && core::mem::align_of::<T>() >= 8) };
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(8) && core::mem::align_of::<T>() >= 8) };
     let words = value as *mut u64;
     for i in 0..core::mem::size_of::<T>() / 8 {
         // SAFETY: in bounds and aligned, per the assertion and the contract.
@@ -354,7 +354,7 @@ fn endpoint(addr: &Addr, port: u16, family: u8) -> Option<EndpointInfo> {
         _pad: 0,
     };
     // SAFETY: the value is copied out at once.
-    unsafe { ENDPOINTS.get(&key) }.copied()
+    unsafe { ENDPOINTS.get(key) }.copied()
 }
 
 /// Whether either end is a published endpoint port or inside a fast CIDR:
@@ -449,7 +449,7 @@ fn learn_endpoint(addr: &Addr, port: u16, family: u8) {
         reason: Reason::Signature as u8,
         _pad: [0; 2],
     };
-    match ENDPOINTS.insert(&key, &info, u64::from(BPF_NOEXIST)) {
+    match ENDPOINTS.insert(key, info, u64::from(BPF_NOEXIST)) {
         Ok(()) => {}
         Err(E2BIG) => {
             bump(stat::ENDPOINTS_FULL);
@@ -527,7 +527,7 @@ fn account(ctx: &TcContext, segment: &Segment, stats: *mut FlowStats) {
 #[inline(always)]
 fn flow(key: &FlowKey) -> Option<*mut FlowStats> {
     if key.family == FAMILY_V4 {
-        FLOWS_V4.get_ptr_mut(&FlowKeyV4::from_key(key))
+        FLOWS_V4.get_ptr_mut(FlowKeyV4::from_key(key))
     } else {
         FLOWS_V6.get_ptr_mut(key)
     }
@@ -551,9 +551,9 @@ fn insert_flow(segment: &Segment) -> Option<*mut FlowStats> {
     fresh.reason = segment.reason;
     fresh.vlan = segment.vlan;
     let inserted = if key.family == FAMILY_V4 {
-        FLOWS_V4.insert(&FlowKeyV4::from_key(key), &*fresh, u64::from(BPF_NOEXIST))
+        FLOWS_V4.insert(FlowKeyV4::from_key(key), *fresh, u64::from(BPF_NOEXIST))
     } else {
-        FLOWS_V6.insert(key, &*fresh, u64::from(BPF_NOEXIST))
+        FLOWS_V6.insert(key, *fresh, u64::from(BPF_NOEXIST))
     };
     if inserted.is_ok() {
         bump(stat::CLASSIFIED);
@@ -628,7 +628,18 @@ unsafe fn track_rtt(stats: *mut FlowStats, segment: &Segment) {
     };
     // SAFETY: `sent` points into a live flow table value; `stats` per contract.
     unsafe {
-        if (*sent).ts_val_ns == 0 || (*sent).ts_val != ts_ecr {
+        if (*sent).ts_val_ns == 0 {
+            return;
+        }
+        // A receiver echoes the TSval of the oldest segment it has not
+        // acknowledged yet; with delayed or cumulative ACKs it can skip the
+        // one we wait for. An echo past it frees the measurement for the
+        // next TSval instead of waiting forever.
+        let ahead = ts_ecr.wrapping_sub((*sent).ts_val) as i32;
+        if ahead != 0 {
+            if ahead > 0 {
+                (*sent).ts_val_ns = 0;
+            }
             return;
         }
         let now = bpf_ktime_get_ns();

@@ -10,3 +10,5 @@ pub mod dataplane;
 pub mod flows;
 pub mod frames;
 pub mod lab;
+pub mod measure;
+pub mod report;

@@ -246,56 +246,202 @@ fn broken_networks_break_the_migration() {
     }
 }
 
+/// `lab run -o json` for a scenario; the report and the exit code.
+fn lab_run(scenario: &str, extra: &[&str]) -> (Value, Option<i32>) {
+    let mut args = vec![
+        "lab",
+        "run",
+        "--scenario",
+        scenario,
+        "--memory",
+        "128",
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = migverify(&args);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "lab run {scenario}: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_nothing_left(scenario);
+    (report, out.status.code())
+}
+
+fn reason_ids(report: &Value) -> Vec<String> {
+    report["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every connection of the migration classified as memory channel by its
+/// published endpoint, seen on exactly the interfaces of `role`, and the
+/// payload sent to the target within 1% of what QEMU says it transferred.
+fn assert_classified(scenario: &str, report: &Value, role: &str, interfaces: &[&str]) {
+    let migrations = report["migrations"].as_array().unwrap();
+    assert_eq!(
+        migrations.len(),
+        1,
+        "{scenario}: one migration: {migrations:?}"
+    );
+    let m = &migrations[0];
+    let qemu = &report["lab"]["qemu"];
+    let channels = qemu["multifd_channels"].as_u64().unwrap();
+    assert_eq!(
+        m["connections"].as_u64(),
+        Some(channels + 1),
+        "{scenario}: main + multifd connections"
+    );
+    let flows = m["flows"].as_array().unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    for flow in flows {
+        assert_eq!(flow["channel"], "memory", "{scenario}: {flow}");
+        assert_eq!(flow["reason"], "endpoint", "{scenario}: {flow}");
+        assert_eq!(flow["role"], role, "{scenario}: {flow}");
+        let at = format!(
+            "{}@{}",
+            flow["interface"].as_str().unwrap(),
+            flow["netns"].as_str().unwrap()
+        );
+        if !seen.contains(&at) {
+            seen.push(at);
+        }
+    }
+    seen.sort();
+    let mut expected: Vec<String> = interfaces.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(
+        seen, expected,
+        "{scenario}: where the connections were seen"
+    );
+    let sent = m["forward_payload_bytes"].as_f64().unwrap();
+    let transferred = qemu["transferred_bytes"].as_f64().unwrap();
+    let ratio = sent / transferred;
+    assert!(
+        (1.0..1.01).contains(&ratio),
+        "{scenario}: migverify {sent} vs QEMU {transferred} ({ratio:.4})"
+    );
+}
+
 #[test]
-fn lab_run_reports_json_verdicts_and_cleans_up() {
-    if !privileged("lab_run_reports_json_verdicts_and_cleans_up") {
+fn every_migration_connection_is_classified_on_the_right_interfaces() {
+    if !privileged("every_migration_connection_is_classified_on_the_right_interfaces") {
         return;
     }
     let _lab = LabGuard::take();
-    for (scenario, code, reason) in [
-        ("secondary", 0, None),
-        ("pod-network-fallback", 1, Some("fallback-pod-network")),
-        ("vlan-mismatch", 1, Some("migration-not-completed")),
-    ] {
-        let out = migverify(&[
-            "lab",
-            "run",
-            "--scenario",
-            scenario,
-            "--memory",
-            MEMORY_MIB,
-            "--timeout",
-            "6",
-            "-o",
-            "json",
-        ]);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "{scenario}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
-        assert_eq!(report["schema_version"], 1);
-        assert_eq!(report["lab"]["scenario"], scenario);
-        let reasons: Vec<&str> = report["reasons"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["id"].as_str().unwrap())
-            .collect();
-        assert_eq!(reasons.first().copied(), reason, "{scenario}: {reasons:?}");
-        let vmi = &report["lab"]["vmi"]["status"]["migrationState"];
-        let port = report["lab"]["qemu"]["target"]
-            .as_str()
-            .unwrap()
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .to_string();
-        assert_eq!(vmi["targetDirectMigrationNodePorts"][&port], 49152, "{vmi}");
-        assert_nothing_left(scenario);
+    let secondary = [
+        "eth1@mvlab-node-a",
+        "eth1@mvlab-node-b",
+        "migration0@mvlab-vh-a",
+        "migration0@mvlab-vh-b",
+    ];
+    for scenario in ["secondary", "ipv6"] {
+        let (report, code) = lab_run(scenario, &[]);
+        assert_classified(scenario, &report, "migration", &secondary);
+        assert_eq!(code, Some(0), "{scenario}: {:?}", reason_ids(&report));
+        assert_eq!(report["verdict"], "PASS");
     }
+    let (report, _) = lab_run("pod-network-fallback", &[]);
+    assert_classified(
+        "pod-network-fallback",
+        &report,
+        "primary",
+        &[
+            "eth0@mvlab-node-a",
+            "eth0@mvlab-node-b",
+            "eth0@mvlab-vh-a",
+            "eth0@mvlab-vh-b",
+        ],
+    );
+}
+
+#[test]
+fn verdicts_of_the_scenarios() {
+    if !privileged("verdicts_of_the_scenarios") {
+        return;
+    }
+    let _lab = LabGuard::take();
+    let cases: &[(&str, &[&str], i32, &str)] = &[
+        ("bridge-vlan", &[], 0, ""),
+        ("pod-network-fallback", &[], 1, "fallback.primary-network"),
+        // 128 MiB at 100 Mbit/s takes about 11 s: a 1 s/GiB budget gives 1 s.
+        (
+            "rate-limited",
+            &["--rate", "100", "--completion-timeout-per-gib", "1"],
+            1,
+            "budget.completion",
+        ),
+        (
+            "rate-limited",
+            &["--rate", "100", "--completion-timeout-per-gib", "150"],
+            0,
+            "",
+        ),
+        (
+            "stall",
+            &["--progress-timeout", "2", "--timeout", "8"],
+            1,
+            "budget.stall",
+        ),
+    ];
+    for (scenario, extra, code, reason) in cases {
+        let (report, exit) = lab_run(scenario, extra);
+        let ids = reason_ids(&report);
+        assert_eq!(exit, Some(*code), "{scenario} {extra:?}: {ids:?}");
+        if reason.is_empty() {
+            assert_eq!(report["verdict"], "PASS", "{scenario}: {ids:?}");
+        } else {
+            assert_eq!(report["verdict"], "FAIL");
+            assert!(
+                ids.iter().any(|id| id == reason),
+                "{scenario}: {reason} not in {ids:?}"
+            );
+        }
+        assert_eq!(report["schema_version"], 1);
+        assert_eq!(report["lab"]["scenario"], *scenario);
+    }
+    // The bridge scenario's VLAN is seen on the trunk, as the NAD says.
+    let (report, _) = lab_run("bridge-vlan", &["--vlan", "42"]);
+    let vlans = &report["migrations"][0]["bytes_by_vlan"];
+    assert!(vlans["42"].as_u64().unwrap() > 128 << 20, "{vlans}");
+}
+
+#[test]
+fn lab_run_writes_html_and_hdr_logs() {
+    if !privileged("lab_run_writes_html_and_hdr_logs") {
+        return;
+    }
+    let _lab = LabGuard::take();
+    let dir = std::env::temp_dir().join(format!("migverify-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (html, hlog) = (dir.join("report.html"), dir.join("report.hlog"));
+    let (report, code) = lab_run(
+        "secondary",
+        &[
+            "--report",
+            html.to_str().unwrap(),
+            "--hdr-log",
+            hlog.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{:?}", reason_ids(&report));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.starts_with("<!DOCTYPE html>")
+            && page.contains("<svg")
+            && page.contains("Throughput over time")
+    );
+    assert!(page.contains("class=\"verdict PASS\""));
+    let log = std::fs::read_to_string(&hlog).unwrap();
+    let tagged: Vec<&str> = log.lines().filter(|l| l.starts_with("Tag=")).collect();
+    assert!(tagged.iter().any(|l| l.contains("throughput_bps")), "{log}");
+    assert!(tagged.iter().any(|l| l.contains("rtt_us")), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

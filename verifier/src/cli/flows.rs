@@ -82,6 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                     );
                     print_table(table, slots);
                 }
+                false
             },
         )
         .await

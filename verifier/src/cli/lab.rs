@@ -3,11 +3,17 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Serialize;
 use serde_json::json;
 
-use super::{Output, Status};
-use crate::lab::{self, topology, Cni, LabConfig, LabRun, Scenario};
+use super::{BudgetArgs, Output, ReportArgs, Status};
+use crate::{
+    lab::{self, topology, Cni, LabConfig, LabRun, Scenario},
+    measure::{
+        budget::VmSize,
+        verdict::{Expectations, Reason, Severity},
+    },
+    report::{self, Report},
+};
 
 /// Build an emulated two-node migration network and migrate a real QEMU VM across it.
 ///
@@ -45,7 +51,12 @@ struct RunArgs {
     #[command(flatten)]
     lab: LabOptions,
     #[command(flatten)]
-    output: OutputArgs,
+    budget: BudgetArgs,
+    #[command(flatten)]
+    report: ReportArgs,
+    /// Milliseconds per throughput interval.
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    interval_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -174,15 +185,70 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         }
         LabCommand::Run(run) => {
             let config = run.lab.config()?;
-            let result = lab::run(&config, &progress)?;
-            let report = judge(&result);
-            match run.output.output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                Output::Text => print_report(&report),
-            }
-            Ok(report.status())
+            let result = lab::run(&config, Duration::from_millis(run.interval_ms), &progress)?;
+            let report = lab_report(&result, &run)?;
+            run.report.emit(&report)
         }
     }
+}
+
+/// The verdict report of a lab run: migverify's judgement as `verify`
+/// makes it, with QEMU's own account beside it.
+fn lab_report(run: &LabRun, args: &RunArgs) -> anyhow::Result<Report> {
+    let config = &run.config;
+    let mut settings = args.budget.settings()?;
+    // The lab's --bandwidth is QEMU's max-bandwidth: bandwidthPerMigration.
+    if settings.bandwidth_per_migration.is_none() {
+        settings.bandwidth_per_migration = config.bandwidth_bytes;
+    }
+    let expectations = Expectations {
+        cidrs: vec![config.migration_cidr().parse()?],
+        // The NAD's vlan: node A's port, as the lab's NAD names it.
+        vlan: (config.cni == Cni::Bridge && config.migration0).then_some(config.vid_a),
+        expect_traffic: !run.endpoints.is_empty(),
+    };
+    let mut report = report::build(report::Inputs {
+        collected: &run.collected,
+        endpoints: &run.endpoints,
+        settings: &settings,
+        size: Some(VmSize {
+            bytes: config.memory_mib << 20,
+            source: "VMI spec.domain.memory.guest".into(),
+        }),
+        expectations: &expectations,
+        interval_ms: args.interval_ms,
+        assumptions: Vec::new(),
+    });
+    let qemu = &run.qemu;
+    if qemu.status != "completed" {
+        report.add_reason(Reason {
+            id: "lab.migration-failed",
+            severity: Severity::Error,
+            message: format!(
+                "QEMU's migration ended {}{}{}",
+                qemu.status,
+                qemu.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default(),
+                if qemu.cancelled_by_timeout {
+                    " (cancelled by the lab's timeout)"
+                } else {
+                    ""
+                }
+            ),
+            migration: None,
+            evidence: json!({ "qemu": qemu }),
+        });
+    }
+    report.lab = Some(json!({
+        "scenario": config.scenario.name(),
+        "qemu": qemu,
+        "vmi": run.vmi,
+        "config": config,
+        "interfaces": run.interfaces,
+    }));
+    Ok(report)
 }
 
 fn status(output: Output) -> anyhow::Result<Status> {
@@ -235,100 +301,4 @@ fn print_qemu(q: &lab::QemuOutcome) {
             .map(|e| format!(": {e}"))
             .unwrap_or_default()
     );
-}
-
-#[derive(Debug, Serialize)]
-struct Reason {
-    id: &'static str,
-    severity: &'static str,
-    message: String,
-}
-
-/// The lab run's report. Until flow classification lands, judged per
-/// interface: where the target virt-handler received the migration's bytes.
-#[derive(Debug, Serialize)]
-struct Report<'a> {
-    schema_version: u32,
-    verdict: &'static str,
-    reasons: Vec<Reason>,
-    interfaces: &'a [lab::InterfaceCount],
-    lab: serde_json::Value,
-}
-
-impl Report<'_> {
-    fn status(&self) -> Status {
-        match self.verdict {
-            "PASS" => Status::Pass,
-            "WARN" => Status::Warn,
-            _ => Status::Fail,
-        }
-    }
-}
-
-fn judge(run: &LabRun) -> Report<'_> {
-    let received = |iface: &str| {
-        run.interfaces
-            .iter()
-            .find(|i| i.netns == topology::NODE_B.virt_handler && i.iface == iface)
-            .map_or(0, |i| i.rx_bytes)
-    };
-    let (on_migration, on_pod) = (received("migration0"), received("eth0"));
-    let mut reasons = Vec::new();
-    if run.qemu.status != "completed" {
-        reasons.push(Reason {
-            id: "migration-not-completed",
-            severity: "error",
-            message: format!(
-                "QEMU's migration ended {}{}",
-                run.qemu.status,
-                run.qemu
-                    .error
-                    .as_ref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            ),
-        });
-    }
-    // The target's share of the migration arrives at its virt-handler.
-    if on_pod > run.qemu.transferred_bytes / 2 && on_pod > on_migration {
-        reasons.push(Reason {
-            id: "fallback-pod-network",
-            severity: "error",
-            message: format!(
-                "the target virt-handler received {on_pod} bytes on its pod interface eth0 and {on_migration} on \
-                 migration0: the migration used the primary network"
-            ),
-        });
-    }
-    Report {
-        schema_version: 1,
-        verdict: if reasons.is_empty() { "PASS" } else { "FAIL" },
-        reasons,
-        interfaces: &run.interfaces,
-        lab: json!({ "scenario": run.scenario, "qemu": run.qemu, "vmi": run.vmi, "config": run.config }),
-    }
-}
-
-fn print_report(report: &Report) {
-    println!("verdict: {}", report.verdict);
-    for reason in &report.reasons {
-        println!("  {} [{}] {}", reason.severity, reason.id, reason.message);
-    }
-    if let Ok(q) = serde_json::from_value::<lab::QemuOutcome>(report.lab["qemu"].clone()) {
-        print_qemu(&q);
-    }
-    println!(
-        "{:<11} {:<13} {:<10} {:>14} {:>14}",
-        "INTERFACE", "NETNS", "ROLE", "RX BYTES", "TX BYTES"
-    );
-    for i in report.interfaces {
-        println!(
-            "{:<11} {:<13} {:<10} {:>14} {:>14}",
-            i.iface,
-            i.netns,
-            i.role.as_str(),
-            i.rx_bytes,
-            i.tx_bytes
-        );
-    }
 }

@@ -3,10 +3,13 @@
 mod counters;
 mod flows;
 mod lab;
+mod verify;
 
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
+
+use crate::measure::budget::BudgetSettings;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -51,6 +54,7 @@ enum Command {
     Counters(counters::Args),
     Flows(flows::Args),
     Lab(lab::Args),
+    Verify(verify::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -59,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Counters(args) => counters::run(args),
         Command::Flows(args) => flows::run(args),
         Command::Lab(args) => lab::run(args),
+        Command::Verify(args) => verify::run(args),
     };
     match status {
         Ok(status) => status.into(),
@@ -66,6 +71,91 @@ pub fn main() -> ExitCode {
             eprintln!("migverify: {error:#}");
             Status::Usage.into()
         }
+    }
+}
+
+/// The migration budgets, as flags (defaults: KubeVirt's).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BudgetArgs {
+    /// completionTimeoutPerGiB, seconds per 10^9 bytes of VM size.
+    #[arg(long, value_name = "SECONDS")]
+    completion_timeout_per_gib: Option<u64>,
+    /// progressTimeout, seconds without progress before KubeVirt gives up.
+    #[arg(long, value_name = "SECONDS")]
+    progress_timeout: Option<u64>,
+    /// parallelMigrationsPerCluster.
+    #[arg(long, value_name = "N")]
+    parallel_migrations_per_cluster: Option<u64>,
+    /// parallelOutboundMigrationsPerNode.
+    #[arg(long, value_name = "N")]
+    parallel_outbound_migrations_per_node: Option<u64>,
+}
+
+impl BudgetArgs {
+    pub fn settings(&self) -> anyhow::Result<BudgetSettings> {
+        let mut settings = BudgetSettings::default();
+        let mut given = false;
+        for (value, field) in [
+            (
+                self.completion_timeout_per_gib,
+                &mut settings.completion_timeout_per_gib,
+            ),
+            (self.progress_timeout, &mut settings.progress_timeout_s),
+            (
+                self.parallel_migrations_per_cluster,
+                &mut settings.parallel_migrations_per_cluster,
+            ),
+            (
+                self.parallel_outbound_migrations_per_node,
+                &mut settings.parallel_outbound_migrations_per_node,
+            ),
+        ] {
+            if let Some(value) = value {
+                anyhow::ensure!(value > 0, "budget flags take positive values (got 0)");
+                *field = value;
+                given = true;
+            }
+        }
+        if given {
+            settings.source = "flags (KubeVirt defaults for the rest)".into();
+        }
+        Ok(settings)
+    }
+}
+
+/// Where and how a verdict report goes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Also write a self-contained HTML report with plots to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<std::path::PathBuf>,
+    /// Also write the throughput and RTT histograms as an HdrHistogram interval log.
+    #[arg(long, value_name = "FILE")]
+    hdr_log: Option<std::path::PathBuf>,
+}
+
+impl ReportArgs {
+    /// Prints the report and writes its files; the verdict's exit status.
+    pub fn emit(&self, report: &crate::report::Report) -> anyhow::Result<Status> {
+        if let Some(path) = &self.report {
+            std::fs::write(path, report.html())
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("migverify: HTML report written to {}", path.display());
+        }
+        if let Some(path) = &self.hdr_log {
+            let mut file = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            crate::report::write_hdr_log(report, &mut file)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("migverify: HdrHistogram log written to {}", path.display());
+        }
+        match self.output {
+            Output::Text => print!("{}", report.text()),
+            Output::Json => println!("{}", report.json()),
+        }
+        Ok(report.status())
     }
 }
 

@@ -16,7 +16,9 @@ use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::{mpsc, oneshot},
 };
-use verifier_ebpf::{Channel, FlowEvent, Reason, EVENT_NEW_FLOW, EVENT_RST, EVENT_WRONG_ROLE};
+use verifier_ebpf::{
+    Channel, FlowEvent, Reason, EVENT_NEW_FLOW, EVENT_RST, EVENT_RTT, EVENT_WRONG_ROLE,
+};
 
 use super::{reason_name, FlowTable, SlotInfo};
 use crate::{
@@ -57,31 +59,34 @@ pub struct Collected {
     pub duration: Duration,
 }
 
-/// Runs until `stop` resolves, then reads everything one final time.
-/// `on_tick` sees the table after each interval's read.
+/// Runs until `stop` resolves or `on_tick` returns true, then reads
+/// everything one final time. `on_tick` sees the table after each
+/// interval's read.
 pub async fn collect(
     dataplane: &mut Dataplane,
     initial_endpoints: &[Endpoint],
     interval: Duration,
     mut endpoint_requests: mpsc::Receiver<EndpointRequest>,
     stop: impl Future<Output = ()>,
-    mut on_tick: impl FnMut(&FlowTable, &[Option<SlotInfo>], Duration),
+    mut on_tick: impl FnMut(&FlowTable, &[Option<SlotInfo>], Duration) -> bool,
 ) -> Result<Collected, DataplaneError> {
-    let started = Instant::now();
-    let slots = slot_infos(dataplane);
-    let mut endpoints = HashSet::new();
+    let mut state = State {
+        started: Instant::now(),
+        slots: slot_infos(dataplane),
+        table: FlowTable::default(),
+        events: Vec::new(),
+        events_dropped: 0,
+        endpoints: HashSet::new(),
+    };
     for endpoint in initial_endpoints {
         dataplane.add_endpoint(endpoint)?;
-        endpoints.insert(endpoint.addr);
+        state.endpoints.insert(endpoint.addr);
     }
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged,
     // for as long as the AsyncFd owns the ring buffer.
     let mut ring =
         unsafe { AsyncFd::register_with_interest(dataplane.take_events()?, Interest::READABLE) }
             .map_err(|e| DataplaneError::Events(e.into()))?;
-    let mut table = FlowTable::default();
-    let mut events = Vec::new();
-    let mut events_dropped = 0;
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
@@ -91,49 +96,35 @@ pub async fn collect(
             _ = &mut stop => break,
             readable = ring.readable_mut() => {
                 let mut guard = readable.map_err(DataplaneError::Events)?;
-                let ring = guard.get_inner_mut();
-                drain(ring, dataplane, &slots, started, &mut events, &mut events_dropped)?;
+                state.drain(guard.get_inner_mut(), dataplane)?;
                 guard.clear_ready();
             }
             request = endpoint_requests.recv(), if requests_open => match request {
                 Some((new, reply)) => {
-                    let mut result = Ok(());
-                    for endpoint in &new {
-                        if let Err(e) = dataplane.add_endpoint(endpoint) {
-                            result = Err(e.to_string());
-                            break;
-                        }
-                        endpoints.insert(endpoint.addr);
-                    }
-                    let _ = reply.send(result);
+                    let _ = reply.send(state.add_endpoints(dataplane, &new));
                 }
                 None => requests_open = false,
             },
             _ = ticks.tick() => {
-                let at = started.elapsed();
-                table.update(&dataplane.flows()?, &endpoints, at.as_millis() as u64);
-                on_tick(&table, &slots, at);
+                // RTT samples come without wakeups: take them with each read.
+                state.drain(ring.get_mut(), dataplane)?;
+                let at = state.read_flows(dataplane)?;
+                if on_tick(&state.table, &state.slots, at) {
+                    break;
+                }
             }
         }
     }
     // The final read: whatever arrived since the last tick.
-    drain(
-        ring.get_mut(),
-        dataplane,
-        &slots,
-        started,
-        &mut events,
-        &mut events_dropped,
-    )?;
-    let duration = started.elapsed();
-    table.update(&dataplane.flows()?, &endpoints, duration.as_millis() as u64);
+    state.drain(ring.get_mut(), dataplane)?;
+    let duration = state.read_flows(dataplane)?;
     Ok(Collected {
-        table,
-        slots,
-        events,
-        events_dropped,
+        table: state.table,
+        slots: state.slots,
+        events: state.events,
+        events_dropped: state.events_dropped,
         stats: dataplane.stats()?,
-        endpoints,
+        endpoints: state.endpoints,
         duration,
     })
 }
@@ -146,34 +137,76 @@ fn slot_infos(dataplane: &Dataplane) -> Vec<Option<SlotInfo>> {
     slots
 }
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    dataplane: &mut Dataplane,
-    slots: &[Option<SlotInfo>],
+/// What a collection run has gathered so far.
+struct State {
     started: Instant,
-    events: &mut Vec<FlowEventRecord>,
-    dropped: &mut u64,
-) -> Result<(), DataplaneError> {
-    while let Some(item) = ring.next() {
-        if item.len() < std::mem::size_of::<FlowEvent>() {
-            continue;
+    slots: Vec<Option<SlotInfo>>,
+    table: FlowTable,
+    events: Vec<FlowEventRecord>,
+    events_dropped: u64,
+    endpoints: HashSet<SocketAddr>,
+}
+
+impl State {
+    fn add_endpoints(&mut self, dataplane: &mut Dataplane, new: &[Endpoint]) -> Result<(), String> {
+        for endpoint in new {
+            dataplane
+                .add_endpoint(endpoint)
+                .map_err(|e| e.to_string())?;
+            self.endpoints.insert(endpoint.addr);
         }
-        // SAFETY: the kernel wrote a FlowEvent here; read unaligned.
-        let event = unsafe { (item.as_ptr() as *const FlowEvent).read_unaligned() };
-        drop(item);
-        let reason = Reason::from_u8(event.reason);
-        if event.kind == EVENT_NEW_FLOW && reason == Some(Reason::Signature) {
-            // The program set this bit with a plain write; make sure it stuck.
-            dataplane.list_port(event.key.dport)?;
+        Ok(())
+    }
+
+    /// Reads the flow tables into the connection table; returns when.
+    fn read_flows(&mut self, dataplane: &Dataplane) -> Result<Duration, DataplaneError> {
+        let at = self.started.elapsed();
+        self.table
+            .update(&dataplane.flows()?, &self.endpoints, at.as_millis() as u64);
+        Ok(at)
+    }
+
+    fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        dataplane: &mut Dataplane,
+    ) -> Result<(), DataplaneError> {
+        while let Some(item) = ring.next() {
+            if item.len() < std::mem::size_of::<FlowEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a FlowEvent here; read unaligned.
+            let event = unsafe { (item.as_ptr() as *const FlowEvent).read_unaligned() };
+            drop(item);
+            if event.kind == EVENT_RTT {
+                self.table.record_rtt(
+                    &event.key,
+                    event.channel,
+                    event.reason,
+                    event.value_ns,
+                    &self.endpoints,
+                );
+                continue;
+            }
+            let reason = Reason::from_u8(event.reason);
+            if event.kind == EVENT_NEW_FLOW && reason == Some(Reason::Signature) {
+                // The program set this bit with a plain write; make sure it stuck.
+                dataplane.list_port(event.key.dport)?;
+            }
+            if self.events.len() >= EVENT_CAP {
+                self.events_dropped += 1;
+                continue;
+            }
+            self.events.push(self.record(&event, reason));
         }
-        if events.len() >= EVENT_CAP {
-            *dropped += 1;
-            continue;
-        }
+        Ok(())
+    }
+
+    fn record(&self, event: &FlowEvent, reason: Option<Reason>) -> FlowEventRecord {
         let key = &event.key;
-        let slot = slots.get(usize::from(key.slot)).cloned().flatten();
-        events.push(FlowEventRecord {
-            at_ms: started.elapsed().as_millis() as u64,
+        let slot = self.slots.get(usize::from(key.slot)).cloned().flatten();
+        FlowEventRecord {
+            at_ms: self.started.elapsed().as_millis() as u64,
             kind: match event.kind {
                 EVENT_NEW_FLOW => "new-flow",
                 EVENT_WRONG_ROLE => "wrong-role",
@@ -190,7 +223,6 @@ fn drain(
             channel: channel_name(Channel::from_u8(event.channel)),
             reason: reason.map_or("unknown", reason_name),
             vlan: (event.vlan != 0).then_some(event.vlan),
-        });
+        }
     }
-    Ok(())
 }

@@ -24,6 +24,10 @@ use crate::{
 /// Intervals of history kept per connection: an hour at 100 ms.
 pub const HISTORY_CAP: usize = 36_000;
 
+/// RTT samples kept per connection (the kernel spaces them 10 ms apart per
+/// hook and direction: this is over half an hour of them).
+pub const RTT_CAP: usize = 200_000;
+
 /// What user space knows of each slot when it reads flow entries.
 #[derive(Clone, Debug)]
 pub struct SlotInfo {
@@ -70,6 +74,12 @@ pub struct Connection {
     /// Intervals dropped from the front of `history` to bound memory.
     pub history_dropped: u64,
     last_payload: u64,
+    /// Round-trip times in microseconds, from TCP timestamp echoes.
+    pub rtt_us: Vec<u32>,
+    pub rtt_dropped: u64,
+    /// When the connection was first seen closed or reset (ms since the
+    /// collection started): the end of its time, whatever moved last.
+    pub closed_at_ms: Option<u64>,
 }
 
 impl Connection {
@@ -241,6 +251,53 @@ impl FlowTable {
         self.connections.is_empty()
     }
 
+    fn entry(&mut self, key: ConnKey, channel: u8, reason: u8) -> &mut Connection {
+        self.connections.entry(key).or_insert_with(|| Connection {
+            key,
+            channel: Channel::from_u8(channel),
+            reason: Reason::from_u8(reason).unwrap_or(Reason::Cidr),
+            observations: BTreeMap::new(),
+            history: VecDeque::new(),
+            history_dropped: 0,
+            last_payload: 0,
+            rtt_us: Vec::new(),
+            rtt_dropped: 0,
+            closed_at_ms: None,
+        })
+    }
+
+    /// Adds an RTT sample seen on `key`'s packets (the echo direction).
+    pub fn record_rtt(
+        &mut self,
+        key: &FlowKey,
+        channel: u8,
+        reason: u8,
+        rtt_ns: u64,
+        endpoints: &HashSet<SocketAddr>,
+    ) {
+        let src = SocketAddr::new(from_addr(&key.src, key.family), key.sport);
+        let dst = SocketAddr::new(from_addr(&key.dst, key.family), key.dport);
+        let conn_key = if orientation(src, dst, &FlowStats::default(), endpoints) {
+            ConnKey {
+                client: src,
+                server: dst,
+            }
+        } else {
+            ConnKey {
+                client: dst,
+                server: src,
+            }
+        };
+        let connection = self.entry(conn_key, channel, reason);
+        if connection.rtt_us.len() < RTT_CAP {
+            connection
+                .rtt_us
+                .push(u32::try_from(rtt_ns / 1000).unwrap_or(u32::MAX).max(1));
+        } else {
+            connection.rtt_dropped += 1;
+        }
+    }
+
     /// Folds a full read of the flow map in; `at_ms` stamps the interval's
     /// payload deltas. `endpoints` are the published target endpoints,
     /// which decide which side of a connection is the server.
@@ -265,18 +322,7 @@ impl FlowTable {
                     server: src,
                 }
             };
-            let connection = self
-                .connections
-                .entry(conn_key)
-                .or_insert_with(|| Connection {
-                    key: conn_key,
-                    channel: Channel::from_u8(stats.channel),
-                    reason: Reason::from_u8(stats.reason).unwrap_or(Reason::Cidr),
-                    observations: BTreeMap::new(),
-                    history: VecDeque::new(),
-                    history_dropped: 0,
-                    last_payload: 0,
-                });
+            let connection = self.entry(conn_key, stats.channel, stats.reason);
             // The strongest reason and a known channel win.
             if let Some(reason) =
                 Reason::from_u8(stats.reason).filter(|r| (*r as u8) < connection.reason as u8)
@@ -294,6 +340,10 @@ impl FlowTable {
             connection.observations.insert(observation, *stats);
         }
         for connection in self.connections.values_mut() {
+            if connection.closed_at_ms.is_none() && matches!(connection.state(), "closed" | "reset")
+            {
+                connection.closed_at_ms = Some(at_ms);
+            }
             let payload = connection.payload_bytes();
             let delta = payload.saturating_sub(connection.last_payload);
             connection.last_payload = payload;

@@ -18,11 +18,19 @@ pub mod topology;
 use std::{
     fs,
     path::{Path, PathBuf},
+    time::Duration,
 };
+
+use tokio::sync::{mpsc, oneshot};
 
 pub use self::{
     config::{Cni, LabConfig, Scenario},
     qemu::QemuOutcome,
+};
+use crate::{
+    config::{endpoints::endpoints_from_vmi, Endpoint},
+    dataplane::Dataplane,
+    flows::{collect, Collected, EndpointRequest},
 };
 
 /// Certificates, QMP sockets, logs, pidfiles, the VMI document, lab.json.
@@ -31,7 +39,7 @@ pub const STATE_DIR: &str = "/run/mvlab";
 pub const MEMORY_DIR: &str = "/dev/shm/mvlab";
 
 /// Progress lines for long work ("creating namespaces", "migration 40%").
-pub type Progress<'a> = &'a dyn Fn(&str);
+pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -165,14 +173,16 @@ fn lab_qemu_pid(pidfile: &Path) -> Option<i32> {
     (comm.trim().starts_with("mvlab-") && is_running(pid)).then_some(pid)
 }
 
-/// What one `lab run` saw: QEMU's account and the observers' counts per
-/// interface over the migration.
-#[derive(Debug, serde::Serialize)]
+/// What one `lab run` saw: QEMU's account, the endpoints the lab
+/// published, what migverify collected over the migration, and the
+/// observers' frame counts per interface.
+#[derive(Debug)]
 pub struct LabRun {
-    pub scenario: &'static str,
     pub config: LabConfig,
     pub qemu: QemuOutcome,
     pub vmi: serde_json::Value,
+    pub endpoints: Vec<Endpoint>,
+    pub collected: Collected,
     pub interfaces: Vec<InterfaceCount>,
 }
 
@@ -193,12 +203,14 @@ pub enum RunError {
     Lab(#[from] LabError),
     #[error(transparent)]
     Dataplane(#[from] crate::dataplane::DataplaneError),
+    #[error("the lab's VMI document: {0}")]
+    Vmi(#[from] crate::config::InputError),
 }
 
-/// Up, attach migverify to every observation point, migrate, count, down.
-/// The lab is removed whatever happens in between.
-pub fn run(config: &LabConfig, progress: Progress) -> Result<LabRun, RunError> {
-    let result = run_up(config, progress);
+/// Up, attach migverify to every observation point, migrate while
+/// collecting, down. The lab is removed whatever happens in between.
+pub fn run(config: &LabConfig, interval: Duration, progress: Progress) -> Result<LabRun, RunError> {
+    let result = run_up(config, interval, progress);
     progress("tearing the lab down");
     let teardown = down();
     let run = result?;
@@ -206,9 +218,7 @@ pub fn run(config: &LabConfig, progress: Progress) -> Result<LabRun, RunError> {
     Ok(run)
 }
 
-fn run_up(config: &LabConfig, progress: Progress) -> Result<LabRun, RunError> {
-    use crate::dataplane::Dataplane;
-
+fn run_up(config: &LabConfig, interval: Duration, progress: Progress) -> Result<LabRun, RunError> {
     up(config, progress)?;
     let points = topology::observation_points(config);
     progress(&format!(
@@ -217,21 +227,59 @@ fn run_up(config: &LabConfig, progress: Progress) -> Result<LabRun, RunError> {
     ));
     let mut dataplane = Dataplane::load()?;
     dataplane.attach_all(&points)?;
-    let counts =
-        |dataplane: &Dataplane| -> Result<Vec<[verifier_ebpf::HookCounters; 2]>, RunError> {
-            dataplane
-                .attachments()
-                .iter()
-                .map(|a| dataplane.hook_counters(a.slot).map_err(RunError::from))
-                .collect()
-        };
-    let before = counts(&dataplane)?;
-    let mut vmi = serde_json::Value::Null;
-    let qemu = migrate(config, progress, &mut |published| {
-        vmi = published.clone();
-        Ok(())
-    })?;
-    let after = counts(&dataplane)?;
+    // What an operator would give: the NAD's range.
+    dataplane.add_cidr(config.migration_cidr().parse()?)?;
+    let before = hook_counts(&dataplane)?;
+
+    // The migration runs on its own thread; the collector on this one, so
+    // it sees every packet while the migration moves them. Endpoints reach
+    // the collector (and the kernel) before the source starts sending.
+    let (requests, endpoint_requests) = mpsc::channel::<EndpointRequest>(1);
+    let (finished, migration_done) = oneshot::channel::<()>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| LabError::Io(format!("starting the runtime: {e}")))?;
+    let (migration, collected) = std::thread::scope(|scope| {
+        let migration = scope.spawn(move || {
+            let mut published = (serde_json::Value::Null, Vec::new());
+            let outcome = migrate(config, progress, &mut |vmi| {
+                let endpoints = endpoints_from_vmi(vmi, &Path::new(STATE_DIR).join("vmi.json"))
+                    .map_err(|e| LabError::Io(e.to_string()))?;
+                let (reply, loaded) = oneshot::channel();
+                requests
+                    .blocking_send((endpoints.clone(), reply))
+                    .map_err(|_| LabError::Io("the collector stopped".into()))?;
+                loaded
+                    .blocking_recv()
+                    .map_err(|_| LabError::Io("the collector stopped".into()))?
+                    .map_err(LabError::Io)?;
+                published = (vmi.clone(), endpoints);
+                Ok(())
+            });
+            let _ = finished.send(());
+            outcome.map(|qemu| (qemu, published))
+        });
+        let collected = runtime.block_on(collect(
+            &mut dataplane,
+            &[],
+            interval,
+            endpoint_requests,
+            async {
+                let _ = migration_done.await;
+            },
+            |_, _, _| false,
+        ));
+        (
+            migration
+                .join()
+                .expect("the migration thread does not panic"),
+            collected,
+        )
+    });
+    let (qemu, (vmi, endpoints)) = migration?;
+    let collected = collected?;
+    let after = hook_counts(&dataplane)?;
     let interfaces = dataplane
         .attachments()
         .iter()
@@ -253,10 +301,19 @@ fn run_up(config: &LabConfig, progress: Progress) -> Result<LabRun, RunError> {
         .collect();
     dataplane.detach_all();
     Ok(LabRun {
-        scenario: config.scenario.name(),
         config: config.clone(),
         qemu,
         vmi,
+        endpoints,
+        collected,
         interfaces,
     })
+}
+
+fn hook_counts(dataplane: &Dataplane) -> Result<Vec<[verifier_ebpf::HookCounters; 2]>, RunError> {
+    dataplane
+        .attachments()
+        .iter()
+        .map(|a| dataplane.hook_counters(a.slot).map_err(RunError::from))
+        .collect()
 }

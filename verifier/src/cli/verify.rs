@@ -1,0 +1,208 @@
+//! `migverify verify`: attach, wait for migrations, judge them.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+
+use super::{runtime, seconds, stop_after, BudgetArgs, ReportArgs, Status};
+use crate::{
+    config::{endpoints::endpoints_from_vmi_file, Cidr, Endpoint},
+    dataplane::{AttachSpec, Dataplane},
+    flows::{collect, FlowTable},
+    measure::{budget::VmSize, migration::group, verdict::Expectations},
+    report,
+};
+
+/// Verify that migrations use the migration network, within their budgets.
+///
+/// Attaches to the interfaces, waits for migration traffic, then judges
+/// every migration it saw: FAIL when a migration byte crossed a primary
+/// interface or left the migration CIDR, when the VLAN differs from the
+/// NAD's, when a stall outlasts progressTimeout, or when the projected
+/// completion exceeds the completion budget; WARN within 80% of a budget or
+/// with too few RTT samples; PASS otherwise.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Interface to observe, as [ROLE:]IFACE[@NETNS] (ROLE: migration,
+    /// bridge, primary, other). Repeat for more.
+    #[arg(short, long = "iface", value_name = "SPEC", required = true)]
+    ifaces: Vec<AttachSpec>,
+    /// A VMI document as `oc get vmi NAME -o json` prints it (or a List):
+    /// its published endpoints and its memory size.
+    #[arg(long, value_name = "FILE")]
+    vmi: Vec<PathBuf>,
+    /// A target endpoint, ADDR:PORT[=control|memory|disk].
+    #[arg(long, value_name = "ENDPOINT")]
+    endpoint: Vec<Endpoint>,
+    /// The migration network's CIDR (the NAD's IPAM range). Repeat for more.
+    #[arg(long, value_name = "CIDR")]
+    cidr: Vec<Cidr>,
+    /// The VLAN id the NAD puts migration traffic on.
+    #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(1..=4094))]
+    vlan: Option<u16>,
+    /// The VM's size for the budget, in bytes (default: from the VMI).
+    #[arg(long, value_name = "BYTES")]
+    vm_memory: Option<u64>,
+    /// Stop once this many migrations have completed (all their connections closed).
+    #[arg(long, value_name = "N")]
+    migrations: Option<usize>,
+    /// Stop after this many seconds.
+    #[arg(short, long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    /// Stop once no payload has moved for this many seconds after traffic was seen.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    idle: f64,
+    /// Milliseconds per throughput interval.
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    interval_ms: u64,
+    #[command(flatten)]
+    budget: BudgetArgs,
+    #[command(flatten)]
+    report: ReportArgs,
+}
+
+/// When to stop waiting for migrations.
+struct StopRule {
+    migrations: Option<usize>,
+    idle: Duration,
+    last_payload: u64,
+    last_progress: Option<Duration>,
+}
+
+impl StopRule {
+    fn done(&mut self, table: &FlowTable, endpoints: &[Endpoint], at: Duration) -> bool {
+        let payload: u64 = table.connections().map(|c| c.payload_bytes()).sum();
+        if payload > self.last_payload {
+            self.last_payload = payload;
+            self.last_progress = Some(at);
+        }
+        if let Some(wanted) = self.migrations {
+            let completed = group(table, endpoints)
+                .iter()
+                .filter(|g| {
+                    g.connections
+                        .iter()
+                        .all(|c| c.payload_bytes() > 0 && c.state() == "closed")
+                })
+                .count();
+            if completed >= wanted {
+                return true;
+            }
+        }
+        self.last_progress
+            .is_some_and(|last| at.saturating_sub(last) >= self.idle)
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<Status> {
+    let duration = seconds("--duration", args.duration)?;
+    let idle = seconds("--idle", Some(args.idle))?.expect("given");
+    let mut endpoints = args.endpoint.clone();
+    let mut size = args.vm_memory.map(|bytes| VmSize {
+        bytes,
+        source: "--vm-memory".into(),
+    });
+    for path in &args.vmi {
+        endpoints.extend(endpoints_from_vmi_file(path)?);
+        if size.is_none() {
+            size = vmi_memory(path)?;
+        }
+    }
+    let settings = args.budget.settings()?;
+    let mut dataplane = Dataplane::load()?;
+    for cidr in &args.cidr {
+        dataplane.add_cidr(*cidr)?;
+    }
+    dataplane.attach_all(&args.ifaces)?;
+    eprintln!(
+        "migverify: verifying on {} interface(s) with {} endpoint(s) and {} CIDR(s); waiting for migrations \
+         (Ctrl-C to stop and judge)",
+        args.ifaces.len(),
+        endpoints.len(),
+        args.cidr.len()
+    );
+    let mut rule = StopRule {
+        migrations: args.migrations,
+        idle,
+        last_payload: 0,
+        last_progress: None,
+    };
+    let collected = runtime()?.block_on(async {
+        let (_, requests) = mpsc::channel(1);
+        collect(
+            &mut dataplane,
+            &endpoints,
+            Duration::from_millis(args.interval_ms),
+            requests,
+            stop_after(duration),
+            |table, _, at| rule.done(table, &endpoints, at),
+        )
+        .await
+    })?;
+    dataplane.detach_all();
+    let expectations = Expectations {
+        cidrs: args.cidr.clone(),
+        vlan: args.vlan,
+        expect_traffic: !endpoints.is_empty(),
+    };
+    let mut assumptions = Vec::new();
+    if settings.source == "KubeVirt defaults" {
+        assumptions.push(
+            "budgets: KubeVirt's defaults (completionTimeoutPerGiB 150 s, progressTimeout 150 s); give the \
+             cluster's with the budget flags"
+                .to_string(),
+        );
+    }
+    let report = report::build(report::Inputs {
+        collected: &collected,
+        endpoints: &endpoints,
+        settings: &settings,
+        size,
+        expectations: &expectations,
+        interval_ms: args.interval_ms,
+        assumptions,
+    });
+    args.report.emit(&report)
+}
+
+/// The size KubeVirt budgets a VMI by: `spec.domain.memory.guest`, else
+/// `spec.domain.resources.requests.memory`.
+fn vmi_memory(path: &std::path::Path) -> anyhow::Result<Option<VmSize>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let vmi = if value["kind"] == "List" {
+        &value["items"][0]
+    } else {
+        &value
+    };
+    for field in [
+        "/spec/domain/memory/guest",
+        "/spec/domain/resources/requests/memory",
+    ] {
+        if let Some(text) = vmi.pointer(field).and_then(|v| v.as_str()) {
+            let bytes = parse_binary_quantity(text).with_context(|| {
+                format!(
+                    "{}: {} {text:?} is not a memory quantity",
+                    path.display(),
+                    field.trim_start_matches('/').replace('/', ".")
+                )
+            })?;
+            return Ok(Some(VmSize {
+                bytes,
+                source: format!("VMI {}", field.trim_start_matches('/').replace('/', ".")),
+            }));
+        }
+    }
+    Ok(None)
+}
+
+fn parse_binary_quantity(text: &str) -> Option<u64> {
+    let (number, shift) = [("Ki", 10), ("Mi", 20), ("Gi", 30), ("Ti", 40)]
+        .iter()
+        .find_map(|(suffix, shift)| text.strip_suffix(suffix).map(|n| (n, *shift)))
+        .unwrap_or((text, 0));
+    number.parse::<u64>().ok()?.checked_shl(shift)
+}

@@ -1,0 +1,126 @@
+//! The migration budgets as KubeVirt applies them, against what was seen.
+//!
+//! KubeVirt cancels a migration running longer than
+//! `completionTimeoutPerGiB x size`, size being guest memory (plus migrated
+//! disks) rounded *up* to whole units of 10^9 bytes
+//! (`ScaledValue(resource.Giga)`); and one whose remaining data has not
+//! dropped for `progressTimeout` seconds.
+
+use serde::Serialize;
+
+use super::migration::Figures;
+
+const GIGA: u64 = 1_000_000_000;
+
+/// The limits in force, each set or assumed (assumptions are reported).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BudgetSettings {
+    pub completion_timeout_per_gib: u64,
+    pub progress_timeout_s: u64,
+    /// Bytes per second; `None` is unlimited (`0Mi`).
+    pub bandwidth_per_migration: Option<u64>,
+    pub parallel_migrations_per_cluster: u64,
+    pub parallel_outbound_migrations_per_node: u64,
+    /// Where they came from ("flags", an object, "KubeVirt defaults").
+    pub source: String,
+}
+
+impl Default for BudgetSettings {
+    /// KubeVirt's defaults since 1.4.
+    fn default() -> Self {
+        BudgetSettings {
+            completion_timeout_per_gib: 150,
+            progress_timeout_s: 150,
+            bandwidth_per_migration: None,
+            parallel_migrations_per_cluster: 5,
+            parallel_outbound_migrations_per_node: 2,
+            source: "KubeVirt defaults".into(),
+        }
+    }
+}
+
+/// The size a migration's budget is computed from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VmSize {
+    pub bytes: u64,
+    /// Where it came from: a VMI's field, a flag, or the named assumption
+    /// that the data moved is the size.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BudgetReport {
+    pub size_bytes: u64,
+    pub size_source: String,
+    /// `size_bytes` in KubeVirt's units: 10^9 bytes, rounded up.
+    pub size_units: u64,
+    pub completion_timeout_per_gib: u64,
+    pub completion_timeout_s: u64,
+    /// The least sustained rate that moves `size_bytes` within the budget.
+    pub min_rate_bps: u64,
+    /// The rate the projection uses: the median interval rate observed.
+    pub observed_rate_bps: u64,
+    /// How long `size_bytes` takes at the observed rate (`None`: nothing moved).
+    pub projected_s: Option<f64>,
+    pub longest_stall_s: f64,
+    pub progress_timeout_s: u64,
+    /// bandwidthPerMigration, bits per second; `None` is unlimited.
+    pub bandwidth_per_migration_bps: Option<u64>,
+    /// How many migrations at `min_rate_bps` the best rate seen (p95) carries.
+    pub parallel_outbound_supported: Option<u64>,
+    pub parallel_outbound_migrations_per_node: u64,
+    pub parallel_migrations_per_cluster: u64,
+    pub settings_source: String,
+}
+
+/// `bytes` in units of 10^9, rounded up, as `ScaledValue(resource.Giga)`.
+pub fn size_units(bytes: u64) -> u64 {
+    bytes.div_ceil(GIGA)
+}
+
+pub fn budget(settings: &BudgetSettings, size: &VmSize, figures: &Figures) -> BudgetReport {
+    let units = size_units(size.bytes);
+    let completion_timeout_s = settings.completion_timeout_per_gib * units;
+    let min_rate_bps = if completion_timeout_s == 0 {
+        0
+    } else {
+        (u128::from(size.bytes) * 8).div_ceil(u128::from(completion_timeout_s)) as u64
+    };
+    let observed = figures.throughput_bps.p50;
+    let projected_s = (observed > 0).then(|| size.bytes as f64 * 8.0 / observed as f64);
+    let best = figures.throughput_bps.p95;
+    BudgetReport {
+        size_bytes: size.bytes,
+        size_source: size.source.clone(),
+        size_units: units,
+        completion_timeout_per_gib: settings.completion_timeout_per_gib,
+        completion_timeout_s,
+        min_rate_bps,
+        observed_rate_bps: observed,
+        projected_s,
+        longest_stall_s: figures.longest_stall_s,
+        progress_timeout_s: settings.progress_timeout_s,
+        bandwidth_per_migration_bps: settings.bandwidth_per_migration.map(|b| b * 8),
+        parallel_outbound_supported: (min_rate_bps > 0 && best > 0).then(|| best / min_rate_bps),
+        parallel_outbound_migrations_per_node: settings.parallel_outbound_migrations_per_node,
+        parallel_migrations_per_cluster: settings.parallel_migrations_per_cluster,
+        settings_source: settings.source.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_up_in_units_of_ten_to_the_ninth() {
+        assert_eq!(size_units(0), 0);
+        assert_eq!(size_units(1), 1);
+        assert_eq!(size_units(1_000_000_000), 1);
+        assert_eq!(size_units(1_000_000_001), 2);
+        // 16Gi is 17.18e9 bytes: 18 units, not 16.
+        assert_eq!(size_units(16 << 30), 18);
+        // 256Mi: one unit.
+        assert_eq!(size_units(256 << 20), 1);
+    }
+}

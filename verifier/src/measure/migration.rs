@@ -1,0 +1,194 @@
+//! Connections grouped into migrations, and each migration's figures.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+};
+
+use serde::Serialize;
+
+use super::series::{self, Interval, Rtt, Throughput};
+use crate::{
+    config::{endpoints::channel_name, Endpoint},
+    dataplane::Role,
+    flows::{BytesByRole, Connection, FlowTable, SlotInfo},
+};
+
+/// The connections of one migration: those to the endpoints one VMI
+/// published, or, without a VMI, those to one target address and port.
+pub struct Group<'a> {
+    pub id: String,
+    pub connections: Vec<&'a Connection>,
+    /// Channel by server endpoint, from what was published.
+    channels: HashMap<SocketAddr, &'static str>,
+}
+
+pub fn group<'a>(table: &'a FlowTable, endpoints: &[Endpoint]) -> Vec<Group<'a>> {
+    let published: HashMap<SocketAddr, &Endpoint> = endpoints.iter().map(|e| (e.addr, e)).collect();
+    let mut groups: BTreeMap<String, Group<'a>> = BTreeMap::new();
+    for connection in table.connections() {
+        let server = connection.key.server;
+        let id = match published.get(&server) {
+            Some(endpoint) => endpoint
+                .migration
+                .clone()
+                .unwrap_or_else(|| format!("target {}", server.ip())),
+            None => format!("target {server}"),
+        };
+        let group = groups.entry(id.clone()).or_insert_with(|| Group {
+            id,
+            connections: Vec::new(),
+            channels: HashMap::new(),
+        });
+        if let Some(endpoint) = published.get(&server) {
+            group
+                .channels
+                .insert(server, channel_name(endpoint.channel));
+        }
+        group.connections.push(connection);
+    }
+    groups.into_values().collect()
+}
+
+/// One connection on one interface, as the report contract lists flows.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FlowRow {
+    pub src: String,
+    pub dst: String,
+    pub channel: &'static str,
+    pub reason: &'static str,
+    pub role: Role,
+    pub interface: String,
+    pub netns: Option<String>,
+    pub vlan: Option<u16>,
+    pub bytes: u64,
+    pub payload_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InterfaceBytes {
+    pub interface: String,
+    pub netns: Option<String>,
+    pub role: Role,
+    pub bytes: u64,
+}
+
+/// What was measured of one migration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figures {
+    pub id: String,
+    pub targets: Vec<String>,
+    pub connections: usize,
+    pub bytes_by_role: BytesByRole,
+    pub bytes_by_interface: Vec<InterfaceBytes>,
+    /// Frame bytes on migration and bridge interfaces by VLAN id ("untagged").
+    pub bytes_by_vlan: BTreeMap<String, u64>,
+    /// TCP payload, each connection once, retransmissions excluded.
+    pub payload_bytes: u64,
+    /// The part of it that went from source to target.
+    pub forward_payload_bytes: u64,
+    pub flows: Vec<FlowRow>,
+    pub throughput_bps: Throughput,
+    pub rtt_us: Rtt,
+    /// From the first payload to the last (or to the end, while open).
+    pub duration_s: f64,
+    pub longest_stall_s: f64,
+    pub retransmits: u64,
+    pub zero_windows: u64,
+    /// Connections that were reset.
+    pub resets: usize,
+    /// The per-interval payload progress behind the throughput figures.
+    pub progress: Vec<Interval>,
+    #[serde(skip)]
+    pub rtt_histogram: Option<hdrhistogram::Histogram<u64>>,
+}
+
+pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> Figures {
+    let mut bytes_by_role = BytesByRole::default();
+    let mut by_interface: BTreeMap<(String, Option<String>), InterfaceBytes> = BTreeMap::new();
+    let mut bytes_by_vlan: BTreeMap<String, u64> = BTreeMap::new();
+    let mut flows = Vec::new();
+    let mut targets: Vec<String> = Vec::new();
+    for connection in &group.connections {
+        let report = connection.report(slots);
+        let channel = group
+            .channels
+            .get(&connection.key.server)
+            .copied()
+            .unwrap_or(report.channel);
+        let reason = if group.channels.contains_key(&connection.key.server) {
+            "endpoint"
+        } else {
+            report.reason
+        };
+        let roles = report.bytes_by_role;
+        bytes_by_role.migration += roles.migration;
+        bytes_by_role.bridge += roles.bridge;
+        bytes_by_role.primary += roles.primary;
+        bytes_by_role.other += roles.other;
+        let target = connection.key.server.to_string();
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+        for view in report.interfaces {
+            let entry = by_interface
+                .entry((view.interface.clone(), view.netns.clone()))
+                .or_insert_with(|| InterfaceBytes {
+                    interface: view.interface.clone(),
+                    netns: view.netns.clone(),
+                    role: view.role,
+                    bytes: 0,
+                });
+            entry.bytes += view.bytes;
+            if matches!(view.role, Role::Migration | Role::Bridge) {
+                let vlan = view
+                    .vlan
+                    .map_or_else(|| "untagged".to_string(), |v| v.to_string());
+                *bytes_by_vlan.entry(vlan).or_default() += view.bytes;
+            }
+            flows.push(FlowRow {
+                src: report.src.clone(),
+                dst: report.dst.clone(),
+                channel,
+                reason,
+                role: view.role,
+                interface: view.interface,
+                netns: view.netns,
+                vlan: view.vlan,
+                bytes: view.bytes,
+                payload_bytes: view.payload_bytes,
+            });
+        }
+    }
+    let progress = series::progress(&group.connections, interval_ms);
+    let (rtt_us, rtt_histogram) = series::rtt(&group.connections);
+    let duration_ms: u64 = progress.iter().map(|i| i.length_ms).sum();
+    Figures {
+        id: group.id.clone(),
+        targets,
+        connections: group.connections.len(),
+        bytes_by_role,
+        bytes_by_interface: by_interface.into_values().collect(),
+        bytes_by_vlan,
+        payload_bytes: group.connections.iter().map(|c| c.payload_bytes()).sum(),
+        forward_payload_bytes: group
+            .connections
+            .iter()
+            .map(|c| c.forward_payload_bytes())
+            .sum(),
+        flows,
+        throughput_bps: series::throughput(&progress),
+        rtt_us,
+        duration_s: duration_ms as f64 / 1000.0,
+        longest_stall_s: series::longest_stall_s(&progress),
+        retransmits: group.connections.iter().map(|c| c.retransmits()).sum(),
+        zero_windows: group.connections.iter().map(|c| c.zero_windows()).sum(),
+        resets: group
+            .connections
+            .iter()
+            .filter(|c| c.state() == "reset")
+            .count(),
+        progress,
+        rtt_histogram: Some(rtt_histogram),
+    }
+}
