@@ -260,3 +260,359 @@ fn bad_attachments_are_clear_errors_and_leave_nothing_attached() {
     let error = dataplane.attach(good).unwrap_err();
     assert!(matches!(error, DataplaneError::Duplicate { .. }), "{error}");
 }
+
+mod classification {
+    //! Every classification rule and header shape through BPF_PROG_TEST_RUN,
+    //! read back from the flow tables and the event ring buffer.
+
+    use super::*;
+    use pnet_packet::tcp::TcpFlags;
+    use verifier::dataplane::to_addr;
+    use verifier_ebpf::{
+        Channel, FlowEvent, FlowKey, FlowStats, Reason, EVENT_NEW_FLOW, EVENT_RTT,
+    };
+
+    fn loaded() -> Dataplane {
+        let mut dataplane = Dataplane::load().expect("load");
+        for name in ["ingress_00", "egress_00"] {
+            dataplane.program_mut(name).load().expect("load program");
+        }
+        dataplane
+    }
+
+    fn run(dataplane: &mut Dataplane, program: &str, frame: &[u8]) {
+        let result = dataplane
+            .program_mut(program)
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ..TestRunOptions::new()
+            })
+            .expect("test_run");
+        assert_eq!(result.return_value, TC_ACT_UNSPEC);
+    }
+
+    /// The entry of the flow `src` -> `dst` at slot 0 in `direction`.
+    fn stats(dataplane: &Dataplane, src: &str, dst: &str, direction: u8) -> Option<FlowStats> {
+        let (src, dst) = (v4_or_6(src), v4_or_6(dst));
+        let (s, family) = to_addr(src.ip());
+        let (d, _) = to_addr(dst.ip());
+        let key = FlowKey {
+            src: s,
+            dst: d,
+            sport: src.port(),
+            dport: dst.port(),
+            family,
+            slot: 0,
+            direction,
+            _pad: 0,
+        };
+        dataplane
+            .flows()
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, s)| s)
+    }
+
+    fn v4_or_6(addr: &str) -> SocketAddr {
+        addr.parse().unwrap()
+    }
+
+    const INGRESS: u8 = 0;
+    const EGRESS: u8 = 1;
+
+    #[test]
+    fn published_endpoints_classify_both_directions() {
+        if !privileged("published_endpoints_classify_both_directions") {
+            return;
+        }
+        let mut dp = loaded();
+        dp.add_endpoint(&"10.200.5.12:49152".parse().unwrap())
+            .unwrap();
+        dp.add_endpoint(&"10.200.5.12:41000=control".parse().unwrap())
+            .unwrap();
+        let out =
+            TcpSegment::new(v4("10.200.5.11:50000"), v4("10.200.5.12:49152")).payload(&[1; 100]);
+        let back = TcpSegment::new(v4("10.200.5.12:49152"), v4("10.200.5.11:50000"));
+        let control =
+            TcpSegment::new(v4("10.200.5.11:50001"), v4("10.200.5.12:41000")).payload(&[1; 10]);
+        let unrelated =
+            TcpSegment::new(v4("10.200.5.11:50002"), v4("10.200.5.12:8080")).payload(&[1; 10]);
+        for frame in [&out, &back, &control, &unrelated] {
+            run(&mut dp, "ingress_00", &frame.frame());
+        }
+        let s = stats(&dp, "10.200.5.11:50000", "10.200.5.12:49152", INGRESS)
+            .expect("forward classified");
+        assert_eq!(
+            (s.channel, s.reason),
+            (Channel::Memory as u8, Reason::Endpoint as u8)
+        );
+        assert_eq!((s.packets, s.unique_payload_bytes), (1, 100));
+        let s = stats(&dp, "10.200.5.12:49152", "10.200.5.11:50000", INGRESS)
+            .expect("reverse classified");
+        assert_eq!(s.channel, Channel::Memory as u8);
+        let s = stats(&dp, "10.200.5.11:50001", "10.200.5.12:41000", INGRESS)
+            .expect("control classified");
+        assert_eq!(s.channel, Channel::Control as u8);
+        assert!(
+            stats(&dp, "10.200.5.11:50002", "10.200.5.12:8080", INGRESS).is_none(),
+            "unrelated port"
+        );
+        assert_eq!(dp.flows().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn cidrs_classify_in_place_and_beyond_in_the_trie() {
+        if !privileged("cidrs_classify_in_place_and_beyond_in_the_trie") {
+            return;
+        }
+        let mut dp = loaded();
+        // Eight fast entries, then two that land in the LPM trie.
+        for i in 0..8 {
+            dp.add_cidr(format!("10.{i}.0.0/16").parse().unwrap())
+                .unwrap();
+        }
+        dp.add_cidr("fd00:200:5::/64".parse().unwrap()).unwrap();
+        dp.add_cidr("192.0.2.7".parse().unwrap()).unwrap();
+        let cases = [
+            ("10.3.1.1:1000", "10.3.1.2:2000", true),
+            ("10.9.1.1:1000", "10.9.1.2:2000", false),
+            ("[fd00:200:5::11]:1000", "[fd00:200:5::12]:2000", true),
+            ("[fd00:200:6::11]:1000", "[fd00:200:6::12]:2000", false),
+            ("198.51.100.1:1000", "192.0.2.7:2000", true),
+            ("198.51.100.1:1000", "192.0.2.8:2000", false),
+        ];
+        for (src, dst, _) in cases {
+            run(
+                &mut dp,
+                "ingress_00",
+                &TcpSegment::new(v4_or_6(src), v4_or_6(dst)).frame(),
+            );
+        }
+        for (src, dst, classified) in cases {
+            let s = stats(&dp, src, dst, INGRESS);
+            assert_eq!(s.is_some(), classified, "{src} -> {dst}");
+            if let Some(s) = s {
+                assert_eq!(
+                    (s.reason, s.channel),
+                    (Reason::Cidr as u8, Channel::Unknown as u8)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cleartext_streams_are_recognised_by_their_magic() {
+        if !privileged("cleartext_streams_are_recognised_by_their_magic") {
+            return;
+        }
+        let mut dp = loaded();
+        let mut events = dp.take_events().unwrap();
+        let main = TcpSegment::new(v4("10.9.9.1:40000"), v4("10.9.9.2:5555"));
+        let multifd = TcpSegment::new(v4("10.9.9.1:40001"), v4("10.9.9.2:5555"));
+        run(
+            &mut dp,
+            "ingress_00",
+            &main.clone().payload(b"QEVM\0\0\0\x03rest").frame(),
+        );
+        run(
+            &mut dp,
+            "ingress_00",
+            &multifd
+                .clone()
+                .payload(&[0x11, 0x22, 0x33, 0x44, 0, 0, 0, 1, 9, 9])
+                .frame(),
+        );
+        // Later segments carry no magic: the learned endpoint finds them.
+        run(
+            &mut dp,
+            "ingress_00",
+            &main.clone().seq(1012).payload(&[7; 500]).frame(),
+        );
+        // A wrong version is not a stream start.
+        let other = TcpSegment::new(v4("10.9.9.1:40002"), v4("10.9.9.3:6666"));
+        run(
+            &mut dp,
+            "ingress_00",
+            &other.payload(b"QEVM\0\0\0\x02").frame(),
+        );
+        let s = stats(&dp, "10.9.9.1:40000", "10.9.9.2:5555", INGRESS).unwrap();
+        assert_eq!(
+            (s.reason, s.channel),
+            (Reason::Signature as u8, Channel::Memory as u8)
+        );
+        assert_eq!((s.packets, s.unique_payload_bytes), (2, 512));
+        assert!(stats(&dp, "10.9.9.1:40001", "10.9.9.2:5555", INGRESS).is_some());
+        assert!(stats(&dp, "10.9.9.1:40002", "10.9.9.3:6666", INGRESS).is_none());
+        let mut kinds = Vec::new();
+        while let Some(item) = events.next() {
+            // SAFETY: the programs write FlowEvents.
+            let event = unsafe { (item.as_ptr() as *const FlowEvent).read_unaligned() };
+            kinds.push((event.kind, event.reason, event.key.sport));
+        }
+        assert_eq!(
+            kinds,
+            [
+                (EVENT_NEW_FLOW, Reason::Signature as u8, 40000),
+                (EVENT_NEW_FLOW, Reason::Signature as u8, 40001)
+            ]
+        );
+    }
+
+    #[test]
+    fn vlan_tags_and_extension_headers() {
+        if !privileged("vlan_tags_and_extension_headers") {
+            return;
+        }
+        let mut dp = loaded();
+        dp.add_cidr("10.200.5.0/24".parse().unwrap()).unwrap();
+        dp.add_cidr("fd00:200:5::/64".parse().unwrap()).unwrap();
+        let seg = |sport: u16| {
+            TcpSegment::new(v4(&format!("10.200.5.11:{sport}")), v4("10.200.5.12:49152"))
+        };
+        run(&mut dp, "ingress_00", &seg(1).vlan(100).frame());
+        run(&mut dp, "ingress_00", &seg(2).vlan(100).vlan(200).frame());
+        let mut first_fragment = seg(3);
+        first_fragment.fragment = true;
+        run(&mut dp, "ingress_00", &first_fragment.frame());
+        let mut v6 = TcpSegment::new(
+            "[fd00:200:5::11]:4".parse().unwrap(),
+            "[fd00:200:5::12]:49152".parse().unwrap(),
+        )
+        .payload(&[3; 40]);
+        v6.hop_by_hop = true;
+        v6.fragment = true;
+        run(&mut dp, "ingress_00", &v6.frame());
+        assert_eq!(
+            stats(&dp, "10.200.5.11:1", "10.200.5.12:49152", INGRESS)
+                .unwrap()
+                .vlan,
+            100
+        );
+        // QinQ: the outermost tag is the one the wire carries between nodes.
+        assert_eq!(
+            stats(&dp, "10.200.5.11:2", "10.200.5.12:49152", INGRESS)
+                .unwrap()
+                .vlan,
+            200
+        );
+        assert!(stats(&dp, "10.200.5.11:3", "10.200.5.12:49152", INGRESS).is_some());
+        let s = stats(&dp, "[fd00:200:5::11]:4", "[fd00:200:5::12]:49152", INGRESS).unwrap();
+        assert_eq!(s.unique_payload_bytes, 40);
+        // A fragment after the first has no TCP header: counted, not parsed.
+        let mut later = seg(5).frame();
+        later[14 + 6] = 0x00;
+        later[14 + 7] = 0x10; // fragment offset 16 x 8 bytes
+        run(&mut dp, "ingress_00", &later);
+        assert_eq!(dp.stats().unwrap().fragments, 1);
+        assert!(stats(&dp, "10.200.5.11:5", "10.200.5.12:49152", INGRESS).is_none());
+    }
+
+    #[test]
+    fn payload_counts_once_and_retransmissions_are_counted_apart() {
+        if !privileged("payload_counts_once_and_retransmissions_are_counted_apart") {
+            return;
+        }
+        let mut dp = loaded();
+        dp.add_endpoint(&"10.200.5.12:49152".parse().unwrap())
+            .unwrap();
+        let seg = TcpSegment::new(v4("10.200.5.11:50000"), v4("10.200.5.12:49152"));
+        for (seq, len) in [
+            (1000, 100),
+            (1100, 100),
+            (1000, 100),
+            (1150, 100),
+            (1300, 0),
+        ] {
+            run(
+                &mut dp,
+                "egress_00",
+                &seg.clone().seq(seq).payload(&vec![0; len]).frame(),
+            );
+        }
+        let s = stats(&dp, "10.200.5.11:50000", "10.200.5.12:49152", EGRESS).unwrap();
+        // 1000..1250 moved forward; 100 bytes resent, 50 of the last overlap.
+        assert_eq!(s.unique_payload_bytes, 250);
+        assert_eq!(s.retransmitted_bytes, 150);
+        assert_eq!(s.retransmits, 1);
+        assert_eq!(s.packets, 5);
+    }
+
+    #[test]
+    fn a_timestamp_echo_gives_one_rtt_sample() {
+        if !privileged("a_timestamp_echo_gives_one_rtt_sample") {
+            return;
+        }
+        let mut dp = loaded();
+        dp.add_endpoint(&"10.200.5.12:49152".parse().unwrap())
+            .unwrap();
+        let mut events = dp.take_events().unwrap();
+        let data =
+            TcpSegment::new(v4("10.200.5.11:50000"), v4("10.200.5.12:49152")).payload(&[0; 100]);
+        let ack =
+            TcpSegment::new(v4("10.200.5.12:49152"), v4("10.200.5.11:50000")).flags(TcpFlags::ACK);
+        run(
+            &mut dp,
+            "egress_00",
+            &data.clone().timestamps(777, 1).frame(),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        run(
+            &mut dp,
+            "ingress_00",
+            &ack.clone().timestamps(9, 777).frame(),
+        );
+        // The same echo again is no new sample.
+        run(&mut dp, "ingress_00", &ack.timestamps(9, 777).frame());
+        let mut rtts = Vec::new();
+        while let Some(item) = events.next() {
+            // SAFETY: the programs write FlowEvents.
+            let event = unsafe { (item.as_ptr() as *const FlowEvent).read_unaligned() };
+            if event.kind == EVENT_RTT {
+                rtts.push(event.value_ns);
+            }
+        }
+        assert_eq!(rtts.len(), 1, "{rtts:?}");
+        assert!((20_000_000..1_000_000_000).contains(&rtts[0]), "{rtts:?}");
+    }
+}
+
+#[test]
+fn real_tcp_payload_is_counted_exactly_per_flow() {
+    if !privileged("real_tcp_payload_is_counted_exactly_per_flow") {
+        return;
+    }
+    let pair = VethPair::new();
+    let mut dataplane = Dataplane::load().expect("load");
+    dataplane
+        .add_endpoint(&"10.99.0.2:5001".parse().unwrap())
+        .unwrap();
+    let specs: Vec<AttachSpec> = [
+        format!("migration:va@{}", pair.a.name),
+        format!("migration:vb@{}", pair.b.name),
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    dataplane.attach_all(&specs).expect("attach");
+    const SENT: usize = 5_000_000;
+    tcp_transfer(&pair, SENT);
+    let flows = dataplane.flows().unwrap();
+    let to_server: Vec<_> = flows.iter().filter(|(k, _)| k.dport == 5001).collect();
+    // va egress and vb ingress: the same connection seen twice.
+    assert_eq!(to_server.len(), 2, "{flows:?}");
+    for (key, stats) in to_server {
+        assert_eq!(
+            stats.unique_payload_bytes, SENT as u64,
+            "slot {} direction {}",
+            key.slot, key.direction
+        );
+        assert_eq!(stats.retransmits, 0);
+    }
+    let from_server: u64 = flows
+        .iter()
+        .filter(|(k, _)| k.sport == 5001)
+        .map(|(_, s)| s.unique_payload_bytes)
+        .sum();
+    assert_eq!(from_server, 0, "the server sent nothing");
+}
