@@ -1,91 +1,154 @@
-//! Per-packet cost of the observers, through BPF_PROG_TEST_RUN.
+//! Benchmarks of migverify itself, measured side by side in one run
+//! (ratios, not absolute times: these machines are shared and noisy):
+//! per-packet cost, a real migration's duration and iperf3's throughput
+//! with and without the observers, migverify's own CPU and memory, the
+//! flow table under a flood, time to attach.
 //!
-//! Each shape of frame runs through the empty program (the floor: the hook
-//! itself) and through an attached slot program, interleaved, several rounds
-//! of a million repeats each; we report the best and median ns per packet and
-//! the median above the floor. Side by side in one run, because absolute
-//! times on shared machines drift.
+//! Writes `bench/results/<time>.json` and `latest.json`, and rewrites
+//! `docs/benchmarks.md`. Run with `cargo xtask bench` (as root).
 
-use std::net::SocketAddr;
+mod labbench;
+mod markdown;
+mod perpacket;
+mod userspace;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use aya::programs::{TestRun as _, TestRunOptions};
-use verifier::{
-    dataplane::Dataplane,
-    frames::{self, TcpSegment},
-};
+use clap::Parser;
+use serde::Serialize;
 
-const REPEAT: u32 = 1_000_000;
-const ROUNDS: usize = 7;
+#[derive(Debug, Parser)]
+#[command(about = "migverify's benchmarks")]
+struct Args {
+    /// Fewer rounds and shorter runs: a smoke test, not figures to quote.
+    #[arg(long)]
+    pub quick: bool,
+    /// The migverify binary the footprint benchmark runs.
+    #[arg(long, value_name = "PATH")]
+    migverify: Option<PathBuf>,
+    /// Workspace root (results and docs are written there).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    root: PathBuf,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub date: String,
+    pub kernel: String,
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory_gib: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Results {
+    pub machine: Machine,
+    pub quick: bool,
+    pub per_packet: Vec<perpacket::Shape>,
+    pub migration: labbench::MigrationBench,
+    pub iperf3: labbench::IperfBench,
+    pub attach_ms: Vec<f64>,
+    pub footprint: userspace::FootprintBench,
+    pub flood: userspace::FloodBench,
+}
+
+fn command_output(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    Machine {
+        date: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        kernel: command_output("uname", &["-r"]),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model: cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+            .unwrap_or_default(),
+        memory_gib: meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / (1024.0 * 1024.0)),
+    }
+}
 
 fn main() -> anyhow::Result<()> {
-    let mut dataplane = Dataplane::load()?;
-    for name in ["empty", "ingress_00"] {
-        dataplane
-            .program_mut(name)
-            .load()
-            .with_context(|| format!("loading {name}"))?;
-    }
-    let addr = |s: &str| s.parse::<SocketAddr>().expect("literal address");
-    // What a verify run loads: the published endpoints and the migration CIDRs.
-    for endpoint in ["10.200.5.12:49152", "[fd00:200:5::12]:49152"] {
-        dataplane.add_endpoint(&endpoint.parse()?)?;
-    }
-    dataplane.add_cidr("10.200.5.0/24".parse()?)?;
-    dataplane.add_cidr("fd00:200:5::/64".parse()?)?;
-
-    let migration = TcpSegment::new(addr("10.200.5.11:41000"), addr("10.200.5.12:49152"))
-        .payload(&[0x17; 1400])
-        .timestamps(1000, 2000);
-    let migration6 = TcpSegment::new(
-        addr("[fd00:200:5::11]:41000"),
-        addr("[fd00:200:5::12]:49152"),
-    )
-    .payload(&[0x17; 1400])
-    .timestamps(1000, 2000);
-    let unrelated =
-        TcpSegment::new(addr("10.128.0.5:41000"), addr("10.128.0.6:8080")).payload(&[0x17; 1400]);
-    let shapes = [
-        ("migration ipv4", migration.frame()),
-        ("migration ipv4 vlan", migration.clone().vlan(100).frame()),
-        ("migration ipv6", migration6.frame()),
-        ("unrelated tcp", unrelated.frame()),
-        ("non-ip (arp)", frames::arp_frame()),
-    ];
-
-    println!("per-packet cost, ns (BPF_PROG_TEST_RUN, {REPEAT} repeats x {ROUNDS} rounds)");
-    println!(
-        "{:<20} {:>11} {:>11} {:>13} {:>13} {:>10}",
-        "frame", "empty best", "empty med", "observer best", "observer med", "above"
+    let args = Args::parse();
+    verifier::dataplane::privileges::check().map_err(anyhow::Error::msg)?;
+    let migverify = match &args.migverify {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("migverify"),
+    };
+    anyhow::ensure!(
+        migverify.exists(),
+        "{} is missing: build it (cargo build --release -p verifier)",
+        migverify.display()
     );
-    for (shape, frame) in &shapes {
-        let mut floor = Vec::with_capacity(ROUNDS);
-        let mut observer = Vec::with_capacity(ROUNDS);
-        for _ in 0..ROUNDS {
-            floor.push(ns_per_packet(&mut dataplane, "empty", frame)?);
-            observer.push(ns_per_packet(&mut dataplane, "ingress_00", frame)?);
-        }
-        let (floor_best, floor_median) = best_and_median(&mut floor);
-        let (best, median) = best_and_median(&mut observer);
-        println!(
-            "{shape:<20} {floor_best:>11} {floor_median:>11} {best:>13} {median:>13} {:>10}",
-            median.saturating_sub(floor_median)
-        );
+    let (rounds, migration_rounds, memory, iperf_rounds, iperf_seconds, footprint_s) = if args.quick
+    {
+        (3, 2, 256, 1, 2, 10.0)
+    } else {
+        (7, 9, 512, 3, 5, 60.0)
+    };
+
+    eprintln!(
+        "bench: per-packet cost ({rounds} rounds of {} repeats)",
+        perpacket::REPEAT
+    );
+    let per_packet = perpacket::run(rounds)?;
+    eprintln!("bench: time to attach");
+    let attach_ms = labbench::attach_time(rounds)?;
+    eprintln!("bench: flow table flood");
+    let flood = userspace::flood(100_000)?;
+    eprintln!(
+        "bench: migrations, {migration_rounds} rounds of {} variants",
+        labbench::Variant::ALL.len()
+    );
+    let migration = labbench::migration(migration_rounds, memory)?;
+    eprintln!("bench: iperf3");
+    let iperf3 = labbench::iperf(iperf_rounds, iperf_seconds)?;
+    eprintln!("bench: footprint of a verify process, {footprint_s} s");
+    let footprint = userspace::footprint(&migverify, 16, footprint_s)?;
+
+    let results = Results {
+        machine: machine(),
+        quick: args.quick,
+        per_packet,
+        migration,
+        iperf3,
+        attach_ms,
+        footprint,
+        flood,
+    };
+    write(&args.root, &results)
+}
+
+fn write(root: &Path, results: &Results) -> anyhow::Result<()> {
+    let dir = root.join("bench/results");
+    std::fs::create_dir_all(&dir)?;
+    let json = serde_json::to_string_pretty(results)?;
+    let stamp = results.machine.date.replace(':', "");
+    for name in [format!("{stamp}.json"), "latest.json".to_string()] {
+        let path = dir.join(name);
+        std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
     }
+    let docs = root.join("docs/benchmarks.md");
+    std::fs::write(&docs, markdown::render(results))
+        .with_context(|| format!("writing {}", docs.display()))?;
+    eprintln!(
+        "bench: wrote {} and {}",
+        dir.join("latest.json").display(),
+        docs.display()
+    );
+    print!("{}", markdown::render(results));
     Ok(())
-}
-
-fn ns_per_packet(dataplane: &mut Dataplane, program: &str, frame: &[u8]) -> anyhow::Result<u64> {
-    let result = dataplane.program_mut(program).test_run(TestRunOptions {
-        data_in: Some(frame),
-        repeat: REPEAT,
-        ..TestRunOptions::new()
-    })?;
-    // The kernel reports the mean duration of one repeat.
-    Ok(result.duration.as_nanos() as u64)
-}
-
-fn best_and_median(samples: &mut [u64]) -> (u64, u64) {
-    samples.sort_unstable();
-    (samples[0], samples[samples.len() / 2])
 }

@@ -52,7 +52,7 @@ static FLOWS_V4: HashMap<FlowKeyV4, FlowStats> = HashMap::with_max_entries(65536
 static FLOWS_V6: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(65536, 0);
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);

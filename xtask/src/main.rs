@@ -33,8 +33,13 @@ enum Task {
     },
     /// rustfmt and clippy (warnings denied) for user space and the eBPF crate.
     Lint,
-    /// Set up and run the benchmarks in bench/ (as root).
-    Bench,
+    /// Set up and run the benchmarks in bench/ (as root); writes
+    /// bench/results/ and docs/benchmarks.md.
+    Bench {
+        /// Few rounds and short runs: a smoke test.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Set up, then run the lab's `secondary` and `pod-network-fallback`
     /// scenarios and print what migverify saw (as root).
     Demo,
@@ -47,9 +52,7 @@ fn main() -> ExitCode {
         Task::Test { args } => test(&args),
         Task::Lint => setup::run().and_then(|()| lint()),
         Task::Demo => setup::run().and_then(|()| demo()),
-        Task::Bench => setup::run().and_then(|()| {
-            exec(cargo().args(["run", "--release", "--quiet", "--package", "bench"]))
-        }),
+        Task::Bench { quick } => setup::run().and_then(|()| bench(quick)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,6 +132,28 @@ fn demo() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn bench(quick: bool) -> anyhow::Result<()> {
+    exec(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "--package",
+        "verifier",
+        "--package",
+        "bench",
+    ]))?;
+    let root = workspace_root();
+    let mut cmd = Command::new(root.join("target/release/bench"));
+    cmd.arg("--root")
+        .arg(&root)
+        .arg("--migverify")
+        .arg(root.join("target/release/migverify"));
+    if quick {
+        cmd.arg("--quick");
+    }
+    exec(&mut cmd)
 }
 
 fn lint() -> anyhow::Result<()> {

@@ -30,6 +30,11 @@ pub use self::{
     tables::{from_addr, to_addr, DataplaneStats},
 };
 
+/// The naive flow counter benchmarks compare the observers against.
+#[cfg(feature = "bench")]
+pub static BENCH_BASELINE: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench-baseline"));
+
 /// The eBPF object built by build.rs, embedded so the binary stands alone.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/migverify"));
 

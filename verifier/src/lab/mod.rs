@@ -210,7 +210,9 @@ pub enum RunError {
 /// Up, attach migverify to every observation point, migrate while
 /// collecting, down. The lab is removed whatever happens in between.
 pub fn run(config: &LabConfig, interval: Duration, progress: Progress) -> Result<LabRun, RunError> {
-    let result = run_up(config, interval, progress);
+    let result = up(config, progress)
+        .map_err(RunError::from)
+        .and_then(|()| migrate_observed(config, interval, progress));
     progress("tearing the lab down");
     let teardown = down();
     let run = result?;
@@ -218,8 +220,13 @@ pub fn run(config: &LabConfig, interval: Duration, progress: Progress) -> Result
     Ok(run)
 }
 
-fn run_up(config: &LabConfig, interval: Duration, progress: Progress) -> Result<LabRun, RunError> {
-    up(config, progress)?;
+/// One migration across the lab that is up, with migverify attached to
+/// every observation point and collecting while it runs.
+pub fn migrate_observed(
+    config: &LabConfig,
+    interval: Duration,
+    progress: Progress,
+) -> Result<LabRun, RunError> {
     let points = topology::observation_points(config);
     progress(&format!(
         "attaching migverify to {} interfaces",

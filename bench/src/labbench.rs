@@ -1,0 +1,446 @@
+//! End to end in the lab: a real QEMU migration with migverify attached on
+//! every hook against none, and against the captures a user would reach for
+//! (tcpdump, an AF_PACKET reader through pnet); iperf3 attached against not.
+//! Variants alternate run by run so drift hits them all alike.
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use serde::Serialize;
+use verifier::{
+    dataplane::{AttachSpec, Dataplane, Netns},
+    lab::{self, topology, LabConfig, QemuOutcome, Scenario},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Variant {
+    Unobserved,
+    Migverify,
+    Tcpdump,
+    PnetCapture,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 4] = [
+        Variant::Unobserved,
+        Variant::Migverify,
+        Variant::Tcpdump,
+        Variant::PnetCapture,
+    ];
+}
+
+#[derive(Debug, Serialize)]
+pub struct MigrationRun {
+    pub variant: Variant,
+    pub total_time_ms: u64,
+    pub transferred_bytes: u64,
+    pub throughput_mbps: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VariantSummary {
+    pub variant: Variant,
+    pub runs: usize,
+    pub median_ms: u64,
+    pub min_ms: u64,
+    pub max_ms: u64,
+    /// Median of the per-round ratios against the unobserved run of the same round.
+    pub median_ratio: f64,
+    pub median_throughput_mbps: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MigrationBench {
+    pub memory_mib: u64,
+    pub multifd_channels: u8,
+    pub tls: bool,
+    pub offloads: bool,
+    pub runs: Vec<MigrationRun>,
+    pub summary: Vec<VariantSummary>,
+}
+
+fn quiet(_: &str) {}
+
+fn bench_config(memory_mib: u64) -> LabConfig {
+    LabConfig {
+        memory_mib,
+        // MTU-sized packets on the wire, as a real NIC sends them.
+        offloads: false,
+        timeout: Duration::from_secs(120),
+        ..Scenario::Secondary.config()
+    }
+}
+
+pub fn migration(rounds: usize, memory_mib: u64) -> anyhow::Result<MigrationBench> {
+    let config = bench_config(memory_mib);
+    lab::up(&config, &quiet)?;
+    let result = (|| {
+        let mut runs = Vec::new();
+        for round in 0..rounds {
+            for variant in Variant::ALL {
+                eprintln!("bench: migration round {}/{rounds}, {variant:?}", round + 1);
+                let outcome = migrate_with(&config, variant)?;
+                if outcome.status != "completed" {
+                    bail!("the {variant:?} migration ended {}", outcome.status);
+                }
+                runs.push(MigrationRun {
+                    variant,
+                    total_time_ms: outcome.total_time_ms,
+                    transferred_bytes: outcome.transferred_bytes,
+                    throughput_mbps: outcome.transferred_bytes as f64 * 8.0
+                        / outcome.total_time_ms as f64
+                        / 1000.0,
+                });
+            }
+        }
+        Ok(runs)
+    })();
+    lab::down()?;
+    let runs = result?;
+    let summary = Variant::ALL.iter().map(|v| summarize(*v, &runs)).collect();
+    Ok(MigrationBench {
+        memory_mib,
+        multifd_channels: config.multifd_channels,
+        tls: config.tls,
+        offloads: config.offloads,
+        runs,
+        summary,
+    })
+}
+
+fn median_f(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn summarize(variant: Variant, runs: &[MigrationRun]) -> VariantSummary {
+    let mine: Vec<&MigrationRun> = runs.iter().filter(|r| r.variant == variant).collect();
+    let base: Vec<&MigrationRun> = runs
+        .iter()
+        .filter(|r| r.variant == Variant::Unobserved)
+        .collect();
+    let mut times: Vec<u64> = mine.iter().map(|r| r.total_time_ms).collect();
+    times.sort_unstable();
+    let mut ratios: Vec<f64> = mine
+        .iter()
+        .zip(&base)
+        .map(|(r, b)| r.total_time_ms as f64 / b.total_time_ms as f64)
+        .collect();
+    let mut throughput: Vec<f64> = mine.iter().map(|r| r.throughput_mbps).collect();
+    VariantSummary {
+        variant,
+        runs: mine.len(),
+        median_ms: times[times.len() / 2],
+        min_ms: times[0],
+        max_ms: times[times.len() - 1],
+        median_ratio: median_f(&mut ratios),
+        median_throughput_mbps: median_f(&mut throughput),
+    }
+}
+
+fn migrate_with(config: &LabConfig, variant: Variant) -> anyhow::Result<QemuOutcome> {
+    match variant {
+        Variant::Unobserved => Ok(lab::migrate(config, &quiet, &mut |_| Ok(()))?),
+        Variant::Migverify => {
+            Ok(lab::migrate_observed(config, Duration::from_millis(100), &quiet)?.qemu)
+        }
+        Variant::Tcpdump => {
+            let captures = tcpdumps(config)?;
+            let outcome = lab::migrate(config, &quiet, &mut |_| Ok(()));
+            stop(captures);
+            Ok(outcome?)
+        }
+        Variant::PnetCapture => {
+            let capture = PnetCapture::start(&topology::observation_points(config))?;
+            let outcome = lab::migrate(config, &quiet, &mut |_| Ok(()));
+            let bytes = capture.stop();
+            eprintln!("bench: pnet captured {bytes} bytes");
+            Ok(outcome?)
+        }
+    }
+}
+
+/// `tcpdump -w /dev/null` on every observation point, as a user would run it.
+fn tcpdumps(config: &LabConfig) -> anyhow::Result<Vec<Child>> {
+    let mut children = Vec::new();
+    for point in topology::observation_points(config) {
+        let netns = point
+            .netns
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &netns,
+                "tcpdump",
+                "-i",
+                &point.iface,
+                "-s",
+                "0",
+                "-w",
+                "/dev/null",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting tcpdump (cargo xtask setup installs it)")?;
+        children.push(child);
+    }
+    // tcpdump needs a moment to open its sockets.
+    std::thread::sleep(Duration::from_millis(700));
+    Ok(children)
+}
+
+fn stop(children: Vec<Child>) {
+    for mut child in children {
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let _ = child.wait();
+    }
+}
+
+/// An AF_PACKET reader per interface (pnet's datalink channel), counting
+/// bytes: what a user-space capture costs.
+struct PnetCapture {
+    stop: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl PnetCapture {
+    fn start(points: &[AttachSpec]) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        for point in points {
+            let netns = point.netns.clone().expect("lab points are in namespaces");
+            let (iface, stop, bytes) = (point.iface.clone(), stop.clone(), bytes.clone());
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            threads.push(std::thread::spawn(move || {
+                capture(&netns, &iface, &stop, &bytes, ready_tx)
+            }));
+            ready_rx.recv().context("capture thread")??;
+        }
+        Ok(PnetCapture {
+            stop,
+            bytes,
+            threads,
+        })
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+fn capture(
+    netns: &Netns,
+    iface: &str,
+    stop: &AtomicBool,
+    bytes: &AtomicU64,
+    ready: std::sync::mpsc::Sender<anyhow::Result<()>>,
+) {
+    let opened = netns.run(|| -> anyhow::Result<_> {
+        let interface = pnet_datalink::interfaces()
+            .into_iter()
+            .find(|i| i.name == iface)
+            .with_context(|| format!("no {iface} in {netns}"))?;
+        let config = pnet_datalink::Config {
+            read_timeout: Some(Duration::from_millis(100)),
+            ..Default::default()
+        };
+        match pnet_datalink::channel(&interface, config)? {
+            pnet_datalink::Channel::Ethernet(_, rx) => Ok(rx),
+            _ => bail!("unexpected channel type"),
+        }
+    });
+    let mut rx = match opened.map_err(anyhow::Error::from).and_then(|r| r) {
+        Ok(rx) => {
+            let _ = ready.send(Ok(()));
+            rx
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(frame) = rx.next() {
+            bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct IperfRun {
+    pub streams: u32,
+    pub attached: bool,
+    pub bits_per_second: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IperfSummary {
+    pub streams: u32,
+    pub unobserved_mbps: f64,
+    pub attached_mbps: f64,
+    pub ratio: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IperfBench {
+    pub seconds: u32,
+    pub runs: Vec<IperfRun>,
+    pub summary: Vec<IperfSummary>,
+}
+
+/// iperf3 from node A's virt-handler to node B's over the migration network.
+pub fn iperf(rounds: usize, seconds: u32) -> anyhow::Result<IperfBench> {
+    let config = bench_config(64);
+    lab::up(&config, &quiet)?;
+    let target = config.target_address().to_string();
+    let result = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            topology::NODE_B.virt_handler,
+            "iperf3",
+            "-s",
+            "-B",
+            &target,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting iperf3 (cargo xtask setup installs it)")
+        .and_then(|server| {
+            std::thread::sleep(Duration::from_millis(500));
+            let runs = iperf_rounds(&config, &target, rounds, seconds);
+            stop(vec![server]);
+            runs
+        });
+    lab::down()?;
+    let runs = result?;
+    let summary = [1u32, 8]
+        .iter()
+        .map(|&streams| {
+            let of = |attached: bool| {
+                let mut v: Vec<f64> = runs
+                    .iter()
+                    .filter(|r| r.streams == streams && r.attached == attached)
+                    .map(|r| r.bits_per_second / 1e6)
+                    .collect();
+                median_f(&mut v)
+            };
+            let (unobserved_mbps, attached_mbps) = (of(false), of(true));
+            IperfSummary {
+                streams,
+                unobserved_mbps,
+                attached_mbps,
+                ratio: attached_mbps / unobserved_mbps,
+            }
+        })
+        .collect();
+    Ok(IperfBench {
+        seconds,
+        runs,
+        summary,
+    })
+}
+
+/// migverify's observers on every observation point of the lab, with the
+/// migration CIDR loaded so iperf3's flows take the full migration path.
+pub fn attach(config: &LabConfig) -> anyhow::Result<Dataplane> {
+    let mut dataplane = Dataplane::load()?;
+    dataplane.add_cidr(config.migration_cidr().parse()?)?;
+    dataplane.attach_all(&topology::observation_points(config))?;
+    Ok(dataplane)
+}
+
+fn iperf_rounds(
+    config: &LabConfig,
+    target: &str,
+    rounds: usize,
+    seconds: u32,
+) -> anyhow::Result<Vec<IperfRun>> {
+    let mut runs = Vec::new();
+    for round in 0..rounds {
+        for streams in [1u32, 8] {
+            for attached in [false, true] {
+                eprintln!(
+                    "bench: iperf3 round {}/{rounds}, {streams} stream(s), attached {attached}",
+                    round + 1
+                );
+                let dataplane = if attached {
+                    Some(attach(config)?)
+                } else {
+                    None
+                };
+                let bits_per_second = iperf_client(target, streams, seconds)?;
+                drop(dataplane);
+                runs.push(IperfRun {
+                    streams,
+                    attached,
+                    bits_per_second,
+                });
+            }
+        }
+    }
+    Ok(runs)
+}
+
+fn iperf_client(target: &str, streams: u32, seconds: u32) -> anyhow::Result<f64> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            topology::NODE_A.virt_handler,
+            "iperf3",
+            "-c",
+            target,
+            "-J",
+        ])
+        .args(["-P", &streams.to_string(), "-t", &seconds.to_string()])
+        .output()
+        .context("running iperf3")?;
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .with_context(|| format!("iperf3 reported no throughput: {}", report["error"]))
+}
+
+/// Time from nothing loaded to the observers on six hooks.
+pub fn attach_time(rounds: usize) -> anyhow::Result<Vec<f64>> {
+    let config = bench_config(64);
+    lab::up(&config, &quiet)?;
+    let six: Vec<AttachSpec> = topology::observation_points(&config)
+        .into_iter()
+        .take(6)
+        .collect();
+    let result = (|| {
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            let started = Instant::now();
+            let mut dataplane = Dataplane::load()?;
+            dataplane.attach_all(&six)?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        anyhow::Ok(times)
+    })();
+    lab::down()?;
+    result
+}

@@ -1,0 +1,179 @@
+//! docs/benchmarks.md, written from a run's results: every figure beside
+//! its target, and where a target is missed, by how much and why.
+
+use std::fmt::Write as _;
+
+use crate::{labbench::Variant, Results};
+
+fn verdict(met: bool, gap: String) -> String {
+    if met {
+        "met".into()
+    } else {
+        format!("**missed** by {gap}")
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn render(r: &Results) -> String {
+    let m = &r.machine;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Benchmarks\n\n\
+         Written by `cargo xtask bench` (as root; `cargo xtask bench --quick` for a smoke run). Every figure is \
+         measured side by side with its baseline in the same run, alternating, and quoted as a median or a \
+         ratio: these machines are shared and noisy. The raw figures of every run are in \
+         `bench/results/latest.json`.\n\n\
+         Run: {} on {} ({} CPUs, {:.0} GiB), kernel {}{}.\n",
+        m.date,
+        m.cpu_model,
+        m.cpus,
+        m.memory_gib,
+        m.kernel,
+        if r.quick { ", **quick run**: few rounds, not figures to quote" } else { "" }
+    );
+
+    out.push_str(
+        "## Per-packet cost\n\nBPF_PROG_TEST_RUN, mean ns per packet over 1e6 repeats, median of the rounds; the \
+         empty TC program is the floor. The observer runs with what a verify run loads (two endpoints, two \
+         CIDRs); a \"known migration segment\" belongs to a flow already in the flow table and carries TCP \
+         timestamps. The baseline is the naive per-CPU LRU 5-tuple counter (`bench-baseline`).\n\n\
+         | frame | empty | observer | above floor | target | | naive baseline above floor |\n\
+         | --- | ---: | ---: | ---: | ---: | --- | ---: |\n",
+    );
+    let mut per_packet_missed = false;
+    for s in &r.per_packet {
+        let target = s.target_above_floor_ns.unwrap_or(u64::MAX);
+        let met = s.above_floor_ns <= target;
+        per_packet_missed |= !met;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | <= {} | {} | {} |",
+            s.frame,
+            s.empty_median_ns,
+            s.observer_median_ns,
+            s.above_floor_ns,
+            target,
+            verdict(
+                met,
+                format!("{} ns", s.above_floor_ns.saturating_sub(target))
+            ),
+            s.baseline_above_floor_ns
+        );
+    }
+    if per_packet_missed {
+        out.push_str(
+            "\nWhere the known-segment target is missed, the cause is measured: the path that remains is one \
+             hash lookup in the flow table (16-byte keys for IPv4, 40-byte for IPv6: jhash over the key plus the \
+             bucket walk), about 20-25 ns of it; parsing with inlined prefilters costs the 15 ns the unrelated \
+             segment shows. What would close it: a per-CPU cache of the last flow seen per hook (most \
+             consecutive segments on a hook belong to the same bulk flow), so the lookup is skipped when the \
+             5-tuple repeats.\n",
+        );
+    }
+
+    let mb = &r.migration;
+    let _ = writeln!(
+        out,
+        "\n## A real migration in the lab\n\n{} MiB of random guest memory, {} multifd channels, TLS {}, bandwidth \
+         unlimited, segmentation offloads off (MTU-sized packets on the wire); {} rounds, the variants alternating \
+         in each. migverify is attached on every observation point with the endpoints loaded before the first \
+         byte and its collector running; tcpdump writes every interface to /dev/null; the pnet capture reads \
+         every interface through AF_PACKET.\n\n\
+         | variant | runs | median ms | min-max ms | median ratio to unobserved | median Mbit/s |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: |",
+        mb.memory_mib,
+        mb.multifd_channels,
+        if mb.tls { "on" } else { "off" },
+        mb.summary.first().map_or(0, |s| s.runs)
+    );
+    for s in &mb.summary {
+        let _ = writeln!(
+            out,
+            "| {:?} | {} | {} | {}-{} | {:.3} | {:.0} |",
+            s.variant,
+            s.runs,
+            s.median_ms,
+            s.min_ms,
+            s.max_ms,
+            s.median_ratio,
+            s.median_throughput_mbps
+        );
+    }
+    if let Some(mv) = mb.summary.iter().find(|s| s.variant == Variant::Migverify) {
+        let _ = writeln!(
+            out,
+            "\nTarget: migverify's ratio <= 1.02: {}.",
+            verdict(
+                mv.median_ratio <= 1.02,
+                format!("{:.3}", mv.median_ratio - 1.02)
+            )
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "\n## iperf3 over the migration network\n\n{} s per run, attached (every observation point, the migration \
+         CIDR loaded, so iperf3's flows take the full classified path) against not, alternating.\n\n\
+         | streams | unobserved Mbit/s | attached Mbit/s | ratio | target >= 0.98 |\n| ---: | ---: | ---: | ---: | --- |",
+        r.iperf3.seconds
+    );
+    for s in &r.iperf3.summary {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {:.3} | {} |",
+            s.streams,
+            s.unobserved_mbps,
+            s.attached_mbps,
+            s.ratio,
+            verdict(s.ratio >= 0.98, format!("{:.3}", 0.98 - s.ratio))
+        );
+    }
+
+    let f = &r.footprint;
+    let attach = median(&r.attach_ms);
+    let _ = writeln!(
+        out,
+        "\n## migverify's own footprint\n\n\
+         | figure | value | target | |\n| --- | ---: | ---: | --- |\n\
+         | CPU of `verify` with {} migrations ({} connections, {:.0} s) | {:.2}% of one core | < 2% | {} |\n\
+         | peak RSS of that process | {:.1} MiB | < 40 MiB | {} |\n\
+         | time to load and attach 6 hooks (median) | {:.1} ms | < 250 ms | {} |\n",
+        f.migrations,
+        f.connections,
+        f.seconds,
+        f.cpu_percent_of_one_core,
+        verdict(f.cpu_percent_of_one_core < 2.0, format!("{:.2} points", f.cpu_percent_of_one_core - 2.0)),
+        f.peak_rss_mib,
+        verdict(f.peak_rss_mib < 40.0, format!("{:.1} MiB", f.peak_rss_mib - 40.0)),
+        attach,
+        verdict(attach < 250.0, format!("{:.0} ms", attach - 250.0)),
+    );
+    let _ = writeln!(
+        out,
+        "That verify process saw {} connections and judged them {}.\n",
+        f.connections_reported, f.verdict
+    );
+
+    let fl = &r.flood;
+    let _ = writeln!(
+        out,
+        "## The flow table under a flood\n\n{} distinct flows inside the migration CIDR through the classifier \
+         ({:.1} s): {} kept (the IPv4 table holds 65 536), {} segments counted as `flow_table_full`, never silent. \
+         The migration flow made before the flood is {} ({} packets counted). Target: no lost migration flow, \
+         evictions counted: {}.",
+        fl.flows_offered,
+        fl.seconds,
+        fl.flows_kept,
+        fl.flow_table_full,
+        if fl.migration_flow_kept { "still kept and counted" } else { "LOST" },
+        fl.migration_flow_packets,
+        verdict(fl.migration_flow_kept && fl.flow_table_full > 0, "a lost flow or an uncounted loss".into())
+    );
+    out
+}
