@@ -298,15 +298,25 @@ svg{{width:100%;max-width:{WIDTH}px;background:#fafafa}}.axis{{stroke:#444}}.lin
             );
         }
         out.push_str("</table>");
+        // Time from the start of the first interval that moved payload.
+        let start = f
+            .progress
+            .first()
+            .map_or(0, |i| i.at_ms.saturating_sub(i.length_ms));
         let points: Vec<(f64, f64)> = f
             .progress
             .iter()
-            .map(|i| (i.at_ms as f64 / 1000.0, i.bits_per_second() as f64 / 1e6))
+            .map(|i| {
+                (
+                    (i.at_ms - start) as f64 / 1000.0,
+                    i.bits_per_second() as f64 / 1e6,
+                )
+            })
             .collect();
         out.push_str(&line_chart(
             "Throughput over time",
             &points,
-            "seconds",
+            "seconds since the first payload",
             "Mbit/s",
             "",
         ));
