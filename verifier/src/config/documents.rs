@@ -151,11 +151,11 @@ pub fn load_bytes(source_name: &str, bytes: &[u8]) -> Result<Vec<Object>, LoadEr
         });
     }
     let source: Arc<str> = Arc::from(source_name.as_str());
-    let documents = parse_documents(text).map_err(|(position, message)| LoadError::Syntax {
+    let documents = parse_leniently(text).map_err(|fail| LoadError::Syntax {
         source_name: source_name.clone(),
-        line: position.line,
-        column: position.column,
-        message,
+        line: fail.position.line,
+        column: fail.position.column,
+        message: fail.message,
     })?;
     let mut objects = Vec::new();
     for document in documents {
@@ -298,20 +298,97 @@ struct Builder {
 
 type Fail = (Position, String);
 
-fn parse_documents(text: &str) -> Result<Vec<Document>, Fail> {
+/// A parse failure, with the character index the parser stopped at.
+struct ParseFail {
+    position: Position,
+    index: Option<usize>,
+    message: String,
+}
+
+impl From<Fail> for ParseFail {
+    fn from((position, message): Fail) -> Self {
+        ParseFail {
+            position,
+            index: None,
+            message,
+        }
+    }
+}
+
+/// Multi-line quoted scalars fixed by re-indenting, at most this many.
+const MAX_REINDENTS: usize = 1000;
+
+/// Parses `text`, accepting what libyaml (hence `oc`) accepts but the
+/// YAML 1.2 parser refuses: continuation lines of a quoted scalar indented
+/// no deeper than their key, as the OpenShift documentation writes
+/// `config: '{` ... `}'`. Leading white space of continuation lines is
+/// folded away, so indenting them further changes neither the value nor
+/// any line number.
+fn parse_leniently(text: &str) -> Result<Vec<Document>, ParseFail> {
+    let mut text = std::borrow::Cow::Borrowed(text);
+    for _ in 0..MAX_REINDENTS {
+        match parse_documents(&text) {
+            Err(fail) if fail.message == "invalid indentation in quoted scalar" => {
+                match fail.index.and_then(|index| reindent_quoted(&text, index)) {
+                    Some(fixed) => text = std::borrow::Cow::Owned(fixed),
+                    None => return Err(fail),
+                }
+            }
+            result => return result,
+        }
+    }
+    parse_documents(&text)
+}
+
+/// Indents the continuation lines of the quoted scalar that starts at
+/// character `index` past its opening quote's column.
+fn reindent_quoted(text: &str, index: usize) -> Option<String> {
+    let start = text.char_indices().nth(index).map(|(byte, _)| byte)?;
+    let quote = *text.as_bytes().get(start)?;
+    if quote != b'\'' && quote != b'"' {
+        return None;
+    }
+    let line_start = text[..start].rfind('\n').map_or(0, |n| n + 1);
+    let needed = text[line_start..start].chars().count() + 1;
+    let bytes = text.as_bytes();
+    let mut end = start + 1;
+    loop {
+        match bytes.get(end)? {
+            b'\\' if quote == b'"' => end += 2,
+            b'\'' if quote == b'\'' && bytes.get(end + 1) == Some(&b'\'') => end += 2,
+            c if *c == quote => break,
+            _ => end += 1,
+        }
+    }
+    let mut fixed = String::with_capacity(text.len() + 64);
+    fixed.push_str(&text[..start]);
+    for (n, line) in text[start..end].split('\n').enumerate() {
+        if n > 0 {
+            fixed.push('\n');
+            let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+            if indent < needed && !line.trim().is_empty() {
+                fixed.extend(std::iter::repeat_n(' ', needed - indent));
+            }
+        }
+        fixed.push_str(line);
+    }
+    fixed.push_str(&text[end..]);
+    Some(fixed)
+}
+
+fn parse_documents(text: &str) -> Result<Vec<Document>, ParseFail> {
     let mut parser = Parser::new_from_str(text);
     let mut documents = Vec::new();
     let mut builder: Option<(Builder, Position)> = None;
     let mut nodes_total = 0usize;
     while let Some(next) = parser.next_event() {
-        let (event, span) = next.map_err(|e| {
-            (
-                Position {
-                    line: e.marker().line(),
-                    column: e.marker().col() + 1,
-                },
-                e.info().to_string(),
-            )
+        let (event, span) = next.map_err(|e| ParseFail {
+            position: Position {
+                line: e.marker().line(),
+                column: e.marker().col() + 1,
+            },
+            index: Some(e.marker().index()),
+            message: e.info().to_string(),
         })?;
         let at = Position::of(span);
         match event {
@@ -340,9 +417,12 @@ fn parse_documents(text: &str) -> Result<Vec<Document>, Fail> {
             Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
             event => {
                 let Some((b, _)) = builder.as_mut() else {
-                    return Err((at, "content outside a document".into()));
+                    return Err(ParseFail::from((
+                        at,
+                        "content outside a document".to_string(),
+                    )));
                 };
-                b.event(event, at)?;
+                b.event(event, at).map_err(ParseFail::from)?;
             }
         }
     }
@@ -653,6 +733,20 @@ mod tests {
         assert_eq!(v["i"], json!(-7));
         assert_eq!(v["j"], json!("1e"));
         assert_eq!(v["k"], json!(0.5));
+    }
+
+    #[test]
+    fn accepts_quoted_scalars_closed_at_the_keys_indentation_as_oc_does() {
+        // The OpenShift documentation's layout: `}'` at the key's column.
+        let text = "kind: X\nspec:\n  config: '{\n    \"a\": \"it''s\",\n  \"b\": 1\n  }'\n  other: \"x\n  y\"\nlast: 1\n";
+        let objects = load(text).unwrap();
+        assert_eq!(
+            objects[0].value["spec"]["config"],
+            json!("{ \"a\": \"it's\", \"b\": 1 }")
+        );
+        assert_eq!(objects[0].value["spec"]["other"], json!("x y"));
+        assert_eq!(objects[0].location("last"), "in.yaml:9");
+        assert_eq!(objects[0].location("spec.other"), "in.yaml:7");
     }
 
     #[test]
