@@ -69,14 +69,22 @@ struct MigrationConfig<'a> {
     limits: Limits,
 }
 
-/// Every cross-object check; returns the budgets for `--vm-memory` and VMIs.
+/// What the cross-object checks found besides findings.
+pub struct Cross {
+    /// For `--vm-memory` and for each VMI of known memory.
+    pub budgets: Vec<Budget>,
+    /// The index in `nads` of the migration network in force.
+    pub migration_nad: Option<usize>,
+}
+
+/// Every cross-object check.
 pub fn check(
     objects: &[Object],
     nads: &[Nad],
     main: &MainNetworks,
     vm_memory: Option<&Quantity>,
     findings: &mut Findings,
-) -> Vec<Budget> {
+) -> Cross {
     let mut configs = Vec::new();
     for object in objects {
         let source = match object.kind.as_str() {
@@ -88,14 +96,21 @@ pub fn check(
         configs.push(read_config(object, source, findings));
     }
     let mut migration_ranges: Vec<Cidr> = Vec::new();
+    let mut migration_nad = None;
     let has_hco = configs.iter().any(|c| c.source == Source::HyperConverged);
     for config in &configs {
         // HyperConverged overwrites the KubeVirt CR's network: judge the one in force.
         if config.source == Source::Policy || (config.source == Source::KubeVirt && has_hco) {
             continue;
         }
-        if let Some(nad) = check_network(config, nads, findings) {
-            migration_ranges.extend(nad.ipam.iter().flat_map(|i| i.ranges.iter().copied()));
+        if let Some(index) = check_network(config, nads, findings) {
+            migration_ranges.extend(
+                nads[index]
+                    .ipam
+                    .iter()
+                    .flat_map(|i| i.ranges.iter().copied()),
+            );
+            migration_nad = migration_nad.or(Some(index));
         }
     }
     check_agreement(&configs, findings);
@@ -161,7 +176,10 @@ pub fn check(
             _ => {}
         }
     }
-    budgets
+    Cross {
+        budgets,
+        migration_nad,
+    }
 }
 
 fn read_config<'a>(
@@ -354,12 +372,8 @@ fn bandwidth(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, source: Source
 }
 
 /// The named migration NAD must exist in the install namespace and be able
-/// to give each node its own address. Returns it when found.
-fn check_network<'n>(
-    config: &MigrationConfig,
-    nads: &'n [Nad],
-    findings: &mut Findings,
-) -> Option<&'n Nad> {
+/// to give each node its own address. Returns its index when found.
+fn check_network(config: &MigrationConfig, nads: &[Nad], findings: &mut Findings) -> Option<usize> {
     let object = config.object;
     let at = format!("{}.network", config.path);
     let Some(name) = &config.network else {
@@ -386,7 +400,7 @@ fn check_network<'n>(
         .install_namespace
         .as_deref()
         .unwrap_or("(the install namespace)");
-    let Some(nad) = nads.iter().find(in_namespace) else {
+    let Some(index) = nads.iter().position(|n| in_namespace(&n)) else {
         if let Some(other) = nads.iter().find(|n| n.name.as_deref() == Some(name)) {
             findings.object(
                 object,
@@ -425,7 +439,7 @@ fn check_network<'n>(
         }
         return None;
     };
-    let ipam_problem = match nad.ipam.as_ref().map(|i| &i.kind) {
+    let ipam_problem = match nads[index].ipam.as_ref().map(|i| &i.kind) {
         None | Some(IpamKind::None) => Some(
             "has no IPAM: migration0 gets no address and virt-handler has nothing to advertise".to_string(),
         ),
@@ -451,7 +465,7 @@ fn check_network<'n>(
             ),
         );
     }
-    Some(nad)
+    Some(index)
 }
 
 fn check_agreement(configs: &[MigrationConfig], findings: &mut Findings) {

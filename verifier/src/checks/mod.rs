@@ -13,9 +13,9 @@ pub mod cni;
 pub mod crossobject;
 mod fields;
 pub mod findings;
-//HOST pub mod host;
+pub mod host;
 pub mod ipam;
-//HOST mod netlink;
+mod netlink;
 pub mod networks;
 #[cfg(test)]
 mod tests;
@@ -59,6 +59,8 @@ pub struct Report {
     pub main: MainNetworks,
     /// The NetworkAttachmentDefinitions, as read (the host checks use them).
     pub nads: Vec<cni::Nad>,
+    /// Which of `nads` HyperConverged or KubeVirt names as the migration network.
+    pub migration_nad: Option<usize>,
 }
 
 /// Runs every object check over `objects`.
@@ -125,7 +127,7 @@ pub fn check_objects(objects: &[Object], options: &Options) -> Report {
             );
         }
     }
-    let budgets = crossobject::check(
+    let cross = crossobject::check(
         objects,
         &nads,
         &main,
@@ -134,8 +136,9 @@ pub fn check_objects(objects: &[Object], options: &Options) -> Report {
     );
     Report {
         findings,
-        budgets,
+        budgets: cross.budgets,
         main,
         nads,
+        migration_nad: cross.migration_nad,
     }
 }
