@@ -50,9 +50,11 @@ pub struct NodePlan {
     pub path: Vec<AttachSpec>,
     /// The other nodes' migration addresses.
     pub peers: Vec<IpAddr>,
-    /// The VLAN each migration port applies, where it is known from
-    /// elsewhere than the kernel (the lab's record of its access ports).
-    pub port_vlans: Vec<(String, u16)>,
+    /// The VLAN each migration port applies, when the ports tag frames
+    /// themselves rather than through bridge VLAN filtering (the lab's
+    /// access-port programs, as the lab recorded them). `Some` skips the
+    /// `vlan_filtering` and `bridge vlan` membership checks.
+    pub port_vlans: Option<Vec<(String, u16)>>,
 }
 
 #[derive(Clone, Debug)]
@@ -322,7 +324,7 @@ fn check_node(plan: &HostPlan, node: &NodePlan, findings: &mut Findings) -> Resu
     }
     check_path(plan, node, migration, &mut raise)?;
     let vlan = plan.nad.as_ref().and_then(|n| n.vlan);
-    for (port, vid) in &node.port_vlans {
+    for (port, vid) in node.port_vlans.iter().flatten() {
         if let Some(want) = vlan.filter(|want| *want != i64::from(*vid)) {
             raise(
                 HOST_VLAN_MISMATCH,
@@ -490,7 +492,9 @@ fn check_path(
                 ),
             );
         }
-        let Some(vid) = vlan else { continue };
+        let Some(vid) = vlan.filter(|_| node.port_vlans.is_none()) else {
+            continue;
+        };
         if spec.role == Role::Bridge && link.vlan_filtering == Some(false) {
             raise(
                 HOST_VLAN_FILTERING_OFF,
@@ -645,11 +649,11 @@ pub fn lab_plan(config: &LabConfig, timeout: Duration) -> (HostPlan, Nad) {
     .iter()
     .map(|(node, peer, vid)| {
         let mut path = vec![spec(Role::Migration, "eth1", node.netns)];
-        let mut port_vlans = Vec::new();
+        let mut port_vlans = None;
         if config.cni == Cni::Bridge {
             path.push(spec(Role::Bridge, "br-mig", node.netns));
             path.push(spec(Role::Migration, "vh-mig", node.netns));
-            port_vlans.push((format!("vh-mig@{}", node.netns), *vid));
+            port_vlans = Some(vec![(format!("vh-mig@{}", node.netns), *vid)]);
         }
         path.push(spec(
             Role::Migration,
@@ -713,7 +717,7 @@ mod tests {
         assert_eq!(nad.vlan, Some(100));
         assert_eq!(
             plan.nodes[1].port_vlans,
-            [("vh-mig@mvlab-node-b".to_string(), 200)]
+            Some(vec![("vh-mig@mvlab-node-b".to_string(), 200)])
         );
         assert_eq!(
             plan.nodes[0].peers,
@@ -734,7 +738,7 @@ mod tests {
         assert!(plan
             .nodes
             .iter()
-            .all(|n| n.port_vlans.is_empty() && n.path.len() == 2));
+            .all(|n| n.port_vlans.is_none() && n.path.len() == 2));
         let (_, nad) = lab_plan(&Scenario::MtuMismatch.config(), Duration::from_secs(1));
         assert_eq!(nad.mtu, Some(9000));
     }

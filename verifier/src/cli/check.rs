@@ -140,7 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 migration_iface: args.migration_iface.clone(),
                 path: args.ifaces.clone(),
                 peers: args.peer.clone(),
-                port_vlans: Vec::new(),
+                port_vlans: None,
             }],
             nad: given_nad(&report),
             sync_peers,
@@ -248,7 +248,9 @@ fn print_text(report: &Report) {
                 f.path
             );
             println!("          {}", f.message);
-            println!("          fix: {}", f.fix);
+            if !f.fix.starts_with("nothing to fix") {
+                println!("          fix: {}", f.fix);
+            }
         }
         println!();
     }
