@@ -146,7 +146,7 @@ fn unreadable_input_exits_2_with_file_line_and_column() {
         (file("binary", b"\x7fELF\x02\x01\x01\x00"), "not text"),
         (
             file("deep.json", "[".repeat(10_000).as_bytes()),
-            "nested deeper than 100 levels",
+            "deep.json:1:",
         ),
     ];
     for (path, expected) in &cases {
