@@ -87,6 +87,7 @@ pub fn check_nad(object: &Object, findings: &mut Findings, main: &MainNetworks) 
         plugin_path: "spec.config".into(),
         ..Nad::default()
     };
+    let located;
     let mut ctx = Ctx {
         object,
         findings,
@@ -112,6 +113,9 @@ pub fn check_nad(object: &Object, findings: &mut Findings, main: &MainNetworks) 
         Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
             Ok(value) => {
                 parsed = value;
+                // Fields inside the JSON get their own lines where the file's map onto them.
+                located = object.with_json_lines("spec.config", text);
+                ctx.object = &located;
                 &parsed
             }
             Err(e) => {

@@ -73,8 +73,21 @@ pub struct Object {
     pub namespace: Option<String>,
     pub value: Value,
     index: Arc<Index>,
+    /// For string values whose lines map one to one onto the file's (a `|`
+    /// block, or a one-line string): the file line of the string's first line.
+    text_lines: Arc<HashMap<String, usize>>,
     /// Where this object sits in its document: empty, or `items[N].`.
     base: String,
+    /// Positions inside one string field that holds JSON (`spec.config`).
+    inner: Option<Arc<Inner>>,
+}
+
+/// Where the fields of a JSON string value are, in the file.
+#[derive(Debug)]
+struct Inner {
+    field: String,
+    first_line: usize,
+    index: Index,
 }
 
 impl Object {
@@ -91,6 +104,22 @@ impl Object {
     /// enclosing field that the input has, e.g. `spec.config` for
     /// `spec.config.vlan`, which lives inside a JSON string.
     pub fn position(&self, path: &str) -> Option<Position> {
+        if let Some(inner) = &self.inner {
+            let within = path
+                .strip_prefix(inner.field.as_str())
+                .filter(|rest| rest.starts_with(['.', '[']));
+            if let Some(mut rest) = within.map(|rest| rest.trim_start_matches('.')) {
+                while !rest.is_empty() {
+                    if let Some(p) = inner.index.get(rest) {
+                        return Some(Position {
+                            line: inner.first_line + p.line - 1,
+                            column: p.column,
+                        });
+                    }
+                    rest = rest.rfind(['.', '[']).map_or("", |cut| &rest[..cut]);
+                }
+            }
+        }
         let mut path = path;
         loop {
             let key = format!("{}{}", self.base, path);
@@ -105,6 +134,26 @@ impl Object {
                 None => "",
             };
         }
+    }
+
+    /// This object, with the fields inside the JSON held by the string
+    /// `field` located in the file, where its lines map onto the file's.
+    pub fn with_json_lines(&self, field: &str, json: &str) -> Object {
+        let mut object = self.clone();
+        let first_line = self
+            .text_lines
+            .get(&format!("{}{field}", self.base))
+            .copied();
+        if let (Some(first_line), Ok(documents)) = (first_line, parse_documents(json)) {
+            if let Some(document) = documents.into_iter().next() {
+                object.inner = Some(Arc::new(Inner {
+                    field: field.to_string(),
+                    first_line,
+                    index: document.index,
+                }));
+            }
+        }
+        object
     }
 
     /// `file:line` of `path`, or the file alone.
@@ -172,6 +221,7 @@ struct Document {
     value: Value,
     start: Position,
     index: Index,
+    text_lines: HashMap<String, usize>,
 }
 
 /// The objects of one document: itself, or the items of a List.
@@ -183,6 +233,7 @@ fn split(source: &Arc<str>, document: Document) -> Result<Vec<Object>, LoadError
         message,
     };
     let index = Arc::new(document.index);
+    let text_lines = Arc::new(document.text_lines);
     let object = |value: Value, base: String| {
         let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
         let metadata = value.get("metadata").cloned().unwrap_or(Value::Null);
@@ -194,7 +245,9 @@ fn split(source: &Arc<str>, document: Document) -> Result<Vec<Object>, LoadError
             namespace: text(&metadata, "namespace"),
             value,
             index: index.clone(),
+            text_lines: text_lines.clone(),
             base,
+            inner: None,
         }
     };
     match document.value {
@@ -293,6 +346,7 @@ struct Builder {
     anchors: HashMap<usize, (Value, usize)>,
     nodes: usize,
     index: Index,
+    text_lines: HashMap<String, usize>,
     root: Option<Value>,
 }
 
@@ -399,6 +453,7 @@ fn parse_documents(text: &str) -> Result<Vec<Document>, ParseFail> {
                         anchors: HashMap::new(),
                         nodes: nodes_total,
                         index: Index::new(),
+                        text_lines: HashMap::new(),
                         root: None,
                     },
                     at,
@@ -411,6 +466,7 @@ fn parse_documents(text: &str) -> Result<Vec<Document>, ParseFail> {
                         value: b.root.unwrap_or(Value::Null),
                         start,
                         index: b.index,
+                        text_lines: b.text_lines,
                     });
                 }
             }
@@ -422,7 +478,8 @@ fn parse_documents(text: &str) -> Result<Vec<Document>, ParseFail> {
                         "content outside a document".to_string(),
                     )));
                 };
-                b.event(event, at).map_err(ParseFail::from)?;
+                b.event(event, at, span.end.line())
+                    .map_err(ParseFail::from)?;
             }
         }
     }
@@ -430,7 +487,7 @@ fn parse_documents(text: &str) -> Result<Vec<Document>, ParseFail> {
 }
 
 impl Builder {
-    fn event(&mut self, event: Event, at: Position) -> Result<(), Fail> {
+    fn event(&mut self, event: Event, at: Position, end_line: usize) -> Result<(), Fail> {
         match event {
             Event::Scalar(text, style, anchor, tag) => {
                 self.count(1, at)?;
@@ -466,7 +523,11 @@ impl Builder {
                 if anchor != 0 {
                     self.anchors.insert(anchor, (value.clone(), 1));
                 }
-                self.child_position(at);
+                let path = self.child_position(at);
+                // A `|` block's span starts on its first content line.
+                if style == ScalarStyle::Literal || end_line == at.line {
+                    self.text_lines.insert(path, at.line);
+                }
                 self.put(value, at)
             }
             Event::Alias(anchor) => {
@@ -476,9 +537,11 @@ impl Builder {
                 self.count(size, at)?;
                 if let Some(Frame::Mapping { key: None, .. }) = self.stack.last() {
                     return match value {
-                        Value::String(key) => {
-                            self.event(Event::Scalar(key.into(), ScalarStyle::Plain, 0, None), at)
-                        }
+                        Value::String(key) => self.event(
+                            Event::Scalar(key.into(), ScalarStyle::Plain, 0, None),
+                            at,
+                            end_line,
+                        ),
                         _ => Err((at, "a mapping key must be a plain value".into())),
                     };
                 }
@@ -747,6 +810,25 @@ mod tests {
         assert_eq!(objects[0].value["spec"]["other"], json!("x y"));
         assert_eq!(objects[0].location("last"), "in.yaml:9");
         assert_eq!(objects[0].location("spec.other"), "in.yaml:7");
+    }
+
+    #[test]
+    fn fields_inside_a_json_string_get_their_file_lines() {
+        let text = "kind: X\nspec:\n  config: |\n    {\n      \"a\": 1,\n      \"b\": {\"c\": 2}\n    }\n  \
+                    one: '{\"a\": 1}'\n  folded: '{\n    \"a\": 1}'\n";
+        let object = &load(text).unwrap()[0];
+        let block = object.with_json_lines(
+            "spec.config",
+            object.value["spec"]["config"].as_str().unwrap(),
+        );
+        assert_eq!(block.location("spec.config.b.c"), "in.yaml:6");
+        assert_eq!(block.location("spec.config.a"), "in.yaml:5");
+        assert_eq!(block.location("spec.config.missing"), "in.yaml:3");
+        let one = object.with_json_lines("spec.one", "{\"a\": 1}");
+        assert_eq!(one.location("spec.one.a"), "in.yaml:8");
+        // Folded lines do not map: the key's line.
+        let folded = object.with_json_lines("spec.folded", "{ \"a\": 1}");
+        assert_eq!(folded.location("spec.folded.a"), "in.yaml:9");
     }
 
     #[test]
