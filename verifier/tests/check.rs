@@ -299,3 +299,64 @@ fn lab_checks_without_a_lab_are_a_usage_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn host_mode_checks_one_node_against_the_given_nad() {
+    if !privileged("host_mode_checks_one_node_against_the_given_nad") {
+        return;
+    }
+    let _lab = LabUp::scenario("secondary");
+    // Node A of the lab as a real node would be given: virt-handler's
+    // namespace, the path, a peer, and the seed's NAD (same range).
+    let out = migverify(&[
+        "check",
+        "--host",
+        "--netns",
+        "mvlab-vh-a",
+        "-i",
+        "migration:eth1@mvlab-node-a",
+        "-i",
+        "migration:mig-a@mvlab-fabric",
+        "--peer",
+        "10.200.5.12",
+        "--sync-peer",
+        "10.200.5.12",
+        "--timeout",
+        "1",
+        "migration-network.yaml",
+        "-o",
+        "json",
+    ]);
+    let report = json(&out);
+    // Nothing listens on 9185 in the lab: the one error.
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let mut found = ids(&report);
+    found.sort();
+    assert_eq!(
+        found,
+        ["MV-HOST-013", "MV-HOST-015", "MV-HOST-016", "MV-IPAM-008"],
+        "{report:#}"
+    );
+    assert!(findings_of(&report, "MV-HOST-016")[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("10.200.5.11/24, inside the NAD's range"));
+    assert!(findings_of(&report, "MV-HOST-013")[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("10.200.5.12:9185"));
+
+    // A missing interface on the path is named.
+    let out = migverify(&[
+        "check",
+        "--host",
+        "--netns",
+        "mvlab-vh-a",
+        "-i",
+        "eth9@mvlab-node-a",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(ids(&json(&out)).contains(&"MV-HOST-002".to_string()));
+}

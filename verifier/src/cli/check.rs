@@ -77,7 +77,7 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", requires = "host")]
     peer: Vec<IpAddr>,
     /// Cross-cluster: the peer cluster's synchronization controller, ADDR[:PORT]
-    /// (port 9185 unless given).
+    /// (port 9185, or a given KubeVirt CR's `spec.synchronizationPort`).
     #[arg(long, value_name = "ADDR[:PORT]")]
     sync_peer: Vec<String>,
     /// How long each probe waits for an answer, in seconds.
@@ -120,10 +120,17 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     }
     let timeout = seconds("--timeout", Some(args.timeout))?.unwrap_or(Duration::from_secs(2));
     let mut report = checks::check_objects(&objects, &options);
+    // A KubeVirt CR among the inputs may move the synchronization port.
+    let sync_port = objects
+        .iter()
+        .filter(|o| o.kind == "KubeVirt")
+        .find_map(|o| o.value["spec"]["synchronizationPort"].as_u64())
+        .and_then(|port| u16::try_from(port).ok())
+        .unwrap_or(SYNC_PORT);
     let sync_peers = args
         .sync_peer
         .iter()
-        .map(|s| sync_peer(s))
+        .map(|s| sync_peer(s, sync_port))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let plan = if args.lab {
         let config = lab::current().context("--lab")?;
@@ -174,7 +181,7 @@ fn given_nad(report: &Report) -> Option<checks::cni::Nad> {
         .or_else(|| (report.nads.len() == 1).then(|| report.nads[0].clone()))
 }
 
-fn sync_peer(spec: &str) -> anyhow::Result<SocketAddr> {
+fn sync_peer(spec: &str, default_port: u16) -> anyhow::Result<SocketAddr> {
     if let Ok(addr) = spec.parse::<SocketAddr>() {
         return Ok(addr);
     }
@@ -185,7 +192,7 @@ fn sync_peer(spec: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| {
             format!("--sync-peer {spec}: expected ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)")
         })?;
-    Ok(SocketAddr::new(ip, SYNC_PORT))
+    Ok(SocketAddr::new(ip, default_port))
 }
 
 fn json_report(report: &Report) -> serde_json::Value {
