@@ -5,7 +5,6 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -118,7 +117,9 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             options.main.add(role, *cidr, flag.to_string());
         }
     }
-    let timeout = seconds("--timeout", Some(args.timeout))?.unwrap_or(Duration::from_secs(2));
+    let timeout = seconds("--timeout", Some(args.timeout))?
+        .filter(|t| !t.is_zero())
+        .context("--timeout: give the seconds a probe waits, above 0")?;
     let mut report = checks::check_objects(&objects, &options);
     // A KubeVirt CR among the inputs may move the synchronization port.
     let sync_port = objects
