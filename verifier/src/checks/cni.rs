@@ -399,7 +399,7 @@ fn bridge(ctx: &mut Ctx, conf: &Map<String, Value>, path: &str, nad: &mut Nad) {
         ctx.raise(
             BRIDGE_HAIRPIN_AND_PROMISC,
             &at("promiscMode"),
-            "`hairpinMode` and `promiscMode` together: bridge plugins before v1.0 refuse the pair (\"cannot set \
+            "`hairpinMode` and `promiscMode` together: older bridge plugins refuse the pair (\"cannot set \
              hairpin mode and promiscuous mode at the same time\")"
                 .into(),
             "keep one of the two".into(),
