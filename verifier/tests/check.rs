@@ -360,3 +360,32 @@ fn host_mode_checks_one_node_against_the_given_nad() {
     assert_eq!(out.status.code(), Some(1));
     assert!(ids(&json(&out)).contains(&"MV-HOST-002".to_string()));
 }
+
+/// The fuzzer's kept corpus (fuzz/corpus/check), replayed on stable: every
+/// input the fuzzer found interesting goes through the reader and every
+/// object check without a panic.
+#[test]
+fn the_fuzz_corpus_replays_without_a_panic() {
+    use verifier::{
+        checks::{check_objects, networks::MainRole, Options},
+        config::documents::load_bytes,
+    };
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/check");
+    let mut options = Options::default();
+    options.main.add(
+        MainRole::Pod,
+        "10.128.0.0/14".parse().unwrap(),
+        "test".into(),
+    );
+    options.vm_memory = Some("16Gi".parse().unwrap());
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(dir).expect("fuzz corpus") {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        if let Ok(objects) = load_bytes("corpus", &bytes) {
+            let report = check_objects(&objects, &options);
+            serde_json::to_string(&report.findings.0).unwrap();
+        }
+        replayed += 1;
+    }
+    assert!(replayed > 100, "only {replayed} corpus inputs");
+}
