@@ -335,7 +335,9 @@ fn bandwidth(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, source: Source
         // KubeVirt's Quantity also takes a bare number; HCO's field is a string.
         Value::Number(n) if source != Source::HyperConverged => n.to_string(),
         _ => {
-            return ctx.str(map, "bandwidthPerMigration", path).and(None);
+            // Not text: raises the wrong-type finding.
+            ctx.str(map, "bandwidthPerMigration", path);
+            return None;
         }
     };
     let invalid = |ctx: &mut Ctx, why: String| {
