@@ -1,0 +1,419 @@
+//! Findings and the catalogue of every check that can raise one.
+//!
+//! Each check has a stable ID (`MV-AREA-NNN`), a short name and a fixed
+//! severity; its doc comment is its catalogue entry. `docs/checks.md` is
+//! rendered from [`CATALOGUE`] and a test keeps the two equal.
+
+use serde::Serialize;
+
+use crate::config::documents::Object;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// One kind of finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub severity: Severity,
+    /// What the check looks at and why it matters for migration.
+    pub summary: &'static str,
+}
+
+macro_rules! catalogue {
+    ($( $(#[doc = $doc:literal])+ $konst:ident = $id:literal $name:literal $severity:ident; )+) => {
+        $(
+            $(#[doc = $doc])+
+            pub const $konst: Check = Check {
+                id: $id,
+                name: $name,
+                severity: Severity::$severity,
+                summary: concat!($($doc, "\n"),+),
+            };
+        )+
+        /// Every check, in catalogue order.
+        pub const CATALOGUE: &[Check] = &[$($konst),+];
+        /// Each ID with the name of its constant, for the test that every
+        /// check is raised somewhere.
+        #[cfg(test)]
+        pub const CATALOGUE_NAMES: &[(&str, &str)] = &[$(($id, stringify!($konst))),+];
+    };
+}
+
+catalogue! {
+    /// The object's kind is not one migverify checks; it was skipped.
+    INPUT_UNSUPPORTED_KIND = "MV-INPUT-001" "unsupported-kind" Info;
+    /// A document without `kind` or `apiVersion` is not a Kubernetes object:
+    /// nothing in it can be checked.
+    INPUT_NOT_AN_OBJECT = "MV-INPUT-002" "not-an-object" Error;
+    /// The object has no `metadata.name`; other objects cannot refer to it.
+    INPUT_NO_NAME = "MV-INPUT-003" "no-name" Warning;
+    /// A field has the wrong type (a string where a number belongs, ...). The
+    /// API server or the CNI plugin rejects it, or reads it as something else.
+    FIELD_WRONG_TYPE = "MV-FIELD-001" "wrong-type" Error;
+    /// A field the plugin or API does not know. It is ignored, so whatever it
+    /// was meant to set (often a misspelt field) does not happen.
+    FIELD_UNKNOWN = "MV-FIELD-002" "unknown-field" Warning;
+
+    /// A NetworkAttachmentDefinition without `spec.config`: Multus looks for
+    /// a CNI config file of the same name on each node instead.
+    NAD_NO_CONFIG = "MV-NAD-001" "no-config" Warning;
+    /// `spec.config` must be the CNI configuration as a JSON *string*; a YAML
+    /// mapping there is rejected by the API server.
+    NAD_CONFIG_NOT_STRING = "MV-NAD-002" "config-not-a-string" Error;
+    /// `spec.config` is not valid JSON: Multus cannot attach the network and
+    /// the pod (virt-handler, for a migration network) does not start.
+    NAD_CONFIG_NOT_JSON = "MV-NAD-003" "config-not-json" Error;
+    /// `cniVersion` is not a CNI specification version the plugins implement.
+    NAD_CNI_VERSION = "MV-NAD-004" "cni-version" Error;
+    /// `cniVersion` is missing; the seed's table requires it (0.3.1).
+    NAD_CNI_VERSION_MISSING = "MV-NAD-005" "cni-version-missing" Warning;
+    /// The CNI config has no `name`, or one CNI rejects.
+    NAD_NAME = "MV-NAD-006" "cni-name" Error;
+    /// The CNI config has no plugin `type`: nothing would be run.
+    NAD_TYPE_MISSING = "MV-NAD-007" "type-missing" Error;
+    /// A configuration list (`plugins`) with no plugin in it.
+    NAD_EMPTY_PLUGIN_LIST = "MV-NAD-008" "empty-plugin-list" Error;
+    /// A plugin type whose fields migverify does not check in depth.
+    NAD_UNCHECKED_TYPE = "MV-NAD-009" "unchecked-plugin-type" Info;
+    /// `mtu` outside what Linux accepts (68..=65535; IPv6 needs 1280).
+    NAD_MTU_RANGE = "MV-NAD-010" "mtu-range" Error;
+
+    /// `vlan` outside 0..=4094: the bridge plugin refuses the config.
+    BRIDGE_VLAN_RANGE = "MV-BRIDGE-001" "vlan-range" Error;
+    /// A `vlanTrunk` entry the bridge plugin refuses: an `id` or
+    /// `minID`/`maxID` outside 1..=4094, `minID` > `maxID`, or only one of
+    /// the two bounds.
+    BRIDGE_TRUNK_ENTRY = "MV-BRIDGE-002" "vlan-trunk-entry" Error;
+    /// `vlan` and `vlanTrunk` together: the bridge plugin makes a port
+    /// either an access port or a trunk, never both, and refuses the config.
+    BRIDGE_VLAN_AND_TRUNK = "MV-BRIDGE-003" "vlan-and-trunk" Error;
+    /// Overlapping `vlanTrunk` entries: harmless, but a sign of a typo.
+    BRIDGE_TRUNK_OVERLAP = "MV-BRIDGE-004" "vlan-trunk-overlap" Warning;
+    /// `isDefaultGateway: true` with `isGateway: false`: the plugin sets
+    /// `isGateway` anyway; the config says the opposite of what happens.
+    BRIDGE_DEFAULT_GATEWAY_IMPLIES_GATEWAY = "MV-BRIDGE-005" "default-gateway-implies-gateway" Warning;
+    /// `ipMasq` without `isGateway`: the bridge has no address to masquerade
+    /// behind, so the setting has no effect.
+    BRIDGE_IPMASQ_WITHOUT_GATEWAY = "MV-BRIDGE-006" "ipmasq-without-gateway" Warning;
+    /// `forceAddress` without `isGateway`: the bridge gets no address, so
+    /// there is nothing to force.
+    BRIDGE_FORCE_ADDRESS_WITHOUT_GATEWAY = "MV-BRIDGE-007" "force-address-without-gateway" Info;
+    /// `preserveDefaultVlan` without `vlan` or `vlanTrunk` has no effect.
+    BRIDGE_PRESERVE_DEFAULT_VLAN_ALONE = "MV-BRIDGE-008" "preserve-default-vlan-without-vlan" Info;
+    /// `vlan: 0` means "no VLAN": the port is untagged.
+    BRIDGE_VLAN_ZERO = "MV-BRIDGE-009" "vlan-zero" Info;
+    /// `hairpinMode` and `promiscMode` together: older bridge plugins refuse
+    /// the pair ("cannot set hairpin mode and promiscuous mode at the same time").
+    BRIDGE_HAIRPIN_AND_PROMISC = "MV-BRIDGE-010" "hairpin-and-promisc" Warning;
+    /// `isGateway` with no IPAM: there is no address to give the bridge.
+    BRIDGE_GATEWAY_WITHOUT_IPAM = "MV-BRIDGE-011" "gateway-without-ipam" Warning;
+    /// With a `vlan`, the plugin turns on `vlan_filtering` on the bridge and
+    /// tags the pod's port; frames reach other nodes only if the uplink NIC
+    /// is also a member of that VLAN (`bridge vlan add vid VLAN dev UPLINK`).
+    BRIDGE_UPLINK_VLAN = "MV-BRIDGE-012" "uplink-must-allow-vlan" Info;
+
+    /// macvlan without `master`: the plugin uses the interface of the node's
+    /// default route, which is usually the primary (pod/machine) NIC: the
+    /// migration traffic would share the main network's wire.
+    MACVLAN_NO_MASTER = "MV-MACVLAN-001" "no-master" Warning;
+    /// macvlan `mode` is none of bridge, private, vepa, passthru.
+    MACVLAN_MODE = "MV-MACVLAN-002" "mode" Error;
+
+    /// An `ipam` section without `type`: no IPAM plugin runs, the interface
+    /// gets no address.
+    IPAM_TYPE_MISSING = "MV-IPAM-001" "type-missing" Error;
+    /// An IPAM type migverify does not know (whereabouts, host-local,
+    /// static and dhcp are checked).
+    IPAM_TYPE_UNKNOWN = "MV-IPAM-002" "type-unknown" Warning;
+    /// A range or subnet that is not a CIDR (`10.200.5.0/24`).
+    IPAM_RANGE_INVALID = "MV-IPAM-003" "range-invalid" Error;
+    /// `range_start`/`range_end` (or host-local's `rangeStart`/`rangeEnd`)
+    /// outside the range, or start after end.
+    IPAM_RANGE_BOUNDS = "MV-IPAM-004" "range-bounds" Error;
+    /// An `exclude` entry that is not a CIDR or lies outside the range.
+    IPAM_EXCLUDE = "MV-IPAM-005" "exclude" Error;
+    /// The range leaves fewer than two addresses to hand out: every node's
+    /// virt-handler needs one.
+    IPAM_RANGE_EXHAUSTED = "MV-IPAM-006" "range-exhausted" Error;
+    /// The range overlaps a main network (pods, services, machines). The seed:
+    /// "this range must not overlap the main network's addresses"; routes
+    /// would send migration traffic (or pod traffic) the wrong way.
+    IPAM_OVERLAPS_MAIN_NETWORK = "MV-IPAM-007" "overlaps-main-network" Error;
+    /// No Network config or CIDR flags were given: overlaps with the main
+    /// networks were not checked.
+    IPAM_MAIN_NETWORKS_UNKNOWN = "MV-IPAM-008" "main-networks-unknown" Info;
+    /// static IPAM without a valid `addresses` list.
+    IPAM_STATIC_ADDRESSES = "MV-IPAM-009" "static-addresses" Error;
+    /// The range has host bits set (`10.200.5.7/24`); the network used is the
+    /// masked one.
+    IPAM_HOST_BITS = "MV-IPAM-010" "range-host-bits" Info;
+
+    /// The migration network names a NetworkAttachmentDefinition that is not
+    /// among the inputs, though others are: virt-handler pods would not start.
+    MIG_NAD_NOT_FOUND = "MV-MIG-001" "network-not-found" Error;
+    /// The migration network's NetworkAttachmentDefinition was not given, so
+    /// it was not checked.
+    MIG_NAD_NOT_GIVEN = "MV-MIG-002" "network-not-given" Warning;
+    /// A NetworkAttachmentDefinition of that name exists, but not in the
+    /// install namespace, where KubeVirt looks for it.
+    MIG_NAD_WRONG_NAMESPACE = "MV-MIG-003" "network-wrong-namespace" Error;
+    /// No migration network is configured: migrations cross the pod network.
+    MIG_NO_NETWORK = "MV-MIG-004" "no-migration-network" Warning;
+    /// `parallelOutboundMigrationsPerNode` above
+    /// `parallelMigrationsPerCluster`: the per-node limit can never be reached.
+    MIG_PARALLEL_LIMITS = "MV-MIG-005" "parallel-limits" Warning;
+    /// A parallelism limit of 0: no migration can start, node drains hang.
+    MIG_PARALLEL_ZERO = "MV-MIG-006" "parallel-zero" Error;
+    /// `completionTimeoutPerGiB` or `progressTimeout` not positive: every
+    /// migration is cancelled at once.
+    MIG_TIMEOUT = "MV-MIG-007" "timeout-not-positive" Error;
+    /// `bandwidthPerMigration` is not a valid, non-negative quantity.
+    MIG_BANDWIDTH_INVALID = "MV-MIG-008" "bandwidth-invalid" Error;
+    /// `bandwidthPerMigration` below 1Mi: a quantity without unit is bytes
+    /// per second (`64` is 64 B/s, not 64 MiB/s).
+    MIG_BANDWIDTH_TINY = "MV-MIG-009" "bandwidth-tiny" Warning;
+    /// With `--vm-memory`: `bandwidthPerMigration` is below the rate the
+    /// completion budget needs, so such a VM can never finish migrating.
+    MIG_BUDGET_UNREACHABLE = "MV-MIG-010" "budget-unreachable" Error;
+    /// The migration network's IPAM cannot give each node's virt-handler its
+    /// own address: no IPAM, `static` (the same address on every node) or
+    /// `host-local` (each node allocates alone, so addresses repeat).
+    MIG_NAD_IPAM = "MV-MIG-011" "network-ipam" Error;
+    /// HyperConverged and KubeVirt CRs name different migration networks;
+    /// the HyperConverged operator overwrites the KubeVirt CR.
+    MIG_HCO_KUBEVIRT_DISAGREE = "MV-MIG-012" "hco-kubevirt-disagree" Warning;
+    /// A VirtualMachineInstanceMigration without `spec.vmiName`.
+    MIG_VMIM_NO_VMI = "MV-MIG-013" "vmim-no-vmi" Error;
+
+    /// The migration target listened on the migration network's range: the
+    /// migration used the secondary network (PASS).
+    VMI_TARGET_ON_MIGRATION_NETWORK = "MV-VMI-001" "target-on-migration-network" Info;
+    /// The migration target listened on a main-network (pod) address: the
+    /// migration used the pod network, as virt-handler does silently when it
+    /// has no `migration0` (FAIL).
+    VMI_TARGET_ON_POD_NETWORK = "MV-VMI-002" "target-on-pod-network" Error;
+    /// The target address is in neither the migration range nor a known main
+    /// network: the migration used an unknown path.
+    VMI_TARGET_UNKNOWN_NETWORK = "MV-VMI-003" "target-on-unknown-network" Warning;
+    /// No `status.migrationState.targetNodeAddress` yet: nothing to confirm.
+    VMI_NO_TARGET = "MV-VMI-004" "no-target-address" Info;
+    /// `targetNodeAddress` is not an IP address.
+    VMI_TARGET_INVALID = "MV-VMI-005" "target-address-invalid" Error;
+
+    /// No `migration0` in virt-handler's namespace: virt-handler advertises
+    /// its pod IP and migrations silently cross the pod network.
+    HOST_NO_MIGRATION0 = "MV-HOST-001" "no-migration0" Error;
+    /// An interface given to check does not exist.
+    HOST_NO_INTERFACE = "MV-HOST-002" "no-interface" Error;
+    /// An interface on the migration path is down or has no carrier.
+    HOST_DOWN = "MV-HOST-003" "down" Error;
+    /// `migration0` has no global address: virt-handler has nothing to advertise.
+    HOST_NO_ADDRESS = "MV-HOST-004" "no-address" Error;
+    /// `migration0`'s address is outside the NetworkAttachmentDefinition's range.
+    HOST_ADDRESS_OUTSIDE_RANGE = "MV-HOST-005" "address-outside-range" Error;
+    /// An interface on the migration path has a smaller MTU than `migration0`:
+    /// full-size segments are dropped there after the handshake succeeds,
+    /// and the migration stalls.
+    HOST_MTU_PATH = "MV-HOST-006" "mtu-path" Error;
+    /// `migration0`'s MTU differs from the NetworkAttachmentDefinition's `mtu`.
+    HOST_MTU_NAD = "MV-HOST-007" "mtu-nad" Warning;
+    /// The NetworkAttachmentDefinition asks for a VLAN but the bridge does not
+    /// filter VLANs: the tag is not applied.
+    HOST_VLAN_FILTERING_OFF = "MV-HOST-008" "vlan-filtering-off" Error;
+    /// A migration port applies a different VLAN than the
+    /// NetworkAttachmentDefinition asks for (or than the other nodes): the
+    /// nodes cannot reach each other on the migration network.
+    HOST_VLAN_MISMATCH = "MV-HOST-009" "vlan-mismatch" Error;
+    /// The route to a peer's migration address does not leave through
+    /// `migration0`: migration traffic would take another network.
+    HOST_ROUTE = "MV-HOST-010" "route-not-via-migration0" Error;
+    /// A peer's migration address does not answer (no TCP answer, not even a
+    /// reset, within the timeout).
+    HOST_PEER_UNREACHABLE = "MV-HOST-011" "peer-unreachable" Error;
+    /// Small packets reach the peer but a full-MTU one does not: an MTU
+    /// black hole on the path.
+    HOST_PATH_MTU_BLACKHOLE = "MV-HOST-012" "path-mtu-blackhole" Error;
+    /// The cross-cluster synchronization controller port (9185 unless
+    /// configured) does not answer on the peer cluster's migration address.
+    HOST_SYNC_PORT = "MV-HOST-013" "sync-port-unreachable" Error;
+    /// `migration0`'s subnet overlaps another interface's: routing to peers
+    /// becomes ambiguous.
+    HOST_ADDRESS_OVERLAP = "MV-HOST-014" "address-overlap" Error;
+    /// A peer's migration address answered through `migration0`, full-size
+    /// packets included (PASS).
+    HOST_PEER_REACHABLE = "MV-HOST-015" "peer-reachable" Info;
+    /// `migration0` is up with an address in the migration range (PASS).
+    HOST_MIGRATION0_OK = "MV-HOST-016" "migration0-ok" Info;
+}
+
+/// One thing found wrong (or confirmed right) in an object or on a host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub severity: Severity,
+    /// `Kind namespace/name`, or the host interface.
+    pub object: String,
+    /// The field path in the object (`spec.config.vlan`), or the interface.
+    pub path: String,
+    /// `file:line` where the input has lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// What is wrong and why it matters for migration.
+    pub message: String,
+    /// The exact field or command that fixes it.
+    pub fix: String,
+}
+
+/// The findings of one run, in the order they were raised.
+#[derive(Debug, Default)]
+pub struct Findings(pub Vec<Finding>);
+
+impl Findings {
+    /// A finding about `path` of `object`.
+    pub fn object(
+        &mut self,
+        object: &Object,
+        check: Check,
+        path: &str,
+        message: String,
+        fix: String,
+    ) {
+        self.0.push(Finding {
+            id: check.id,
+            name: check.name,
+            severity: check.severity,
+            object: object.describe(),
+            path: path.to_string(),
+            location: Some(object.location(path)),
+            message,
+            fix,
+        });
+    }
+
+    /// A finding about something without an input line (a host, an interface).
+    pub fn other(
+        &mut self,
+        check: Check,
+        object: String,
+        path: &str,
+        message: String,
+        fix: String,
+    ) {
+        self.0.push(Finding {
+            id: check.id,
+            name: check.name,
+            severity: check.severity,
+            object,
+            path: path.to_string(),
+            location: None,
+            message,
+            fix,
+        });
+    }
+
+    pub fn worst(&self) -> Option<Severity> {
+        self.0.iter().map(|f| f.severity).max()
+    }
+
+    pub fn ids(&self) -> Vec<&'static str> {
+        self.0.iter().map(|f| f.id).collect()
+    }
+}
+
+/// The catalogue as Markdown, the generated part of `docs/checks.md`.
+pub fn catalogue_markdown() -> String {
+    let mut out = String::new();
+    let mut area = "";
+    for check in CATALOGUE {
+        let this_area = check.id.split('-').nth(1).unwrap_or_default();
+        if this_area != area {
+            area = this_area;
+            out += &format!("\n### {area}\n\n| ID | name | severity | what and why |\n| --- | --- | --- | --- |\n");
+        }
+        let summary = check
+            .summary
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        out += &format!(
+            "| `{}` | {} | {} | {} |\n",
+            check.id,
+            check.name,
+            check.severity.as_str(),
+            summary.replace('|', "\\|")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn ids_and_names_are_unique_and_well_formed() {
+        let mut ids = HashSet::new();
+        let mut names = HashSet::new();
+        for check in CATALOGUE {
+            assert!(ids.insert(check.id), "{} twice", check.id);
+            let area = check.id.split('-').nth(1).unwrap();
+            assert!(
+                names.insert((area, check.name)),
+                "{} twice in {area}",
+                check.name
+            );
+            let parts: Vec<_> = check.id.split('-').collect();
+            assert!(
+                parts.len() == 3
+                    && parts[0] == "MV"
+                    && parts[2].len() == 3
+                    && parts[2].bytes().all(|b| b.is_ascii_digit()),
+                "{}",
+                check.id
+            );
+        }
+    }
+
+    /// `docs/checks.md` carries the catalogue between two markers; rewrite
+    /// it with `MIGVERIFY_BLESS=1 cargo test -p verifier --lib checks`.
+    #[test]
+    fn docs_checks_md_matches_the_catalogue() {
+        const BEGIN: &str =
+            "<!-- BEGIN CATALOGUE (generated from verifier/src/checks/findings.rs) -->\n";
+        const END: &str = "<!-- END CATALOGUE -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/checks.md");
+        let doc = std::fs::read_to_string(path).expect("docs/checks.md");
+        let (head, rest) = doc
+            .split_once(BEGIN)
+            .expect("BEGIN marker in docs/checks.md");
+        let (current, tail) = rest.split_once(END).expect("END marker in docs/checks.md");
+        let generated = catalogue_markdown();
+        if current != generated {
+            if std::env::var_os("MIGVERIFY_BLESS").is_some() {
+                std::fs::write(path, format!("{head}{BEGIN}{generated}{END}{tail}")).unwrap();
+            } else {
+                panic!("docs/checks.md is out of date: run MIGVERIFY_BLESS=1 cargo test -p verifier --lib checks");
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `migverify check`: verify the migration network's configuration before
+//! any migration runs: the objects an operator wrote (NetworkAttachment-
+//! Definitions, HyperConverged, KubeVirt, MigrationPolicy, VMIs) and the
+//! node they landed on (`host`).
+//!
+//! One module per concern: `findings` holds the catalogue of checks,
+//! `fields` the typed reads, `cni` and `ipam` the CNI config semantics,
+//! `networks` the main networks, `crossobject` what spans objects, `budget`
+//! the migration budget, `host` and `netlink` the node.
+
+pub mod budget;
+pub mod cni;
+pub mod crossobject;
+mod fields;
+pub mod findings;
+pub mod host;
+pub mod ipam;
+mod netlink;
+pub mod networks;
+#[cfg(test)]
+mod tests;
+
+use self::{
+    budget::Budget,
+    findings::{
+        Findings, INPUT_NOT_AN_OBJECT, INPUT_NO_NAME, INPUT_UNSUPPORTED_KIND,
+        IPAM_MAIN_NETWORKS_UNKNOWN,
+    },
+    networks::MainNetworks,
+};
+use crate::config::{documents::Object, quantity::Quantity};
+
+/// The kinds `check` reads.
+pub const KINDS: &[&str] = &[
+    "NetworkAttachmentDefinition",
+    "HyperConverged",
+    "KubeVirt",
+    "MigrationPolicy",
+    "VirtualMachineInstance",
+    "VirtualMachineInstanceMigration",
+    "Network",
+];
+
+/// What the objects alone do not say.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Main networks given as flags; Network objects add to them.
+    pub main: MainNetworks,
+    /// `--vm-memory`: the VM size to compute the budget for.
+    pub vm_memory: Option<Quantity>,
+}
+
+/// Everything `check` found in the objects.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub findings: Findings,
+    pub budgets: Vec<Budget>,
+    /// The main networks in force, from flags and objects.
+    pub main: MainNetworks,
+    /// The NetworkAttachmentDefinitions, as read (the host checks use them).
+    pub nads: Vec<cni::Nad>,
+    /// Which of `nads` HyperConverged or KubeVirt names as the migration network.
+    pub migration_nad: Option<usize>,
+}
+
+/// Runs every object check over `objects`.
+pub fn check_objects(objects: &[Object], options: &Options) -> Report {
+    let mut findings = Findings::default();
+    let mut main = options.main.clone();
+    for object in objects {
+        if networks::is_network_config(object) {
+            networks::read(object, &mut findings, &mut main);
+            continue;
+        }
+        if object.kind.is_empty() || object.api_version.is_empty() {
+            findings.object(
+                object,
+                INPUT_NOT_AN_OBJECT,
+                if object.kind.is_empty() { "kind" } else { "apiVersion" },
+                "a document without `kind` or `apiVersion` is not a Kubernetes object; nothing in it was checked"
+                    .into(),
+                "pass objects as `oc get KIND NAME -o yaml` prints them".into(),
+            );
+            continue;
+        }
+        if !KINDS.contains(&object.kind.as_str()) {
+            findings.object(
+                object,
+                INPUT_UNSUPPORTED_KIND,
+                "kind",
+                format!("kind {} is not one migverify checks; skipped", object.kind),
+                format!("nothing to fix; checked kinds: {}", KINDS.join(", ")),
+            );
+            continue;
+        }
+        if object.name.is_none() {
+            findings.object(
+                object,
+                INPUT_NO_NAME,
+                "metadata.name",
+                "no `metadata.name`: other objects cannot refer to this one".into(),
+                "add `metadata.name`".into(),
+            );
+        }
+    }
+    let nads: Vec<cni::Nad> = objects
+        .iter()
+        .filter(|o| o.kind == "NetworkAttachmentDefinition")
+        .map(|o| cni::check_nad(o, &mut findings, &main))
+        .collect();
+    let has_ranges = nads
+        .iter()
+        .any(|n| n.ipam.as_ref().is_some_and(|i| !i.ranges.is_empty()));
+    if has_ranges && main.is_empty() {
+        if let Some(first) = objects
+            .iter()
+            .find(|o| o.kind == "NetworkAttachmentDefinition")
+        {
+            findings.object(
+                first,
+                IPAM_MAIN_NETWORKS_UNKNOWN,
+                "spec.config.ipam",
+                "the main networks are unknown, so overlaps of the ranges with them were not checked".into(),
+                "pass the cluster Network config (`oc get network.config cluster -o yaml`) or --pod-cidr, \
+                 --service-cidr, --machine-cidr"
+                    .into(),
+            );
+        }
+    }
+    let cross = crossobject::check(
+        objects,
+        &nads,
+        &main,
+        options.vm_memory.as_ref(),
+        &mut findings,
+    );
+    Report {
+        findings,
+        budgets: cross.budgets,
+        main,
+        nads,
+        migration_nad: cross.migration_nad,
+    }
+}

@@ -1,0 +1,317 @@
+//! `migverify check`: the migration network's configuration and the node,
+//! before any migration runs.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::{seconds, Output, Status};
+use crate::{
+    checks::{
+        self,
+        budget::{self, Budget},
+        findings::{Finding, Severity},
+        host::{self, HostPlan, NodePlan, SYNC_PORT},
+        networks::MainRole,
+        Report,
+    },
+    config::{documents, quantity::Quantity, Cidr},
+    dataplane::{AttachSpec, Netns},
+    lab,
+};
+
+/// Check the migration network's configuration, and the node, before any migration.
+///
+/// Reads NetworkAttachmentDefinitions, HyperConverged, KubeVirt, MigrationPolicy,
+/// VirtualMachineInstance(Migration) and the cluster Network config, as
+/// `oc get ... -o yaml|json` prints them (single documents, several YAML
+/// documents, or a List), and reports findings with stable IDs (docs/checks.md)
+/// and the fix for each. With --host or --lab it also checks a node.
+///
+/// Exit status: 0 no error-level finding, 1 errors, 2 unreadable input.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Files to read; `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// A pod network CIDR (repeat for more); the Network config adds its own.
+    #[arg(long, value_name = "CIDR")]
+    pod_cidr: Vec<Cidr>,
+    /// A service network CIDR.
+    #[arg(long, value_name = "CIDR")]
+    service_cidr: Vec<Cidr>,
+    /// A machine (node) network CIDR.
+    #[arg(long, value_name = "CIDR")]
+    machine_cidr: Vec<Cidr>,
+    /// A VM memory size (`16Gi`): print its completion budget and the rate it needs.
+    #[arg(long, value_name = "QUANTITY")]
+    vm_memory: Option<Quantity>,
+    /// Check this node too (needs root): virt-handler's migration0 and the path.
+    #[arg(long)]
+    host: bool,
+    /// Check the running lab's two nodes (`migverify lab up` first; needs root).
+    #[arg(long, conflicts_with = "host")]
+    lab: bool,
+    /// virt-handler's network namespace (NAME or /proc/PID/ns/net) for --host.
+    #[arg(long, value_name = "NETNS", requires = "host")]
+    netns: Option<String>,
+    /// The migration interface in virt-handler's namespace.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "migration0",
+        requires = "host"
+    )]
+    migration_iface: String,
+    /// An interface on the migration path, [ROLE:]IFACE[@NETNS] (the NIC as
+    /// `migration:eth1`, a bridge as `bridge:br1`); repeat for more.
+    #[arg(short, long = "iface", value_name = "SPEC", requires = "host")]
+    ifaces: Vec<AttachSpec>,
+    /// Another node's migration address to probe (repeat for more).
+    #[arg(long, value_name = "ADDR", requires = "host")]
+    peer: Vec<IpAddr>,
+    /// Cross-cluster: the peer cluster's synchronization controller, ADDR[:PORT]
+    /// (port 9185, or a given KubeVirt CR's `spec.synchronizationPort`).
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    sync_peer: Vec<String>,
+    /// How long each probe waits for an answer, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    timeout: f64,
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Status> {
+    if args.files.is_empty() && !args.host && !args.lab {
+        anyhow::bail!("give the files to check (`-` for standard input), or --host / --lab");
+    }
+    let mut objects = Vec::new();
+    let mut unreadable = Vec::new();
+    for path in &args.files {
+        match documents::load_path(path) {
+            Ok(found) => objects.extend(found),
+            Err(e) => unreadable.push(e.to_string()),
+        }
+    }
+    if !unreadable.is_empty() {
+        for error in &unreadable {
+            eprintln!("migverify: {error}");
+        }
+        return Ok(Status::Usage);
+    }
+    let mut options = checks::Options {
+        vm_memory: args.vm_memory.clone(),
+        ..checks::Options::default()
+    };
+    for (role, cidrs, flag) in [
+        (MainRole::Pod, &args.pod_cidr, "--pod-cidr"),
+        (MainRole::Service, &args.service_cidr, "--service-cidr"),
+        (MainRole::Machine, &args.machine_cidr, "--machine-cidr"),
+    ] {
+        for cidr in cidrs {
+            options.main.add(role, *cidr, flag.to_string());
+        }
+    }
+    let timeout = seconds("--timeout", Some(args.timeout))?
+        .filter(|t| !t.is_zero())
+        .context("--timeout: give the seconds a probe waits, above 0")?;
+    let mut report = checks::check_objects(&objects, &options);
+    // A KubeVirt CR among the inputs may move the synchronization port.
+    let sync_port = objects
+        .iter()
+        .filter(|o| o.kind == "KubeVirt")
+        .find_map(|o| o.value["spec"]["synchronizationPort"].as_u64())
+        .and_then(|port| u16::try_from(port).ok())
+        .unwrap_or(SYNC_PORT);
+    let sync_peers = args
+        .sync_peer
+        .iter()
+        .map(|s| sync_peer(s, sync_port))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let plan = if args.lab {
+        let config = lab::current().context("--lab")?;
+        let (mut plan, lab_nad) = host::lab_plan(&config, timeout);
+        // A NAD given with --lab is what the lab is checked against.
+        plan.nad = Some(given_nad(&report).unwrap_or(lab_nad));
+        plan.sync_peers = sync_peers;
+        Some(plan)
+    } else if args.host {
+        Some(HostPlan {
+            nodes: vec![NodePlan {
+                name: args.netns.clone().unwrap_or_else(|| "this host".into()),
+                netns: args.netns.as_deref().map(Netns::parse),
+                migration_iface: args.migration_iface.clone(),
+                path: args.ifaces.clone(),
+                peers: args.peer.clone(),
+                port_vlans: None,
+            }],
+            nad: given_nad(&report),
+            sync_peers,
+            timeout,
+        })
+    } else {
+        None
+    };
+    if let Some(plan) = plan {
+        if let Err(why) = crate::dataplane::privileges::check() {
+            anyhow::bail!("host checks enter network namespaces: {why}");
+        }
+        host::check(&plan, &mut report.findings)?;
+    }
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&json_report(&report))?),
+        Output::Text => print_text(&report),
+    }
+    Ok(match report.findings.worst() {
+        Some(Severity::Error) => Status::Fail,
+        _ => Status::Pass,
+    })
+}
+
+/// The migration NAD among the inputs: the one named as the migration
+/// network, else the only one given.
+fn given_nad(report: &Report) -> Option<checks::cni::Nad> {
+    report
+        .migration_nad
+        .map(|i| report.nads[i].clone())
+        .or_else(|| (report.nads.len() == 1).then(|| report.nads[0].clone()))
+}
+
+fn sync_peer(spec: &str, default_port: u16) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = spec.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let ip: IpAddr = spec
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .with_context(|| {
+            format!("--sync-peer {spec}: expected ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)")
+        })?;
+    Ok(SocketAddr::new(ip, default_port))
+}
+
+fn json_report(report: &Report) -> serde_json::Value {
+    let count = |severity| {
+        report
+            .findings
+            .0
+            .iter()
+            .filter(|f| f.severity == severity)
+            .count()
+    };
+    json!({
+        "schema_version": 1,
+        "verdict": match report.findings.worst() {
+            Some(Severity::Error) => "FAIL",
+            Some(Severity::Warning) => "WARN",
+            _ => "PASS",
+        },
+        "summary": { "errors": count(Severity::Error), "warnings": count(Severity::Warning), "infos": count(Severity::Info) },
+        "findings": report.findings.0,
+        "budgets": report.budgets,
+        "main_networks": report.main.0.iter().map(|n| json!({
+            "role": n.role.to_string(), "cidr": n.cidr.to_string(), "origin": n.origin,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_text(report: &Report) {
+    // Grouped by object, in the order objects were first named; the worst first within each.
+    let mut groups: BTreeMap<usize, (&str, Vec<&Finding>)> = BTreeMap::new();
+    let mut order: Vec<&str> = Vec::new();
+    for finding in &report.findings.0 {
+        let position = order
+            .iter()
+            .position(|o| *o == finding.object)
+            .unwrap_or_else(|| {
+                order.push(&finding.object);
+                order.len() - 1
+            });
+        groups
+            .entry(position)
+            .or_insert((&finding.object, Vec::new()))
+            .1
+            .push(finding);
+    }
+    for (object, mut findings) in groups.into_values() {
+        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        println!("{object}");
+        for f in findings {
+            let location = f
+                .location
+                .as_deref()
+                .map(|l| format!("  ({l})"))
+                .unwrap_or_default();
+            println!(
+                "  {:<7} {} {}  {}{location}",
+                f.severity.as_str(),
+                f.id,
+                f.name,
+                f.path
+            );
+            println!("          {}", f.message);
+            if !f.fix.starts_with("nothing to fix") {
+                println!("          fix: {}", f.fix);
+            }
+        }
+        println!();
+    }
+    for b in &report.budgets {
+        print_budget(b);
+    }
+    let count = |severity| {
+        report
+            .findings
+            .0
+            .iter()
+            .filter(|f| f.severity == severity)
+            .count()
+    };
+    let (errors, warnings, infos) = (
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Info),
+    );
+    let verdict = if errors > 0 {
+        "FAIL"
+    } else if warnings > 0 {
+        "WARN"
+    } else {
+        "PASS"
+    };
+    println!("{errors} error(s), {warnings} warning(s), {infos} info: {verdict}");
+}
+
+fn print_budget(b: &Budget) {
+    println!("budget for {} (limits from {})", b.vm, b.source);
+    println!(
+        "  completion timeout  {} s/GiB x {} (size {} bytes in units of 10^9, rounded up) = {} s",
+        b.completion_timeout_per_gib_s, b.size_units, b.size_bytes, b.completion_timeout_s
+    );
+    println!(
+        "  minimum rate        {} to move the memory once in that time",
+        budget::rate(b.min_rate_bytes_per_s)
+    );
+    println!(
+        "  node drain          {} migration(s) at once per node: {} on its migration NIC",
+        b.parallel_outbound_per_node,
+        budget::rate(b.node_drain_rate_bytes_per_s)
+    );
+    println!(
+        "  progress timeout    {} s without progress cancels a migration",
+        b.progress_timeout_s
+    );
+    if let Some(cap) = b.bandwidth_bytes_per_s {
+        println!("  bandwidth cap       {}", budget::rate(cap.unsigned_abs()));
+    }
+    for assumption in &b.assumptions {
+        println!("  assumed: {assumption}");
+    }
+    println!();
+}
