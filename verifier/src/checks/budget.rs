@@ -11,11 +11,10 @@ use serde::Serialize;
 
 use crate::config::quantity::Quantity;
 
-/// KubeVirt's defaults (since 1.4) for fields a config leaves out.
-pub const DEFAULT_COMPLETION_TIMEOUT_PER_GIB: i64 = 150;
-pub const DEFAULT_PROGRESS_TIMEOUT: i64 = 150;
-pub const DEFAULT_PARALLEL_PER_CLUSTER: i64 = 5;
-pub const DEFAULT_PARALLEL_OUTBOUND_PER_NODE: i64 = 2;
+pub use crate::measure::budget::{
+    DEFAULT_COMPLETION_TIMEOUT_PER_GIB, DEFAULT_PARALLEL_OUTBOUND_PER_NODE,
+    DEFAULT_PARALLEL_PER_CLUSTER, DEFAULT_PROGRESS_TIMEOUT,
+};
 
 const GIGA: u128 = 1_000_000_000;
 

@@ -73,6 +73,9 @@ struct MigrationConfig<'a> {
 pub struct Cross {
     /// For `--vm-memory` and for each VMI of known memory.
     pub budgets: Vec<Budget>,
+    /// The limits in force and the object they come from: a given
+    /// MigrationPolicy over the cluster's, else HyperConverged, else KubeVirt.
+    pub limits: Option<(String, Limits)>,
     /// The index in `nads` of the migration network in force.
     pub migration_nad: Option<usize>,
 }
@@ -176,8 +179,13 @@ pub fn check(
             _ => {}
         }
     }
+    let policy = configs.iter().find(|c| c.source == Source::Policy);
+    let limits = policy
+        .or(cluster)
+        .map(|config| (config.object.describe(), effective(config, cluster)));
     Cross {
         budgets,
+        limits,
         migration_nad,
     }
 }

@@ -55,6 +55,8 @@ pub struct Options {
 pub struct Report {
     pub findings: Findings,
     pub budgets: Vec<Budget>,
+    /// The migration limits in force and where they come from.
+    pub limits: Option<(String, budget::Limits)>,
     /// The main networks in force, from flags and objects.
     pub main: MainNetworks,
     /// The NetworkAttachmentDefinitions, as read (the host checks use them).
@@ -137,6 +139,7 @@ pub fn check_objects(objects: &[Object], options: &Options) -> Report {
     Report {
         findings,
         budgets: cross.budgets,
+        limits: cross.limits,
         main,
         nads,
         migration_nad: cross.migration_nad,

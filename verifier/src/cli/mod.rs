@@ -95,6 +95,14 @@ pub struct BudgetArgs {
 }
 
 impl BudgetArgs {
+    /// Whether any budget flag was given.
+    pub fn given(&self) -> bool {
+        self.completion_timeout_per_gib.is_some()
+            || self.progress_timeout.is_some()
+            || self.parallel_migrations_per_cluster.is_some()
+            || self.parallel_outbound_migrations_per_node.is_some()
+    }
+
     pub fn settings(&self) -> anyhow::Result<BudgetSettings> {
         let mut settings = BudgetSettings::default();
         let mut given = false;

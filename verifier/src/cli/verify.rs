@@ -7,10 +7,18 @@ use tokio::sync::mpsc;
 
 use super::{runtime, seconds, stop_after, BudgetArgs, ReportArgs, Status};
 use crate::{
-    config::{endpoints::endpoints_from_vmi_file, Cidr, Endpoint},
+    checks,
+    config::{
+        documents::load_path, endpoints::endpoints_from_vmi_file, quantity::Quantity, Cidr,
+        Endpoint,
+    },
     dataplane::{AttachSpec, Dataplane},
     flows::{collect, FlowTable},
-    measure::{budget::VmSize, migration::group, verdict::Expectations},
+    measure::{
+        budget::{BudgetSettings, VmSize},
+        migration::group,
+        verdict::Expectations,
+    },
     report,
 };
 
@@ -41,9 +49,15 @@ pub struct Args {
     /// The VLAN id the NAD puts migration traffic on.
     #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(1..=4094))]
     vlan: Option<u16>,
-    /// The VM's size for the budget, in bytes (default: from the VMI).
-    #[arg(long, value_name = "BYTES")]
-    vm_memory: Option<u64>,
+    /// HyperConverged, KubeVirt, MigrationPolicy and NetworkAttachmentDefinition
+    /// manifests (YAML or JSON): the budgets in force, and the migration
+    /// network's range and VLAN when no --cidr/--vlan is given.
+    #[arg(long, value_name = "FILE")]
+    config: Vec<PathBuf>,
+    /// The VM's size for the budget, a Kubernetes quantity such as 16Gi
+    /// (default: the VMI's guest memory, else its memory request).
+    #[arg(long, value_name = "QUANTITY")]
+    vm_memory: Option<Quantity>,
     /// Stop once this many migrations have completed (all their connections closed).
     #[arg(long, value_name = "N")]
     migrations: Option<usize>,
@@ -95,23 +109,80 @@ impl StopRule {
     }
 }
 
+/// What the manifests given with --config say.
+struct FromConfig {
+    settings: Option<BudgetSettings>,
+    cidrs: Vec<Cidr>,
+    vlan: Option<u16>,
+}
+
+fn read_config(paths: &[PathBuf], assumptions: &mut Vec<String>) -> anyhow::Result<FromConfig> {
+    let mut objects = Vec::new();
+    for path in paths {
+        objects.extend(load_path(path)?);
+    }
+    let checked = checks::check_objects(&objects, &checks::Options::default());
+    let errors = checked
+        .findings
+        .0
+        .iter()
+        .filter(|f| f.severity == checks::findings::Severity::Error)
+        .count();
+    if errors > 0 {
+        eprintln!("migverify: the manifests have {errors} error-level finding(s); `migverify check` says which");
+    }
+    let nad = checked.migration_nad.and_then(|i| checked.nads.get(i));
+    Ok(FromConfig {
+        settings: checked
+            .limits
+            .map(|(source, limits)| BudgetSettings::from_limits(source, &limits, assumptions)),
+        cidrs: nad
+            .and_then(|n| n.ipam.as_ref())
+            .map(|i| i.ranges.clone())
+            .unwrap_or_default(),
+        vlan: nad
+            .and_then(|n| n.vlan)
+            .and_then(|v| u16::try_from(v).ok())
+            .filter(|v| *v > 0),
+    })
+}
+
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
     let idle = seconds("--idle", Some(args.idle))?.expect("given");
+    let mut assumptions = Vec::new();
     let mut endpoints = args.endpoint.clone();
-    let mut size = args.vm_memory.map(|bytes| VmSize {
-        bytes,
-        source: "--vm-memory".into(),
-    });
+    let mut size = match &args.vm_memory {
+        Some(quantity) => Some(VmSize {
+            bytes: quantity_bytes(quantity)
+                .with_context(|| format!("--vm-memory {quantity}: not a size in bytes"))?,
+            source: format!("--vm-memory {quantity}"),
+        }),
+        None => None,
+    };
     for path in &args.vmi {
         endpoints.extend(endpoints_from_vmi_file(path)?);
         if size.is_none() {
             size = vmi_memory(path)?;
         }
     }
-    let settings = args.budget.settings()?;
+    let from_config = read_config(&args.config, &mut assumptions)?;
+    // Flags win over manifests; manifests over KubeVirt's defaults.
+    let settings = if args.budget.given() {
+        args.budget.settings()?
+    } else {
+        from_config
+            .settings
+            .map_or_else(|| args.budget.settings(), Ok)?
+    };
+    let cidrs = if args.cidr.is_empty() {
+        from_config.cidrs
+    } else {
+        args.cidr.clone()
+    };
+    let vlan = args.vlan.or(from_config.vlan);
     let mut dataplane = Dataplane::load()?;
-    for cidr in &args.cidr {
+    for cidr in &cidrs {
         dataplane.add_cidr(*cidr)?;
     }
     dataplane.attach_all(&args.ifaces)?;
@@ -120,7 +191,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
          (Ctrl-C to stop and judge)",
         args.ifaces.len(),
         endpoints.len(),
-        args.cidr.len()
+        cidrs.len()
     );
     let mut rule = StopRule {
         migrations: args.migrations,
@@ -142,11 +213,10 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     })?;
     dataplane.detach_all();
     let expectations = Expectations {
-        cidrs: args.cidr.clone(),
-        vlan: args.vlan,
+        cidrs,
+        vlan,
         expect_traffic: !endpoints.is_empty(),
     };
-    let mut assumptions = Vec::new();
     if settings.source == "KubeVirt defaults" {
         assumptions.push(
             "budgets: KubeVirt's defaults (completionTimeoutPerGiB 150 s, progressTimeout 150 s); give the \
@@ -182,27 +252,24 @@ fn vmi_memory(path: &std::path::Path) -> anyhow::Result<Option<VmSize>> {
         "/spec/domain/memory/guest",
         "/spec/domain/resources/requests/memory",
     ] {
-        if let Some(text) = vmi.pointer(field).and_then(|v| v.as_str()) {
-            let bytes = parse_binary_quantity(text).with_context(|| {
-                format!(
-                    "{}: {} {text:?} is not a memory quantity",
-                    path.display(),
-                    field.trim_start_matches('/').replace('/', ".")
-                )
-            })?;
-            return Ok(Some(VmSize {
-                bytes,
-                source: format!("VMI {}", field.trim_start_matches('/').replace('/', ".")),
-            }));
-        }
+        let Some(text) = vmi.pointer(field).and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let name = field.trim_start_matches('/').replace('/', ".");
+        let bytes = text
+            .parse::<Quantity>()
+            .ok()
+            .as_ref()
+            .and_then(quantity_bytes)
+            .with_context(|| format!("{}: {name} {text:?} is not a memory size", path.display()))?;
+        return Ok(Some(VmSize {
+            bytes,
+            source: format!("VMI {name} {text}"),
+        }));
     }
     Ok(None)
 }
 
-fn parse_binary_quantity(text: &str) -> Option<u64> {
-    let (number, shift) = [("Ki", 10), ("Mi", 20), ("Gi", 30), ("Ti", 40)]
-        .iter()
-        .find_map(|(suffix, shift)| text.strip_suffix(suffix).map(|n| (n, *shift)))
-        .unwrap_or((text, 0));
-    number.parse::<u64>().ok()?.checked_shl(shift)
+fn quantity_bytes(quantity: &Quantity) -> Option<u64> {
+    quantity.value().and_then(|v| u64::try_from(v).ok())
 }

@@ -12,6 +12,12 @@ use super::migration::Figures;
 
 const GIGA: u64 = 1_000_000_000;
 
+/// KubeVirt's defaults (since 1.4) for fields a config leaves out.
+pub const DEFAULT_COMPLETION_TIMEOUT_PER_GIB: i64 = 150;
+pub const DEFAULT_PROGRESS_TIMEOUT: i64 = 150;
+pub const DEFAULT_PARALLEL_PER_CLUSTER: i64 = 5;
+pub const DEFAULT_PARALLEL_OUTBOUND_PER_NODE: i64 = 2;
+
 /// The limits in force, each set or assumed (assumptions are reported).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BudgetSettings {
@@ -25,15 +31,65 @@ pub struct BudgetSettings {
     pub source: String,
 }
 
+impl BudgetSettings {
+    /// The settings of a HyperConverged, KubeVirt or MigrationPolicy object
+    /// (as `check` reads them); what it leaves out is KubeVirt's default,
+    /// named in `assumptions`.
+    pub fn from_limits(
+        source: String,
+        limits: &crate::checks::budget::Limits,
+        assumptions: &mut Vec<String>,
+    ) -> Self {
+        let defaults = BudgetSettings::default();
+        let mut take = |value: Option<i64>, default: u64, name: &str| match value {
+            Some(v) if v > 0 => v as u64,
+            _ => {
+                assumptions.push(format!(
+                    "{source}: {name} not set: KubeVirt's default {default}"
+                ));
+                default
+            }
+        };
+        BudgetSettings {
+            completion_timeout_per_gib: take(
+                limits.completion_timeout_per_gib,
+                defaults.completion_timeout_per_gib,
+                "completionTimeoutPerGiB",
+            ),
+            progress_timeout_s: take(
+                limits.progress_timeout,
+                defaults.progress_timeout_s,
+                "progressTimeout",
+            ),
+            parallel_migrations_per_cluster: take(
+                limits.parallel_per_cluster,
+                defaults.parallel_migrations_per_cluster,
+                "parallelMigrationsPerCluster",
+            ),
+            parallel_outbound_migrations_per_node: take(
+                limits.parallel_outbound_per_node,
+                defaults.parallel_outbound_migrations_per_node,
+                "parallelOutboundMigrationsPerNode",
+            ),
+            // 0 is unlimited, as `0Mi` is.
+            bandwidth_per_migration: limits
+                .bandwidth
+                .filter(|b| *b > 0)
+                .and_then(|b| u64::try_from(b).ok()),
+            source,
+        }
+    }
+}
+
 impl Default for BudgetSettings {
     /// KubeVirt's defaults since 1.4.
     fn default() -> Self {
         BudgetSettings {
-            completion_timeout_per_gib: 150,
-            progress_timeout_s: 150,
+            completion_timeout_per_gib: DEFAULT_COMPLETION_TIMEOUT_PER_GIB as u64,
+            progress_timeout_s: DEFAULT_PROGRESS_TIMEOUT as u64,
             bandwidth_per_migration: None,
-            parallel_migrations_per_cluster: 5,
-            parallel_outbound_migrations_per_node: 2,
+            parallel_migrations_per_cluster: DEFAULT_PARALLEL_PER_CLUSTER as u64,
+            parallel_outbound_migrations_per_node: DEFAULT_PARALLEL_OUTBOUND_PER_NODE as u64,
             source: "KubeVirt defaults".into(),
         }
     }
