@@ -71,14 +71,14 @@ mod baseline {
         tuple.sport = ctx.load(l4)?;
         tuple.dport = ctx.load(l4 + 2)?;
         let bytes = u64::from(ctx.len());
-        match NAIVE_FLOWS.get_ptr_mut(&tuple) {
+        match NAIVE_FLOWS.get_ptr_mut(tuple) {
             // SAFETY: this CPU's value of a live entry.
             Some(count) => unsafe {
                 (*count).packets += 1;
                 (*count).bytes += bytes;
             },
             None => {
-                let _ = NAIVE_FLOWS.insert(&tuple, &Count { packets: 1, bytes }, 0);
+                let _ = NAIVE_FLOWS.insert(tuple, Count { packets: 1, bytes }, 0);
             }
         }
         Ok(())
