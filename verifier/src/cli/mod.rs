@@ -1,5 +1,6 @@
 //! The `migverify` command line: parsing, dispatch and exit codes.
 
+mod bench;
 mod counters;
 mod flows;
 mod lab;
@@ -51,6 +52,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Bench(bench::Args),
     Counters(counters::Args),
     Flows(flows::Args),
     Lab(lab::Args),
@@ -60,6 +62,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let status = match cli.command {
+        Command::Bench(args) => bench::run(args),
         Command::Counters(args) => counters::run(args),
         Command::Flows(args) => flows::run(args),
         Command::Lab(args) => lab::run(args),
