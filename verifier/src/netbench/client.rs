@@ -43,6 +43,9 @@ pub struct RunOptions {
 
 /// How long a stream's connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A path that stops taking data (or a server that stops answering) for
+/// this long fails the run instead of hanging it.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -135,6 +138,10 @@ fn open(
         source,
     };
     let _ = socket.set_nodelay(true);
+    socket
+        .set_write_timeout(Some(STALL_TIMEOUT))
+        .and_then(|()| socket.set_read_timeout(Some(STALL_TIMEOUT)))
+        .map_err(io_error)?;
     let local = socket.local_addr().map_err(io_error)?.to_string();
     let mut wire = client_wire(socket, options.tls.as_ref(), peer.ip()).map_err(io_error)?;
     let hello = Hello {
