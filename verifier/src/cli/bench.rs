@@ -52,7 +52,7 @@ enum BenchCommand {
     /// Accept bench runs until stopped (one end: a node, a virt-handler-like namespace).
     Serve(ServeArgs),
     /// Run a bench against a `bench serve` and judge the link against the budgets.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write a CA and server/client certificates for mutual TLS (needs openssl).
     Certs(CertsArgs),
 }
