@@ -12,4 +12,5 @@ pub mod flows;
 pub mod frames;
 pub mod lab;
 pub mod measure;
+pub mod netbench;
 pub mod report;

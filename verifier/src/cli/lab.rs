@@ -95,6 +95,9 @@ struct LabOptions {
     /// QEMU's max-bandwidth in MiB/s, as KubeVirt's bandwidthPerMigration (default: unlimited).
     #[arg(long, value_name = "MIB_PER_S")]
     bandwidth: Option<u64>,
+    /// An IPv6-only migration network, whatever the scenario.
+    #[arg(long)]
+    ipv6: bool,
     /// Turn the veths' segmentation offloads off (MTU-sized packets on the wire).
     #[arg(long)]
     no_offloads: bool,
@@ -133,6 +136,7 @@ impl LabOptions {
         if let Some(bandwidth) = self.bandwidth {
             config.bandwidth_bytes = (bandwidth > 0).then_some(bandwidth << 20);
         }
+        config.ipv6 |= self.ipv6;
         config.offloads &= !self.no_offloads;
         if let Some(timeout) = self.timeout {
             config.timeout = Duration::from_secs(timeout);
@@ -185,6 +189,11 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         }
         LabCommand::Run(run) => {
             let config = run.lab.config()?;
+            if config.scenario == Scenario::Bench {
+                let report =
+                    super::bench::lab_run(&config, &run.budget, run.interval_ms, &progress)?;
+                return super::bench::emit(&run.report, &report);
+            }
             let result = lab::run(&config, Duration::from_millis(run.interval_ms), &progress)?;
             let report = lab_report(&result, &run)?;
             run.report.emit(&report)

@@ -1,6 +1,7 @@
 //! The `migverify` command line: parsing, dispatch and exit codes.
 
 mod check;
+mod bench;
 mod counters;
 mod flows;
 mod lab;
@@ -53,6 +54,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Check(check::Args),
+    Bench(bench::Args),
     Counters(counters::Args),
     Flows(flows::Args),
     Lab(lab::Args),
@@ -63,6 +65,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let status = match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Counters(args) => counters::run(args),
         Command::Flows(args) => flows::run(args),
         Command::Lab(args) => lab::run(args),

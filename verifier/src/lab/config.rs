@@ -40,6 +40,9 @@ pub enum Scenario {
     Stall,
     /// An IPv6-only migration network.
     Ipv6,
+    /// No VM: `bench serve` in node B's virt-handler, `bench run` in node
+    /// A's, across the secondary network (with `--rate`, the shaped one).
+    Bench,
 }
 
 impl Scenario {
@@ -53,6 +56,7 @@ impl Scenario {
             Scenario::RateLimited => "rate-limited",
             Scenario::Stall => "stall",
             Scenario::Ipv6 => "ipv6",
+            Scenario::Bench => "bench",
         }
     }
 
@@ -122,6 +126,7 @@ impl Scenario {
                 ..base
             },
             Scenario::Ipv6 => LabConfig { ipv6: true, ..base },
+            Scenario::Bench => base,
         }
     }
 }

@@ -9,7 +9,7 @@
 
 mod cmd;
 pub mod config;
-mod pki;
+pub mod pki;
 pub mod qemu;
 mod qmp;
 mod switch;

@@ -53,6 +53,9 @@ pub struct Report {
     pub dataplane: DataplaneHealth,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lab: Option<Value>,
+    /// `bench run`'s own figures and answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bench: Option<Value>,
 }
 
 /// Everything a report is built from.
@@ -124,6 +127,7 @@ pub fn build(inputs: Inputs) -> Report {
             observed_s: inputs.collected.duration.as_secs_f64(),
         },
         lab: None,
+        bench: None,
     }
 }
 

@@ -1,0 +1,278 @@
+//! The bench's figures turned into migration answers: how long a VM of a
+//! given size takes, the largest VM that fits `completionTimeoutPerGiB`,
+//! how many outbound migrations per node the link carries at the budget's
+//! minimum rate, and whether `bandwidthPerMigration` is what limits.
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::measure::{
+    budget::{size_units, BudgetSettings, VmSize},
+    verdict::{rate, Reason, Severity, NEAR_BUDGET},
+};
+
+const GIGA: u128 = 1_000_000_000;
+
+/// The answers at one measured rate.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AtRate {
+    /// The measured rate, bits per second.
+    pub rate_bps: u64,
+    /// What one migration gets: the rate, capped by bandwidthPerMigration.
+    pub effective_rate_bps: u64,
+    /// How long the VM takes at the effective rate; `None`: nothing moved.
+    pub completion_s: Option<f64>,
+    /// Whether that is within the completion budget.
+    pub fits: bool,
+    /// The largest VM (bytes) that completes within its budget at the
+    /// effective rate; `None` when every size does.
+    pub largest_vm_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Answers {
+    pub size_bytes: u64,
+    pub size_source: String,
+    /// KubeVirt's units: 10^9 bytes, rounded up.
+    pub size_units: u64,
+    pub completion_timeout_s: u64,
+    /// The least sustained rate that moves the VM within its budget.
+    pub min_rate_bps: u64,
+    pub at_p50: AtRate,
+    /// The sustained (5th percentile) rate: the conservative answer.
+    pub at_p5: AtRate,
+    /// Migrations at `min_rate_bps` the link carries at its median rate.
+    pub parallel_supported: u64,
+    pub parallel_outbound_migrations_per_node: u64,
+    pub bandwidth_per_migration_bps: Option<u64>,
+    /// bandwidthPerMigration is below the median rate: it, not the link,
+    /// sets a migration's speed.
+    pub bandwidth_per_migration_limits: bool,
+}
+
+/// The largest size whose migration at `rate_bps` completes within
+/// `per_gib x units(size)` seconds; `None` when every size does.
+///
+/// At `c = per_gib x rate / 8` bytes per unit of budget, a size of `u`
+/// units fits up to `u x c` bytes; a unit holds sizes above `(u-1) x 10^9`,
+/// so `u` is feasible while `u x (10^9 - c) < 10^9`. When `c >= 10^9` every
+/// size fits; otherwise the largest is `u_max x c`.
+pub fn largest_fitting(per_gib: u64, rate_bps: u64) -> Option<u64> {
+    let c = u128::from(per_gib) * u128::from(rate_bps) / 8;
+    if c >= GIGA {
+        return None;
+    }
+    if c == 0 {
+        return Some(0);
+    }
+    let units = (GIGA - 1) / (GIGA - c);
+    Some(u64::try_from(units * c).unwrap_or(u64::MAX))
+}
+
+/// Seconds to move `bytes` at `rate_bps`; `None` at no rate.
+pub fn completion_s(bytes: u64, rate_bps: u64) -> Option<f64> {
+    (rate_bps > 0).then(|| bytes as f64 * 8.0 / rate_bps as f64)
+}
+
+fn at_rate(settings: &BudgetSettings, size: &VmSize, timeout_s: u64, rate_bps: u64) -> AtRate {
+    let cap = settings
+        .bandwidth_per_migration
+        .map(|b| b.saturating_mul(8));
+    let effective = cap.map_or(rate_bps, |cap| cap.min(rate_bps));
+    let completion = completion_s(size.bytes, effective);
+    AtRate {
+        rate_bps,
+        effective_rate_bps: effective,
+        completion_s: completion,
+        fits: completion.is_some_and(|s| s <= timeout_s as f64),
+        largest_vm_bytes: largest_fitting(settings.completion_timeout_per_gib, effective),
+    }
+}
+
+pub fn answers(settings: &BudgetSettings, size: &VmSize, p5_bps: u64, p50_bps: u64) -> Answers {
+    let units = size_units(size.bytes);
+    let timeout_s = settings.completion_timeout_per_gib * units;
+    let min_rate_bps = if timeout_s == 0 {
+        0
+    } else {
+        (u128::from(size.bytes) * 8).div_ceil(u128::from(timeout_s)) as u64
+    };
+    let cap = settings
+        .bandwidth_per_migration
+        .map(|b| b.saturating_mul(8));
+    Answers {
+        size_bytes: size.bytes,
+        size_source: size.source.clone(),
+        size_units: units,
+        completion_timeout_s: timeout_s,
+        min_rate_bps,
+        at_p50: at_rate(settings, size, timeout_s, p50_bps),
+        at_p5: at_rate(settings, size, timeout_s, p5_bps),
+        parallel_supported: p50_bps.checked_div(min_rate_bps).unwrap_or(0),
+        parallel_outbound_migrations_per_node: settings.parallel_outbound_migrations_per_node,
+        bandwidth_per_migration_bps: cap,
+        bandwidth_per_migration_limits: cap.is_some_and(|cap| cap < p50_bps),
+    }
+}
+
+fn seconds(s: Option<f64>) -> String {
+    s.map_or_else(|| "never".into(), |s| format!("{s:.1} s"))
+}
+
+/// PASS/WARN/FAIL reasons from the answers: the same thresholds verify
+/// applies to a real migration's projection.
+pub fn reasons(answers: &Answers) -> Vec<Reason> {
+    let mut reasons = Vec::new();
+    let evidence = json!({ "answers": answers });
+    let (p50, p5) = (&answers.at_p50, &answers.at_p5);
+    let timeout = answers.completion_timeout_s as f64;
+    let about = format!(
+        "a VM of {} bytes ({} units, budget {} s)",
+        answers.size_bytes, answers.size_units, answers.completion_timeout_s
+    );
+    if !p50.fits {
+        reasons.push(Reason {
+            id: "bench.completion",
+            severity: Severity::Error,
+            message: format!(
+                "{about} takes {} at the median rate {}: over its completion budget",
+                seconds(p50.completion_s),
+                rate(p50.effective_rate_bps)
+            ),
+            migration: None,
+            evidence: evidence.clone(),
+        });
+    } else if !p5.fits || p50.completion_s.is_some_and(|s| s > NEAR_BUDGET * timeout) {
+        reasons.push(Reason {
+            id: "bench.completion-near",
+            severity: Severity::Warning,
+            message: format!(
+                "{about} takes {} at the median rate and {} at the sustained (p5) rate {}: near or over its budget",
+                seconds(p50.completion_s),
+                seconds(p5.completion_s),
+                rate(p5.effective_rate_bps)
+            ),
+            migration: None,
+            evidence: evidence.clone(),
+        });
+    }
+    if answers.parallel_supported < answers.parallel_outbound_migrations_per_node {
+        reasons.push(Reason {
+            id: "bench.parallel",
+            severity: Severity::Warning,
+            message: format!(
+                "the link carries {} migration(s) at the budget's minimum rate {}, fewer than \
+                 parallelOutboundMigrationsPerNode {}: concurrent migrations of this size would time out",
+                answers.parallel_supported,
+                rate(answers.min_rate_bps),
+                answers.parallel_outbound_migrations_per_node
+            ),
+            migration: None,
+            evidence: evidence.clone(),
+        });
+    }
+    if answers.bandwidth_per_migration_limits {
+        reasons.push(Reason {
+            id: "bench.bandwidth-per-migration",
+            severity: Severity::Info,
+            message: format!(
+                "bandwidthPerMigration ({}) is below the link's median rate ({}): it sets each migration's speed",
+                rate(answers.bandwidth_per_migration_bps.unwrap_or(0)),
+                rate(p50.rate_bps)
+            ),
+            migration: None,
+            evidence,
+        });
+    }
+    reasons
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(per_gib: u64, bandwidth: Option<u64>) -> BudgetSettings {
+        BudgetSettings {
+            completion_timeout_per_gib: per_gib,
+            bandwidth_per_migration: bandwidth,
+            ..BudgetSettings::default()
+        }
+    }
+
+    fn size(bytes: u64) -> VmSize {
+        VmSize {
+            bytes,
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn the_largest_vm_that_fits_follows_the_rounding_up() {
+        // 150 s/unit at 40 Mbit/s moves 0.75e9 bytes per unit of budget:
+        // 3 units (2.25e9 bytes in 450 s) fit; 4 would need 3e9+1 bytes in 600 s.
+        assert_eq!(largest_fitting(150, 40_000_000), Some(2_250_000_000));
+        // 20 s/unit at 200 Mbit/s (the lab's shaper): 0.5e9 bytes in 20 s.
+        assert_eq!(largest_fitting(20, 200_000_000), Some(500_000_000));
+        // At 8e9/150 bit/s or more, a unit's worth moves within a unit's budget: any size fits.
+        assert_eq!(largest_fitting(150, 53_333_334), None);
+        assert_eq!(largest_fitting(150, 100_000_000), None);
+        assert_eq!(largest_fitting(150, 0), Some(0));
+    }
+
+    #[test]
+    fn answers_for_a_16gi_vm_on_a_gigabit_link() {
+        // 16Gi = 17179869184 bytes = 18 units; budget 150 x 18 = 2700 s.
+        let a = answers(
+            &settings(150, None),
+            &size(16 << 30),
+            900_000_000,
+            1_000_000_000,
+        );
+        assert_eq!(a.size_units, 18);
+        assert_eq!(a.completion_timeout_s, 2700);
+        // ceil(17179869184 x 8 / 2700) = ceil(50903316.1)
+        assert_eq!(a.min_rate_bps, 50_903_317);
+        // 137.44 s at 1 Gbit/s, 152.71 s at 0.9.
+        assert!((a.at_p50.completion_s.unwrap() - 137.438_953_472).abs() < 1e-6);
+        assert!((a.at_p5.completion_s.unwrap() - 152.709_948_302).abs() < 1e-6);
+        assert!(a.at_p50.fits && a.at_p5.fits);
+        assert_eq!(a.at_p50.largest_vm_bytes, None);
+        // floor(1e9 / 50903317) = 19
+        assert_eq!(a.parallel_supported, 19);
+        assert!(!a.bandwidth_per_migration_limits);
+        assert!(reasons(&a).is_empty());
+    }
+
+    #[test]
+    fn bandwidth_per_migration_caps_each_migration() {
+        // 64 MiB/s = 536870912 bit/s: 16Gi takes exactly 256 s.
+        let a = answers(
+            &settings(150, Some(64 << 20)),
+            &size(16 << 30),
+            900_000_000,
+            1_000_000_000,
+        );
+        assert!(a.bandwidth_per_migration_limits);
+        assert_eq!(a.at_p50.effective_rate_bps, 536_870_912);
+        assert_eq!(a.at_p50.completion_s, Some(256.0));
+        let ids: Vec<_> = reasons(&a).iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["bench.bandwidth-per-migration"]);
+    }
+
+    #[test]
+    fn a_slow_link_fails_and_a_marginal_one_warns() {
+        // 20 s/unit, 2e9 bytes: 40 s budget, needs 400 Mbit/s.
+        let s = settings(20, None);
+        let slow = answers(&s, &size(2_000_000_000), 150_000_000, 200_000_000);
+        assert_eq!(slow.at_p50.completion_s, Some(80.0));
+        assert!(!slow.at_p50.fits);
+        assert_eq!(slow.parallel_supported, 0);
+        let ids: Vec<_> = reasons(&slow).iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["bench.completion", "bench.parallel"]);
+        // 36 s of 40 at the median: within 80% no more.
+        let near = answers(&s, &size(2_000_000_000), 440_000_000, 444_444_445);
+        assert!(near.at_p50.fits);
+        let ids: Vec<_> = reasons(&near).iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["bench.completion-near", "bench.parallel"]);
+    }
+}

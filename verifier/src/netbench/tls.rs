@@ -1,0 +1,174 @@
+//! TLS for the bench, as KubeVirt's migration proxy uses it: TLS 1.3 with
+//! mutual authentication against one CA. Credentials come from a folder in
+//! the layout `migverify bench certs` (and the lab) writes:
+//! `DIR/server/{ca-cert,server-cert,server-key}.pem` for `serve` and
+//! `DIR/client/{ca-cert,client-cert,client-key}.pem` for `run`.
+
+use std::{
+    io::{self, Read, Write},
+    net::{IpAddr, Shutdown, TcpStream},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use rustls::{
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
+    ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {message}")]
+    Pem { path: PathBuf, message: String },
+    #[error("{path}: no certificate in it")]
+    NoCertificate { path: PathBuf },
+    #[error("TLS set-up with the credentials in {dir}: {message}")]
+    Config { dir: PathBuf, message: String },
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(path)? {
+        roots.add(cert).map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The server side: its certificate, and client certificates required.
+pub fn server_config(dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let folder = dir.join("server");
+    let config_error = |e: rustls::Error| TlsError::Config {
+        dir: folder.clone(),
+        message: e.to_string(),
+    };
+    let roots = Arc::new(roots(&folder.join("ca-cert.pem"))?);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| TlsError::Config {
+            dir: folder.clone(),
+            message: e.to_string(),
+        })?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(config_error)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            certificates(&folder.join("server-cert.pem"))?,
+            private_key(&folder.join("server-key.pem"))?,
+        )
+        .map_err(config_error)?;
+    Ok(Arc::new(config))
+}
+
+/// The runner's side: the server's certificate must name the peer's address.
+pub fn client_config(dir: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let folder = dir.join("client");
+    let config_error = |e: rustls::Error| TlsError::Config {
+        dir: folder.clone(),
+        message: e.to_string(),
+    };
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(config_error)?
+        .with_root_certificates(roots(&folder.join("ca-cert.pem"))?)
+        .with_client_auth_cert(
+            certificates(&folder.join("client-cert.pem"))?,
+            private_key(&folder.join("client-key.pem"))?,
+        )
+        .map_err(config_error)?;
+    Ok(Arc::new(config))
+}
+
+/// A bench connection, cleartext or TLS: bulk one way, then a half-close
+/// so the other side can still answer with its count.
+pub trait Wire: Read + Write + Send {
+    /// Ends the data this side sends; reading stays open.
+    fn finish_sending(&mut self) -> io::Result<()>;
+}
+
+impl Wire for TcpStream {
+    fn finish_sending(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl Wire for StreamOwned<ClientConnection, TcpStream> {
+    fn finish_sending(&mut self) -> io::Result<()> {
+        // TLS 1.3 closes one direction at a time: close_notify ends ours.
+        self.conn.send_close_notify();
+        self.flush()?;
+        self.sock.shutdown(Shutdown::Write)
+    }
+}
+
+impl Wire for StreamOwned<ServerConnection, TcpStream> {
+    fn finish_sending(&mut self) -> io::Result<()> {
+        self.conn.send_close_notify();
+        self.flush()?;
+        self.sock.shutdown(Shutdown::Write)
+    }
+}
+
+/// Wraps a connected socket as the runner's end, TLS or not.
+pub fn client_wire(
+    socket: TcpStream,
+    tls: Option<&Arc<ClientConfig>>,
+    peer: IpAddr,
+) -> io::Result<Box<dyn Wire>> {
+    let Some(config) = tls else {
+        return Ok(Box::new(socket));
+    };
+    let connection = ClientConnection::new(config.clone(), ServerName::IpAddress(peer.into()))
+        .map_err(io::Error::other)?;
+    let mut stream = StreamOwned::new(connection, socket);
+    // Handshake now, so a refused certificate shows here, not mid-data.
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(Box::new(stream))
+}
+
+/// Wraps an accepted socket as the server's end, TLS or not.
+pub fn server_wire(
+    socket: TcpStream,
+    tls: Option<&Arc<ServerConfig>>,
+) -> io::Result<Box<dyn Wire>> {
+    let Some(config) = tls else {
+        return Ok(Box::new(socket));
+    };
+    let connection = ServerConnection::new(config.clone()).map_err(io::Error::other)?;
+    let mut stream = StreamOwned::new(connection, socket);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(Box::new(stream))
+}
