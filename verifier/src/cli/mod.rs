@@ -1,7 +1,7 @@
 //! The `migverify` command line: parsing, dispatch and exit codes.
 
-mod check;
 mod bench;
+mod check;
 mod counters;
 mod flows;
 mod lab;
