@@ -136,7 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             Duration::from_millis(args.interval_ms),
             requests,
             stop_after(duration),
-            |table, _, at| rule.done(table, &endpoints, at),
+            |tick| rule.done(tick.table, &endpoints, tick.at),
         )
         .await
     })?;

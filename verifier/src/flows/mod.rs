@@ -15,7 +15,7 @@ use verifier_ebpf::{
     Channel, Direction, FlowKey, FlowStats, Reason, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK,
 };
 
-pub use self::collector::{collect, Collected, EndpointRequest, FlowEventRecord};
+pub use self::collector::{collect, Collected, EndpointRequest, FlowEventRecord, Tick};
 use crate::{
     config::endpoints::channel_name,
     dataplane::{from_addr, Attachment, Role},
@@ -34,6 +34,8 @@ pub struct SlotInfo {
     pub interface: String,
     pub netns: Option<String>,
     pub role: Role,
+    /// The interface's MTU when it was attached.
+    pub mtu: Option<u32>,
 }
 
 impl SlotInfo {
@@ -42,6 +44,15 @@ impl SlotInfo {
             interface: attachment.spec.iface.clone(),
             netns: attachment.spec.netns.as_ref().map(ToString::to_string),
             role: attachment.spec.role,
+            mtu: attachment.mtu,
+        }
+    }
+
+    /// `IFACE@NETNS`, or `IFACE` in migverify's own namespace.
+    pub fn name(&self) -> String {
+        match &self.netns {
+            Some(ns) => format!("{}@{ns}", self.interface),
+            None => self.interface.clone(),
         }
     }
 }
@@ -63,6 +74,55 @@ struct Observation {
     forward: bool,
 }
 
+/// One place a connection was seen, as diagnoses read it.
+#[derive(Clone, Copy, Debug)]
+pub struct Seen<'a> {
+    pub slot: u8,
+    /// A [`Direction`] value: which way the packets crossed the hook.
+    pub direction: u8,
+    /// Packets from client to server (for migrations: source to target).
+    pub forward: bool,
+    pub stats: &'a FlowStats,
+}
+
+/// When one direction of a connection last moved, in milliseconds since
+/// the collection started (read to read, so at the interval's resolution):
+/// a live diagnosis asks "since when", which totals cannot say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// New payload (the sequence advanced).
+    pub payload_ms: Option<u64>,
+    pub retransmit_ms: Option<u64>,
+    /// Retransmissions since new payload last moved: a sender that keeps
+    /// resending without getting further is not being acknowledged.
+    pub retransmits_since_payload: u64,
+    /// A zero receive window advertised in this direction.
+    pub zero_window_ms: Option<u64>,
+    payload: u64,
+    retransmits: u64,
+    zero_windows: u64,
+}
+
+impl Activity {
+    fn update(&mut self, payload: u64, retransmits: u64, zero_windows: u64, at_ms: u64) {
+        if payload > self.payload {
+            self.payload_ms = Some(at_ms);
+            self.retransmits_since_payload = 0;
+        } else if retransmits > self.retransmits {
+            self.retransmits_since_payload += retransmits - self.retransmits;
+        }
+        if retransmits > self.retransmits {
+            self.retransmit_ms = Some(at_ms);
+        }
+        if zero_windows > self.zero_windows {
+            self.zero_window_ms = Some(at_ms);
+        }
+        self.payload = self.payload.max(payload);
+        self.retransmits = self.retransmits.max(retransmits);
+        self.zero_windows = self.zero_windows.max(zero_windows);
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Connection {
     pub key: ConnKey,
@@ -80,6 +140,10 @@ pub struct Connection {
     /// When the connection was first seen closed or reset (ms since the
     /// collection started): the end of its time, whatever moved last.
     pub closed_at_ms: Option<u64>,
+    /// When the connection was first read (ms since the collection started).
+    pub first_seen_ms: Option<u64>,
+    /// `[forward, reverse]`: when each direction last moved.
+    pub activity: [Activity; 2],
 }
 
 impl Connection {
@@ -115,7 +179,18 @@ impl Connection {
         self.orientation_max(true, zero) + self.orientation_max(false, zero)
     }
 
-    fn seen(&self) -> u8 {
+    /// Every place and direction the connection was seen.
+    pub fn observations(&self) -> impl Iterator<Item = Seen<'_>> {
+        self.observations.iter().map(|(o, stats)| Seen {
+            slot: o.slot,
+            direction: o.direction,
+            forward: o.forward,
+            stats,
+        })
+    }
+
+    /// The `SEEN_*` bits of every place it was seen.
+    pub fn seen(&self) -> u8 {
         self.observations.values().fold(0, |seen, s| seen | s.seen)
     }
 
@@ -143,13 +218,26 @@ impl Connection {
 
     /// Frame bytes by interface role: per role and direction, the best view.
     pub fn bytes_by_role(&self, slots: &[Option<SlotInfo>]) -> BytesByRole {
+        self.by_role(slots, |s| s.bytes)
+    }
+
+    /// Wire segments by interface role, counted as bytes are.
+    pub fn packets_by_role(&self, slots: &[Option<SlotInfo>]) -> BytesByRole {
+        self.by_role(slots, |s| s.packets)
+    }
+
+    fn by_role(
+        &self,
+        slots: &[Option<SlotInfo>],
+        field: impl Fn(&FlowStats) -> u64,
+    ) -> BytesByRole {
         let mut by_role = BytesByRole::default();
         for role in [Role::Migration, Role::Bridge, Role::Primary, Role::Other] {
             let of_role = |forward: bool| {
                 self.observations
                     .iter()
                     .filter(|(o, _)| o.forward == forward && slot_role(slots, o.slot) == role)
-                    .map(|(_, s)| s.bytes)
+                    .map(|(_, s)| field(s))
                     .max()
                     .unwrap_or(0)
             };
@@ -263,6 +351,8 @@ impl FlowTable {
             rtt_us: Vec::new(),
             rtt_dropped: 0,
             closed_at_ms: None,
+            first_seen_ms: None,
+            activity: [Activity::default(); 2],
         })
     }
 
@@ -343,6 +433,13 @@ impl FlowTable {
             if connection.closed_at_ms.is_none() && matches!(connection.state(), "closed" | "reset")
             {
                 connection.closed_at_ms = Some(at_ms);
+            }
+            connection.first_seen_ms.get_or_insert(at_ms);
+            for (index, forward) in [true, false].into_iter().enumerate() {
+                let payload = connection.orientation_max(forward, |s| s.unique_payload_bytes);
+                let retransmits = connection.orientation_max(forward, |s| s.retransmits);
+                let zero_windows = connection.orientation_max(forward, |s| s.zero_windows);
+                connection.activity[index].update(payload, retransmits, zero_windows, at_ms);
             }
             let payload = connection.payload_bytes();
             let delta = payload.saturating_sub(connection.last_payload);
@@ -463,6 +560,7 @@ mod tests {
                 interface: interface.into(),
                 netns: None,
                 role,
+                mtu: Some(1500),
             })
         };
         vec![

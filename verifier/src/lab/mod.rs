@@ -268,7 +268,7 @@ fn run_up(config: &LabConfig, interval: Duration, progress: Progress) -> Result<
             async {
                 let _ = migration_done.await;
             },
-            |_, _, _| false,
+            |_| false,
         ));
         (
             migration
