@@ -647,7 +647,7 @@ fn neighbor(ctx: &TcContext, offset: usize, vlan: u16, slot: u8, direction: u8) 
     };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let stats = match NEIGHBORS.get_ptr_mut(&key) {
+    let stats = match NEIGHBORS.get_ptr_mut(key) {
         Some(stats) => stats,
         None => {
             let fresh = NeighborStats {
@@ -655,8 +655,8 @@ fn neighbor(ctx: &TcContext, offset: usize, vlan: u16, slot: u8, direction: u8) 
                 ..NeighborStats::default()
             };
             // Another CPU may have made it first; either way, look again.
-            let _ = NEIGHBORS.insert(&key, &fresh, u64::from(BPF_NOEXIST));
-            match NEIGHBORS.get_ptr_mut(&key) {
+            let _ = NEIGHBORS.insert(key, fresh, u64::from(BPF_NOEXIST));
+            match NEIGHBORS.get_ptr_mut(key) {
                 Some(stats) => stats,
                 None => return,
             }
