@@ -11,4 +11,5 @@ pub mod flows;
 pub mod frames;
 pub mod lab;
 pub mod measure;
+pub mod metrics;
 pub mod report;

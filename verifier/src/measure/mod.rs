@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod diagnosis;
+pub mod live;
 pub mod migration;
 pub mod series;
 pub mod verdict;
