@@ -378,6 +378,18 @@ impl FlowTable {
                 server: src,
             }
         };
+        // A connection already known keeps its orientation.
+        let reversed = ConnKey {
+            client: conn_key.server,
+            server: conn_key.client,
+        };
+        let conn_key = if !self.connections.contains_key(&conn_key)
+            && self.connections.contains_key(&reversed)
+        {
+            reversed
+        } else {
+            conn_key
+        };
         let connection = self.entry(conn_key, channel, reason);
         if connection.rtt_us.len() < RTT_CAP {
             connection
@@ -412,7 +424,26 @@ impl FlowTable {
                     server: src,
                 }
             };
+            // An RTT sample read before the connection's first entry may have
+            // guessed its orientation wrong: fold that stray in.
+            let reversed = ConnKey {
+                client: conn_key.server,
+                server: conn_key.client,
+            };
+            let stray = self
+                .connections
+                .get(&reversed)
+                .is_some_and(|c| c.observations.is_empty());
+            let stray = if stray {
+                self.connections.remove(&reversed)
+            } else {
+                None
+            };
             let connection = self.entry(conn_key, stats.channel, stats.reason);
+            if let Some(stray) = stray {
+                connection.rtt_us.extend(stray.rtt_us);
+                connection.rtt_dropped += stray.rtt_dropped;
+            }
             // The strongest reason and a known channel win.
             if let Some(reason) =
                 Reason::from_u8(stats.reason).filter(|r| (*r as u8) < connection.reason as u8)
@@ -614,6 +645,31 @@ mod tests {
         assert_eq!(conn.key.client.ip(), "10.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(conn.state(), "syn-sent");
         assert_eq!(conn.bytes_by_role(&slots()).primary, 60);
+    }
+
+    #[test]
+    fn an_rtt_sample_before_the_first_read_joins_its_connection() {
+        // Ports that make the guess without endpoints or a SYN wrong: the
+        // client's ephemeral port is the lower one.
+        let (c, s) = ("10.200.5.11:35000", "10.200.5.12:43000");
+        let mut table = FlowTable::default();
+        let echo = key(s, c, 0, Direction::Ingress);
+        table.record_rtt(&echo, 0, 2, 50_000, &HashSet::new());
+        let mut syn = stats(60, 0);
+        syn.seen = SEEN_SYN;
+        table.update(
+            &[(key(c, s, 0, Direction::Egress), syn)],
+            &HashSet::new(),
+            100,
+        );
+        assert_eq!(table.len(), 1);
+        let conn = table.connections().next().unwrap();
+        assert_eq!(conn.key.server, s.parse().unwrap());
+        assert_eq!(conn.rtt_us, [50]);
+        // Later samples find it whichever way they come.
+        table.record_rtt(&echo, 0, 2, 70_000, &HashSet::new());
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.connections().next().unwrap().rtt_us, [50, 70]);
     }
 
     #[test]

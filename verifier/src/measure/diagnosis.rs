@@ -323,10 +323,13 @@ fn diagnose_migration(scene: &Scene, subject: &Subject, causes: &mut Vec<Reason>
                 }));
             }
         }
-        // A zero window from the target: it does not read what arrives.
+        // A zero window from the target, at or after the stream's last
+        // progress: it stopped reading what arrives.
         let activity = &connection.activity[1];
-        if let Some(at) = activity.zero_window_ms {
-            if scene.phase == Phase::Final || now.saturating_sub(at) <= RECENT_MS {
+        let last_progress = connection.activity[0].payload_ms.unwrap_or(0);
+        if let Some(at) = activity.zero_window_ms.filter(|at| *at >= last_progress) {
+            if !stalled_here && (scene.phase == Phase::Final || now.saturating_sub(at) <= RECENT_MS)
+            {
                 let count: u64 = connection
                     .observations()
                     .filter(|s| !s.forward)
@@ -460,7 +463,10 @@ fn diagnose_migration(scene: &Scene, subject: &Subject, causes: &mut Vec<Reason>
             json!({ "connections": resets }),
         ));
     }
-    receiver_bound(scene, subject, &zero_window, causes);
+    // Loss explains a stall better than a closed window.
+    if mtu.is_empty() && blackhole.is_empty() {
+        receiver_bound(scene, subject, &zero_window, causes);
+    }
     rate_cap(scene, subject, causes);
     if f.bytes_by_role.primary > 0 {
         fallback(f, causes);
@@ -533,20 +539,17 @@ pub fn current_stall_ms(progress: &[Interval], now_ms: u64) -> u64 {
         .map_or(0, |i| now_ms.saturating_sub(i.at_ms))
 }
 
-/// The payload rate over the `window_ms` before `now_ms`, bits per second.
+/// The payload rate over the `window_ms` before `now_ms` (or the part of
+/// it the migration has lasted), bits per second.
 pub fn recent_rate_bps(progress: &[Interval], now_ms: u64, window_ms: u64) -> u64 {
     let from = now_ms.saturating_sub(window_ms);
-    let moved: u64 = progress
+    let recent = progress
         .iter()
-        .filter(|i| i.at_ms > from)
-        .map(|i| i.bytes)
-        .sum();
-    let covered = progress
-        .first()
-        .map_or(0, |first| {
-            now_ms.saturating_sub(first.at_ms.saturating_sub(first.length_ms).max(from))
-        })
-        .clamp(1, window_ms.max(1));
+        .filter(|i| i.at_ms > from && i.at_ms <= now_ms);
+    let (moved, covered) = recent.fold((0u64, 0u64), |(moved, covered), i| {
+        (moved + i.bytes, covered + i.length_ms)
+    });
+    let covered = covered.clamp(1, window_ms.max(1));
     (u128::from(moved) * 8 * 1000 / u128::from(covered)) as u64
 }
 

@@ -326,10 +326,16 @@ impl Evaluator {
         let mut roles: Vec<Role> = views.iter().map(|v| v.role).collect();
         roles.sort_by_key(|r| *r as u8);
         roles.dedup();
+        // What the target published beats what the observers knew at first.
+        let channel = self
+            .endpoints
+            .iter()
+            .find(|e| e.addr == connection.key.server)
+            .map_or(connection.channel, |e| e.channel);
         ConnectionRow {
             src: connection.key.client.to_string(),
             dst: connection.key.server.to_string(),
-            channel: channel_name(connection.channel),
+            channel: channel_name(channel),
             state: connection.state(),
             rate_now_bps: moved * 8 * 1000 / NOW_WINDOW_MS,
             payload_bytes: connection.payload_bytes(),

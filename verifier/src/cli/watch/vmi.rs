@@ -1,0 +1,101 @@
+//! VMI documents that change while `watch` runs: a migration publishes its
+//! target endpoints when the target listens, so the file is read again
+//! whenever it changes, and may not exist when watching starts.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::{
+    config::{endpoints::endpoints_from_vmi, Endpoint},
+    measure::budget::VmSize,
+};
+
+/// What the files say now.
+pub struct Loaded {
+    pub endpoints: Vec<Endpoint>,
+    pub size: Option<VmSize>,
+    /// The files read, for messages.
+    pub from: String,
+}
+
+/// The `--vmi` files and what each looked like when last read.
+pub struct VmiFiles {
+    paths: Vec<PathBuf>,
+    /// Modification time and length: a change of either is a new version.
+    seen: HashMap<PathBuf, Option<(SystemTime, u64)>>,
+}
+
+impl VmiFiles {
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        VmiFiles {
+            paths,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// The files that do not exist (yet).
+    pub fn missing(&self) -> impl Iterator<Item = &PathBuf> {
+        self.paths.iter().filter(|p| !p.exists())
+    }
+
+    /// Everything the files say, when one of them changed since the last
+    /// call; `None` when none did. A file that vanished keeps what it said
+    /// (a finished migration's endpoints stay known).
+    pub fn poll(&mut self) -> anyhow::Result<Option<Loaded>> {
+        let mut changed = false;
+        for path in &self.paths {
+            let now = std::fs::metadata(path)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+            let before = self.seen.insert(path.clone(), now);
+            changed |= now.is_some() && before.flatten() != now;
+        }
+        if !changed {
+            return Ok(None);
+        }
+        let mut loaded = Loaded {
+            endpoints: Vec::new(),
+            size: None,
+            from: String::new(),
+        };
+        let mut from = Vec::new();
+        for path in self.paths.iter().filter(|p| p.exists()) {
+            let (endpoints, size) = read(path)?;
+            loaded.endpoints.extend(endpoints);
+            loaded.size = loaded.size.or(size);
+            from.push(path.display().to_string());
+        }
+        loaded.from = from.join(", ");
+        Ok(Some(loaded))
+    }
+}
+
+/// The endpoints of the VMIs that are migrating (the others are waited
+/// for), and the size KubeVirt budgets the first one by.
+fn read(path: &Path) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if text.trim().is_empty() {
+        // Being written (`oc get ... > FILE` truncates first): next time.
+        return Ok((Vec::new(), None));
+    }
+    let mut value: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let migrating = |vmi: &Value| {
+        vmi.pointer("/status/migrationState/targetNodeAddress")
+            .is_some_and(|a| !a.is_null())
+    };
+    if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
+        items.retain(migrating);
+    } else if !migrating(&value) {
+        return Ok((Vec::new(), super::super::verify::vmi_memory(path)?));
+    }
+    let endpoints = endpoints_from_vmi(&value, path)?;
+    Ok((endpoints, super::super::verify::vmi_memory(path)?))
+}
