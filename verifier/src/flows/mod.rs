@@ -400,6 +400,55 @@ impl FlowTable {
         }
     }
 
+    /// The connection a flow entry belongs to, and whether its packets go
+    /// client to server. A guess (no endpoint, no SYN) follows a connection
+    /// already known either way round; evidence (an endpoint, a SYN or
+    /// SYN-ACK) wins over an earlier guess, whose entry is folded in.
+    fn orient(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        stats: &FlowStats,
+        endpoints: &HashSet<SocketAddr>,
+    ) -> (ConnKey, bool) {
+        let forward = orientation(src, dst, stats, endpoints);
+        let key = |forward: bool| {
+            if forward {
+                ConnKey {
+                    client: src,
+                    server: dst,
+                }
+            } else {
+                ConnKey {
+                    client: dst,
+                    server: src,
+                }
+            }
+        };
+        let (chosen, reversed) = (key(forward), key(!forward));
+        let evidence = endpoints.contains(&src)
+            || endpoints.contains(&dst)
+            || stats.seen & (SEEN_SYN | SEEN_SYN_ACK) != 0;
+        if !self.connections.contains_key(&reversed) {
+            return (chosen, forward);
+        }
+        if !evidence && !self.connections.contains_key(&chosen) {
+            return (reversed, !forward);
+        }
+        // The earlier guess was wrong: its observations, turned round, and
+        // its RTT samples belong here.
+        if let Some(stray) = self.connections.remove(&reversed) {
+            let connection = self.entry(chosen, stray.channel as u8, stray.reason as u8);
+            for (mut observation, stats) in stray.observations {
+                observation.forward = !observation.forward;
+                connection.observations.entry(observation).or_insert(stats);
+            }
+            connection.rtt_us.extend(stray.rtt_us);
+            connection.rtt_dropped += stray.rtt_dropped;
+        }
+        (chosen, forward)
+    }
+
     /// Folds a full read of the flow map in; `at_ms` stamps the interval's
     /// payload deltas. `endpoints` are the published target endpoints,
     /// which decide which side of a connection is the server.
@@ -412,38 +461,8 @@ impl FlowTable {
         for (key, stats) in flows {
             let src = SocketAddr::new(from_addr(&key.src, key.family), key.sport);
             let dst = SocketAddr::new(from_addr(&key.dst, key.family), key.dport);
-            let forward = orientation(src, dst, stats, endpoints);
-            let conn_key = if forward {
-                ConnKey {
-                    client: src,
-                    server: dst,
-                }
-            } else {
-                ConnKey {
-                    client: dst,
-                    server: src,
-                }
-            };
-            // An RTT sample read before the connection's first entry may have
-            // guessed its orientation wrong: fold that stray in.
-            let reversed = ConnKey {
-                client: conn_key.server,
-                server: conn_key.client,
-            };
-            let stray = self
-                .connections
-                .get(&reversed)
-                .is_some_and(|c| c.observations.is_empty());
-            let stray = if stray {
-                self.connections.remove(&reversed)
-            } else {
-                None
-            };
+            let (conn_key, forward) = self.orient(src, dst, stats, endpoints);
             let connection = self.entry(conn_key, stats.channel, stats.reason);
-            if let Some(stray) = stray {
-                connection.rtt_us.extend(stray.rtt_us);
-                connection.rtt_dropped += stray.rtt_dropped;
-            }
             // The strongest reason and a known channel win.
             if let Some(reason) =
                 Reason::from_u8(stats.reason).filter(|r| (*r as u8) < connection.reason as u8)
@@ -670,6 +689,36 @@ mod tests {
         table.record_rtt(&echo, 0, 2, 70_000, &HashSet::new());
         assert_eq!(table.len(), 1);
         assert_eq!(table.connections().next().unwrap().rtt_us, [50, 70]);
+    }
+
+    #[test]
+    fn a_guess_made_without_evidence_is_corrected_by_it() {
+        let (c, s) = ("10.200.5.11:35000", "10.200.5.12:43000");
+        let mut table = FlowTable::default();
+        // Mid-stream, no SYN, no endpoint: the lower port is taken to serve.
+        let data = key(c, s, 1, Direction::Ingress);
+        table.update(&[(data, stats(1000, 900))], &HashSet::new(), 100);
+        assert_eq!(
+            table.connections().next().unwrap().key.server,
+            c.parse().unwrap()
+        );
+        // The endpoint, published later, settles it: one connection.
+        let endpoints = HashSet::from([s.parse().unwrap()]);
+        let mut syn = stats(2000, 1900);
+        syn.seen = SEEN_SYN;
+        table.update(
+            &[
+                (data, stats(1000, 900)),
+                (key(c, s, 0, Direction::Egress), syn),
+            ],
+            &endpoints,
+            200,
+        );
+        assert_eq!(table.len(), 1);
+        let conn = table.connections().next().unwrap();
+        assert_eq!(conn.key.server, s.parse().unwrap());
+        assert_eq!(conn.forward_payload_bytes(), 1900);
+        assert_eq!(conn.interfaces(&slots()).len(), 2);
     }
 
     #[test]

@@ -68,10 +68,10 @@ const ARP_UNANSWERED: u64 = 2;
 /// Live: published endpoints with no packet for this long.
 const NO_TRAFFIC_AFTER_MS: u64 = 5000;
 /// Rate cap: the window judged, and the buckets it is cut into.
-const FLAT_WINDOW_MS: u64 = 3000;
+const FLAT_WINDOW_MS: u64 = 2500;
 const FLAT_BUCKET_MS: u64 = 500;
 /// Every bucket within this share of the median is a flat rate.
-const FLAT_TOLERANCE: f64 = 0.08;
+const FLAT_TOLERANCE: f64 = 0.10;
 /// Within this share of bandwidthPerMigration the cap is that setting.
 const SETTING_TOLERANCE: f64 = 0.10;
 /// RTT p50 this many times the least RTT (and over 1 ms): a queue builds,
@@ -554,18 +554,23 @@ pub fn recent_rate_bps(progress: &[Interval], now_ms: u64, window_ms: u64) -> u6
 }
 
 /// Payload rates of consecutive buckets of `FLAT_BUCKET_MS` from `from`
-/// to `to`, bits per second.
+/// to `to`, bits per second. Each bucket's rate is its intervals' bytes
+/// over their own lengths: reads come a little early or late, and a bucket
+/// that got one interval more must not look faster.
 fn buckets(progress: &[Interval], from: u64, to: u64) -> Vec<u64> {
     let count = ((to.saturating_sub(from)) / FLAT_BUCKET_MS) as usize;
-    let mut sums = vec![0u64; count];
+    let mut sums = vec![(0u64, 0u64); count];
     for interval in progress {
         if interval.at_ms <= from || interval.at_ms > from + count as u64 * FLAT_BUCKET_MS {
             continue;
         }
         let index = ((interval.at_ms - from - 1) / FLAT_BUCKET_MS) as usize;
-        sums[index] += interval.bytes;
+        sums[index].0 += interval.bytes;
+        sums[index].1 += interval.length_ms;
     }
-    sums.iter().map(|b| b * 8 * 1000 / FLAT_BUCKET_MS).collect()
+    sums.iter()
+        .map(|(bytes, ms)| bytes * 8 * 1000 / (*ms).max(1))
+        .collect()
 }
 
 fn median(values: &[u64]) -> u64 {
