@@ -77,6 +77,9 @@ const SETTING_TOLERANCE: f64 = 0.10;
 /// RTT p50 this many times the least RTT (and over 1 ms): a queue builds,
 /// as in front of a shaper.
 const QUEUE_RTT_FACTOR: u64 = 10;
+/// Zero windows that make a slow migration receiver-bound: a window that
+/// closes once while a stream sets up says nothing.
+const SLOW_RECEIVER_ZERO_WINDOWS: u64 = 50;
 /// Live: what "recent" means for zero windows.
 const RECENT_MS: u64 = 5000;
 
@@ -463,11 +466,11 @@ fn diagnose_migration(scene: &Scene, subject: &Subject, causes: &mut Vec<Reason>
             json!({ "connections": resets }),
         ));
     }
-    // Loss explains a stall better than a closed window.
+    let capped = rate_cap(scene, subject, causes);
+    // Loss explains a stall better than a closed window, a cap a slow rate.
     if mtu.is_empty() && blackhole.is_empty() {
-        receiver_bound(scene, subject, &zero_window, causes);
+        receiver_bound(scene, subject, &zero_window, capped, causes);
     }
-    rate_cap(scene, subject, causes);
     if f.bytes_by_role.primary > 0 {
         fallback(f, causes);
     }
@@ -484,11 +487,16 @@ fn receiver_bound(
     scene: &Scene,
     subject: &Subject,
     zero_window: &[Value],
+    capped: bool,
     causes: &mut Vec<Reason>,
 ) {
     if zero_window.is_empty() {
         return;
     }
+    let count: u64 = zero_window
+        .iter()
+        .filter_map(|z| z["zero_windows"].as_u64())
+        .sum();
     let f = subject.figures;
     let b = subject.budget;
     // Live, a migration whose connections all closed is over, not slow.
@@ -507,14 +515,15 @@ fn receiver_bound(
             recent_rate_bps(&f.progress, scene.now_ms, RECENT_MS),
         ),
     };
-    let slow = b.min_rate_bps > 0 && rate_bps < b.min_rate_bps;
+    // Slow, and the window closing again and again (not once while the
+    // stream set up), with no cap on the path to explain the rate.
+    let slow = b.min_rate_bps > 0
+        && rate_bps < b.min_rate_bps
+        && !capped
+        && count >= SLOW_RECEIVER_ZERO_WINDOWS;
     if stalled_s * 1000.0 < STALL_EVIDENCE_MS as f64 && !slow {
         return;
     }
-    let count: u64 = zero_window
-        .iter()
-        .filter_map(|z| z["zero_windows"].as_u64())
-        .sum();
     causes.push(cause(id::RECEIVER_BOUND, Severity::Warning, Some(f.id.clone()))(
         format!(
             "the target advertised a zero receive window {count} times while the migration {}: the target does \
@@ -618,11 +627,12 @@ fn flat_rate(progress: &[Interval], phase: Phase, now_ms: u64) -> Option<(u64, f
     }
 }
 
-fn rate_cap(scene: &Scene, subject: &Subject, causes: &mut Vec<Reason>) {
+/// Whether the rate is flat at a limit (and says so).
+fn rate_cap(scene: &Scene, subject: &Subject, causes: &mut Vec<Reason>) -> bool {
     let f = subject.figures;
     let b = subject.budget;
     let Some((cap_bps, held_s)) = flat_rate(&f.progress, scene.phase, scene.now_ms) else {
-        return;
+        return false;
     };
     let setting = b
         .bandwidth_per_migration_bps
@@ -677,6 +687,7 @@ fn rate_cap(scene: &Scene, subject: &Subject, causes: &mut Vec<Reason>) {
             "size_bytes": b.size_bytes,
         }),
     ));
+    true
 }
 
 fn fallback(f: &Figures, causes: &mut Vec<Reason>) {
