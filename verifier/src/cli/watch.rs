@@ -195,8 +195,9 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                                 .join(", ")
                         ));
                         let (reply, answer) = tokio::sync::oneshot::channel();
-                        if requests.try_send((all.clone(), reply)).is_ok() {
-                            pending = Some(answer);
+                        match requests.try_send((all.clone(), reply)) {
+                            Ok(()) => pending = Some(answer),
+                            Err(error) => view.note(&format!("loading endpoints: {error}")),
                         }
                         evaluator.set_endpoints(all, at_ms);
                     }

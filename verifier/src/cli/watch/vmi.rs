@@ -29,6 +29,9 @@ pub struct VmiFiles {
     paths: Vec<PathBuf>,
     /// Modification time and length: a change of either is a new version.
     seen: HashMap<PathBuf, Option<(SystemTime, u64)>>,
+    /// What the files said last: a file rewritten with the same content
+    /// (a loop of `oc get`) is no news.
+    last: Option<Vec<Endpoint>>,
 }
 
 impl VmiFiles {
@@ -36,6 +39,7 @@ impl VmiFiles {
         VmiFiles {
             paths,
             seen: HashMap::new(),
+            last: None,
         }
     }
 
@@ -44,8 +48,8 @@ impl VmiFiles {
         self.paths.iter().filter(|p| !p.exists())
     }
 
-    /// Everything the files say, when one of them changed since the last
-    /// call; `None` when none did. A file that vanished keeps what it said
+    /// Everything the files say, when what they say changed since the last
+    /// call; `None` when it did not. A file that vanished keeps what it said
     /// (a finished migration's endpoints stay known).
     pub fn poll(&mut self) -> anyhow::Result<Option<Loaded>> {
         let mut changed = false;
@@ -72,6 +76,10 @@ impl VmiFiles {
             from.push(path.display().to_string());
         }
         loaded.from = from.join(", ");
+        if self.last.as_ref() == Some(&loaded.endpoints) {
+            return Ok(None);
+        }
+        self.last = Some(loaded.endpoints.clone());
         Ok(Some(loaded))
     }
 }
@@ -98,4 +106,53 @@ fn read(path: &Path) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>)> {
     }
     let endpoints = endpoints_from_vmi(&value, path)?;
     Ok((endpoints, super::super::verify::vmi_memory(path)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vmi(port: Option<u16>) -> String {
+        let state = match port {
+            Some(port) => format!(
+                r#""migrationState": {{ "targetNodeAddress": "10.200.5.12",
+                    "targetDirectMigrationNodePorts": {{ "{port}": 49152 }} }}"#
+            ),
+            None => r#""phase": "Running""#.to_string(),
+        };
+        format!(
+            r#"{{ "kind": "VirtualMachineInstance", "metadata": {{ "name": "vm", "namespace": "ns" }},
+                 "spec": {{ "domain": {{ "memory": {{ "guest": "1Gi" }} }} }}, "status": {{ {state} }} }}"#
+        )
+    }
+
+    #[test]
+    fn a_vmi_is_waited_for_and_read_again_when_it_says_something_new() {
+        let dir = std::env::temp_dir().join(format!("migverify-watch-vmi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vmi.json");
+        let mut files = VmiFiles::new(vec![path.clone()]);
+        // Not there yet, then there but not migrating: nothing to load.
+        assert!(files.poll().unwrap().is_none());
+        assert_eq!(files.missing().count(), 1);
+        std::fs::write(&path, vmi(None)).unwrap();
+        let waiting = files.poll().unwrap().expect("first version");
+        assert!(waiting.endpoints.is_empty());
+        assert_eq!(waiting.size.unwrap().bytes, 1 << 30);
+        // The target listens: its endpoint arrives, once.
+        std::fs::write(&path, vmi(Some(40000))).unwrap();
+        let loaded = files.poll().unwrap().expect("the endpoint");
+        assert_eq!(
+            loaded.endpoints[0].addr,
+            "10.200.5.12:40000".parse().unwrap()
+        );
+        assert_eq!(loaded.endpoints[0].migration.as_deref(), Some("ns/vm"));
+        std::fs::write(&path, format!("{}\n", vmi(Some(40000)))).unwrap();
+        assert!(files.poll().unwrap().is_none(), "same endpoints: no news");
+        // Garbage is an error naming the file.
+        std::fs::write(&path, "{ not json").unwrap();
+        let error = format!("{:#}", files.poll().err().expect("an error"));
+        assert!(error.contains("vmi.json"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
