@@ -592,10 +592,29 @@ fn metrics_are_scraped_while_a_migration_runs() {
     let lab = Lab::up("rate-limited", &["--memory", "128"]);
     let addr = "127.0.0.1:19464";
     let watch = Watch::start(&lab.watch_args(&["--metrics-listen", "19464"]));
+    // verify serves the same metrics while it waits for the migration to end.
+    // It reads its VMI once, at the start, before the lab publishes one:
+    // the migration CIDR finds the migration.
+    let mut verify_args = lab.watch_args(&["--metrics-listen", "127.0.0.1:19465"]);
+    verify_args[0] = "verify".into();
+    let vmi = verify_args.iter().position(|a| a == "--vmi").unwrap();
+    verify_args.drain(vmi..vmi + 2);
+    verify_args.extend(["--migrations", "1", "-o", "json"].map(String::from));
+    let verify = Command::new(env!("CARGO_BIN_EXE_migverify"))
+        .args(&verify_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run migverify verify");
+    thread::sleep(Duration::from_secs(2));
     let migrate = thread::spawn(move || migverify(&["lab", "migrate", "-o", "json"]));
     let mut scrapes = Vec::new();
+    let mut verify_scrape = None;
     while !migrate.is_finished() {
         scrapes.push(parse_exposition(&scrape(addr)));
+        if scrapes.len() == 6 {
+            verify_scrape = Some(parse_exposition(&scrape("127.0.0.1:19465")));
+        }
         thread::sleep(Duration::from_millis(500));
     }
     thread::sleep(Duration::from_millis(1500));
@@ -603,6 +622,21 @@ fn metrics_are_scraped_while_a_migration_runs() {
     assert!(migrate.join().unwrap().status.success());
     let (_, code, stderr) = watch.stop();
     assert_eq!(code, Some(0), "{stderr}");
+    let verified = verify.wait_with_output().unwrap();
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let (_, mid) = verify_scrape.expect("verify scraped mid-migration");
+    let moved = mid
+        .iter()
+        .find(|(s, _)| {
+            s.starts_with("migverify_migration_bytes_total{") && s.contains("role=\"migration\"")
+        })
+        .map(|(_, v)| *v);
+    assert!(moved.is_some_and(|v| v > 0.0), "verify's page: {mid:#?}");
     assert!(scrapes.len() >= 8, "{} scrapes", scrapes.len());
 
     // Counters (and histogram buckets, sums, counts) never go down.
