@@ -164,14 +164,9 @@ fn observe(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
         ETH_P_IP | ETH_P_IPV6 | ETH_P_8021Q | ETH_P_8021AD
     ) {
         if ethertype == ETH_P_ARP {
-            // SAFETY: reads of the context the kernel handed us.
-            let skb = unsafe { &*ctx.skb.skb };
-            let vlan = if skb.vlan_present != 0 {
-                (skb.vlan_tci & 0x0fff) as u16
-            } else {
-                0
-            };
-            neighbor(ctx, ETH_HLEN, vlan, slot as u8, direction as u8);
+            if let Some((addr, reply)) = arp_of_interest(ctx, ETH_HLEN) {
+                count_neighbor(ctx, addr, reply, 0, hook_of(slot as u8, direction as u8));
+            }
         }
         bump(stat::NOT_IP);
         return TC_ACT_UNSPEC;
@@ -322,7 +317,9 @@ fn parse(ctx: &TcContext, segment: &mut Segment) -> Option<()> {
             // ARP behind an in-band tag (an offloaded tag left the
             // ethertype as is and was handled in `observe`).
             if ethertype == ETH_P_ARP {
-                neighbor(ctx, offset, vlan, key.slot, key.direction);
+                if let Some((addr, reply)) = arp_of_interest(ctx, offset) {
+                    count_neighbor(ctx, addr, reply, vlan, hook_of(key.slot, key.direction));
+                }
             }
             bump(stat::NOT_IP);
             return None;
@@ -423,6 +420,25 @@ fn in_fast_cidr(key: &FlowKey) -> bool {
         let inside =
             |a: [u64; 2]| a[0] & cidr.mask[0] == cidr.net[0] && a[1] & cidr.mask[1] == cidr.net[1];
         if inside(dst) || inside(src) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether an IPv4 address (as in the packet) is inside a fast CIDR.
+#[inline(always)]
+fn v4_in_fast_cidr(addr: &[u8; 4]) -> bool {
+    let Some(table) = CIDR_TABLE.get(0) else {
+        return false;
+    };
+    let word = u64::from_ne_bytes([addr[0], addr[1], addr[2], addr[3], 0, 0, 0, 0]);
+    for i in 0..FAST_CIDRS {
+        if i as u32 >= table.fast {
+            break;
+        }
+        let cidr = &table.entries[i];
+        if cidr.family == FAMILY_V4 && word & cidr.mask[0] == cidr.net[0] {
             return true;
         }
     }
@@ -612,37 +628,61 @@ fn insert_flow(segment: &Segment) -> Option<*mut FlowStats> {
     stats
 }
 
-/// Counts an ARP request for, or a reply from, an IPv4 address at this
-/// hook. Out of line and only for ARP frames, which are rare: the clock and
-/// the LRU map cost nothing on the TCP path.
-#[inline(never)]
-fn neighbor(ctx: &TcContext, offset: usize, vlan: u16, slot: u8, direction: u8) {
-    let Some(arp) = bytes::<28>(ctx, offset) else {
-        return;
-    };
+/// The address an ARP packet at `offset` asks for (request) or answers
+/// for (reply, gratuitous announcement), if the migration network's.
+/// Inlined and map-free: ARP about other networks costs a few compares.
+#[inline(always)]
+fn arp_of_interest(ctx: &TcContext, offset: usize) -> Option<(u32, bool)> {
+    let arp = bytes::<28>(ctx, offset)?;
     // Ethernet hardware addresses, IPv4 protocol addresses.
     if be16([arp[0], arp[1]]) != 1
         || be16([arp[2], arp[3]]) != ETH_P_IP
         || arp[4] != 6
         || arp[5] != 4
     {
-        return;
+        return None;
     }
-    let sender = u32::from_ne_bytes([arp[14], arp[15], arp[16], arp[17]]);
-    let target = u32::from_ne_bytes([arp[24], arp[25], arp[26], arp[27]]);
+    let sender = [arp[14], arp[15], arp[16], arp[17]];
+    let target = [arp[24], arp[25], arp[26], arp[27]];
     let (addr, reply) = match be16([arp[6], arp[7]]) {
         // A probe (sender 0.0.0.0) checks an address is free: no answer is due.
-        ARP_REQUEST if sender == 0 => return,
+        ARP_REQUEST if sender == [0; 4] => return None,
         // Gratuitous: the sender announces itself, as good as a reply.
         ARP_REQUEST if sender == target => (sender, true),
         ARP_REQUEST => (target, false),
         ARP_REPLY => (sender, true),
-        _ => return,
+        _ => return None,
+    };
+    v4_in_fast_cidr(&addr).then_some((u32::from_ne_bytes(addr), reply))
+}
+
+/// Slot and direction in one argument (BPF calls take at most five).
+#[inline(always)]
+fn hook_of(slot: u8, direction: u8) -> u32 {
+    u32::from(slot) << 8 | u32::from(direction)
+}
+
+/// Counts an ARP request for, or a reply from, a migration network
+/// address at one hook. Out of line: only such ARP frames, which are rare,
+/// pay for the clock and the LRU map. `vlan` is an in-band tag (0: read
+/// the offloaded one).
+#[inline(never)]
+fn count_neighbor(ctx: &TcContext, addr: u32, reply: bool, vlan: u16, hook: u32) {
+    let vlan = if vlan != 0 {
+        vlan
+    } else {
+        // SAFETY: reads of the context the kernel handed us.
+        let skb = unsafe { &*ctx.skb.skb };
+        if skb.vlan_present != 0 {
+            (skb.vlan_tci & 0x0fff) as u16
+        } else {
+            0
+        }
     };
     let key = NeighborKey {
         addr,
-        slot,
-        direction,
+        slot: (hook >> 8) as u8,
+        direction: hook as u8,
         _pad: [0; 2],
     };
     // SAFETY: helper without arguments.

@@ -545,6 +545,7 @@ mod classification {
         }
         use std::net::Ipv4Addr;
         let mut dp = loaded();
+        dp.add_cidr("10.200.5.0/24".parse().unwrap()).unwrap();
         let (a, b) = (Ipv4Addr::new(10, 200, 5, 11), Ipv4Addr::new(10, 200, 5, 12));
         let tagged = [(0x8100, 100)];
         // Two unanswered requests for b (one tagged in-band), a probe for
@@ -559,6 +560,8 @@ mod classification {
         );
         run(&mut dp, "ingress_00", &frames::arp(2, b, a, &[]));
         run(&mut dp, "egress_00", &frames::arp(1, a, a, &[]));
+        // Outside the migration network: not kept.
+        run(&mut dp, "egress_00", &frames::arp_frame());
         let neighbors = dp.neighbors().unwrap();
         let find = |addr: Ipv4Addr, direction: u8| {
             neighbors
@@ -578,7 +581,7 @@ mod classification {
         assert_eq!((announced.requests, announced.replies), (0, 1));
         assert_eq!(neighbors.len(), 3, "{neighbors:?}");
         // ARP is still no IP: the drop statistics say so.
-        assert_eq!(dp.stats().unwrap().not_ip, 5);
+        assert_eq!(dp.stats().unwrap().not_ip, 6);
     }
 
     #[test]
