@@ -59,8 +59,11 @@ const INITIAL_WINDOW_SEGMENTS: u64 = 16;
 /// smaller largest segment points to another cause.
 const FULL_SIZE_MIN: u32 = 1200;
 /// A reset this soon after the first packet, before the stream moved more
-/// than a handshake's worth, is a broken proxy or TLS set-up.
-const RESET_WINDOW_MS: u64 = 10_000;
+/// than a handshake's worth, is a broken proxy or TLS set-up: a failed
+/// handshake resets within a second. (Later resets follow a cancel or a
+/// stall; and a multifd migration's main channel carries only a few KiB in
+/// all, so the payload alone says nothing.)
+const RESET_WINDOW_MS: u64 = 3_000;
 const HANDSHAKE_PAYLOAD: u64 = 64 * 1024;
 /// Unanswered ARP requests that make an address unreachable (the kernel
 /// sends one a second, three in all, before "No route to host").
@@ -261,6 +264,12 @@ fn diagnose_migration(scene: &Scene, subject: &Subject, causes: &mut Vec<Reason>
     let mut blackhole = Vec::new();
     let mut resets = Vec::new();
     let mut zero_window = Vec::new();
+    // A migration that got past its handshakes somewhere ends with resets
+    // (a cancel, an abort): they do not say its set-up is broken.
+    let moved_far = group
+        .connections
+        .iter()
+        .any(|c| c.forward_payload_bytes() > HANDSHAKE_PAYLOAD);
     for connection in &group.connections {
         let seen = connection.seen();
         let forward = view(connection, scene.slots, true);
@@ -312,7 +321,7 @@ fn diagnose_migration(scene: &Scene, subject: &Subject, causes: &mut Vec<Reason>
                 Stall::Blackhole => blackhole.push(evidence),
             }
         }
-        if !stalled_here && seen & SEEN_RST != 0 {
+        if !stalled_here && !moved_far && seen & SEEN_RST != 0 {
             let lived = connection
                 .closed_at_ms
                 .unwrap_or(now)
@@ -1178,6 +1187,35 @@ mod tests {
         assert_eq!(
             ids(&causes(&t, Phase::Final, 1000, &[])),
             [id::RESET_AFTER_CONNECT]
+        );
+    }
+
+    #[test]
+    fn resets_that_end_a_migration_which_moved_are_no_broken_set_up() {
+        // A multifd migration's main channel carries a few KiB in all; reset
+        // as a cancelled migration ends, beside a channel that moved MBs.
+        const OTHER: &str = "10.200.5.11:50002";
+        let t = table(20, |ms| {
+            let seen = if ms >= 1500 {
+                HANDSHAKE | SEEN_RST
+            } else {
+                HANDSHAKE
+            };
+            vec![
+                (
+                    key(CLIENT, SERVER, 0, Direction::Egress),
+                    stats(2200, 0, 600, seen),
+                ),
+                (
+                    key(OTHER, SERVER, 0, Direction::Egress),
+                    stats(ms.min(1000) * 10_000, 0, 1448, seen),
+                ),
+            ]
+        });
+        let found = causes(&t, Phase::Final, 2000, &[]);
+        assert!(
+            !ids(&found).contains(&id::RESET_AFTER_CONNECT),
+            "{found:#?}"
         );
     }
 
