@@ -292,16 +292,43 @@ fn diagnosed(
         return Vec::new();
     }
     let lab = Lab::up(scenario, up);
-    let text = Watch::start(&lab.watch_args(watch));
+    // The text watcher also serves metrics, scraped all along.
+    let metrics = "127.0.0.1:19466";
+    let mut text_args = watch.to_vec();
+    text_args.extend(["--metrics-listen", metrics]);
+    let text = Watch::start(&lab.watch_args(&text_args));
     let mut json_args = watch.to_vec();
     json_args.extend(["-o", "json"]);
     let json = Watch::start(&lab.watch_args(&json_args));
+    let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let scraper = {
+        let scraping = scraping.clone();
+        thread::spawn(move || {
+            let mut pages = Vec::new();
+            while scraping.load(std::sync::atomic::Ordering::Relaxed) {
+                pages.push(parse_exposition(&scrape(metrics)).1);
+                thread::sleep(Duration::from_millis(500));
+            }
+            pages
+        })
+    };
     let migration = lab.migrate();
     let fault_at = migration.when(fault);
     // Let a second refresh pass after the end.
     thread::sleep(Duration::from_millis(1500));
+    scraping.store(false, std::sync::atomic::Ordering::Relaxed);
+    let pages = scraper.join().unwrap();
     let (lines, code, stderr) = text.stop();
     let (json_out, json_code, _) = json.stop();
+
+    // In the metrics while it happened: the cause's gauge at 1.
+    let gauge = format!("migverify_diagnosis{{migration=\"default/mvlab-vm\",id=\"{id}\",");
+    assert!(
+        pages
+            .iter()
+            .any(|page| page.iter().any(|(s, v)| s.starts_with(&gauge) && *v == 1.0)),
+        "{scenario}: {id} never at 1 in the metrics"
+    );
 
     let (at, line) = first_cause(&lines, id)
         .unwrap_or_else(|| panic!("{scenario}: no {id} in\n{}\n{stderr}", lines.join("\n")));
@@ -731,12 +758,16 @@ fn the_terminal_view_shows_the_migration_row() {
     if Command::new("script").arg("--version").output().is_err() {
         panic!("`script` (util-linux) is needed to drive a pseudo-terminal");
     }
-    let lab = Lab::up("rate-limited", &["--memory", "128"]);
+    let lab = Lab::up("stall", &["--memory", "256", "--timeout", "6"]);
     let args = lab.watch_args(&[]);
-    let command = std::iter::once(env!("CARGO_BIN_EXE_migverify").to_string())
-        .chain(args)
-        .collect::<Vec<_>>()
-        .join(" ");
+    // A terminal of 160 x 50: the view fits its lines to it.
+    let command = std::iter::once(format!(
+        "stty cols 160 rows 50; exec {}",
+        env!("CARGO_BIN_EXE_migverify")
+    ))
+    .chain(args)
+    .collect::<Vec<_>>()
+    .join(" ");
     // script gives the command a pseudo-terminal; what we write to its
     // stdin is typed on it (0x03 is Ctrl-C), what it shows comes back.
     let mut script = Command::new("script")
@@ -755,7 +786,7 @@ fn the_terminal_view_shows_the_migration_row() {
     });
     thread::sleep(Duration::from_secs(3));
     let migration = lab.migrate();
-    assert_eq!(migration.qemu["status"], "completed");
+    assert_ne!(migration.qemu["status"], "completed");
     thread::sleep(Duration::from_millis(1500));
     let mut stdin = script.stdin.take().unwrap();
     stdin.write_all(b"\x03").unwrap();
@@ -776,12 +807,17 @@ fn the_terminal_view_shows_the_migration_row() {
         "{screen}"
     );
     assert!(
-        screen.contains("MOVING") || screen.contains("COMPLETED"),
+        screen.contains("MOVING") && screen.contains("STALLED"),
         "{screen}"
     );
-    assert!(screen.contains("FLOW"), "{screen}");
-    assert!(screen.contains("cause.rate-cap"), "{screen}");
+    assert!(screen.contains("of progressTimeout 150 s"), "{screen}");
+    assert!(
+        screen.contains("FLOW") && screen.contains("established"),
+        "{screen}"
+    );
+    assert!(screen.contains("ERROR   cause.blackhole"), "{screen}");
     // Then the summary verify prints, on the normal screen.
     let after = screen.rsplit("\x1b[?1049l").next().unwrap();
-    assert!(after.contains("verdict: PASS"), "{after}");
+    assert!(after.contains("verdict: FAIL"), "{after}");
+    assert!(after.contains("cause.blackhole"), "{after}");
 }

@@ -125,14 +125,6 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         expectations,
         args.interval_ms,
     );
-    let json = args.report.output() == Output::Json;
-    let mut view = if json {
-        View::Json(Lines::json())
-    } else if std::io::stdout().is_terminal() && !args.plain {
-        View::Screen(Screen::enter())
-    } else {
-        View::Lines(Lines::text())
-    };
     let waiting: Vec<String> = vmis.missing().map(|p| p.display().to_string()).collect();
     eprintln!(
         "migverify: watching {} interface(s) with {} endpoint(s) and {} CIDR(s){}{}; Ctrl-C to stop and judge",
@@ -150,6 +142,15 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             .map(|a| format!(", metrics at http://{a}/metrics"))
             .unwrap_or_default(),
     );
+    // After the message: on a terminal the view takes the screen.
+    let json = args.report.output() == Output::Json;
+    let mut view = if json {
+        View::Json(Lines::json())
+    } else if std::io::stdout().is_terminal() && !args.plain {
+        View::Screen(Screen::enter())
+    } else {
+        View::Lines(Lines::text())
+    };
     let refresh = Duration::from_millis(args.refresh_ms);
     let page = Exposition::default();
     let mut metrics = Metrics::new();
