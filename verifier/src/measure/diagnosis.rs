@@ -274,7 +274,9 @@ fn diagnose_migration(scene: &Scene, subject: &Subject, causes: &mut Vec<Reason>
         let seen = connection.seen();
         let forward = view(connection, scene.slots, true);
         let age = end_ms(connection, now).saturating_sub(connection.first_seen_ms.unwrap_or(now));
-        if seen & SEEN_SYN != 0 && seen & SEEN_SYN_ACK == 0 {
+        // No SYN-ACK seen, and nothing sent after the SYN: data would mean
+        // the handshake completed where we do not see (an asymmetric path).
+        if seen & SEEN_SYN != 0 && seen & SEEN_SYN_ACK == 0 && connection.payload_bytes() == 0 {
             if seen & SEEN_RST != 0 {
                 refused.push(json!({ "connection": conn_name(connection) }));
             } else if forward.packets >= 2 || age >= SYN_PATIENCE_MS {

@@ -141,7 +141,11 @@ impl Evaluator {
         now_ms: u64,
     ) -> Snapshot {
         for connection in table.connections() {
-            let marks = self.rtt_marks.entry(connection.key).or_default();
+            // A connection new to us: every sample it has so far is recent.
+            let marks = self
+                .rtt_marks
+                .entry(connection.key)
+                .or_insert_with(|| VecDeque::from([(now_ms, 0)]));
             marks.push_back((now_ms, connection.rtt_us.len()));
             while marks
                 .front()
@@ -381,4 +385,142 @@ fn percentiles(samples: &[u32]) -> (Option<u64>, Option<u64>) {
         Some(histogram.value_at_quantile(0.5)),
         Some(histogram.value_at_quantile(0.99)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashSet, net::SocketAddr};
+
+    use verifier_ebpf::{
+        Channel, Direction, FlowKey, FlowStats, Reason as Why, SEEN_FIN, SEEN_SYN, SEEN_SYN_ACK,
+    };
+
+    use super::*;
+    use crate::dataplane::to_addr;
+
+    fn key(src: &str, dst: &str) -> FlowKey {
+        let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+        let (s, family) = to_addr(src.ip());
+        let (d, _) = to_addr(dst.ip());
+        FlowKey {
+            src: s,
+            dst: d,
+            sport: src.port(),
+            dport: dst.port(),
+            family,
+            slot: 0,
+            direction: Direction::Egress as u8,
+            _pad: 0,
+        }
+    }
+
+    fn evaluator(endpoints: &[&str]) -> Evaluator {
+        let endpoints = endpoints
+            .iter()
+            .map(|e| Endpoint {
+                addr: e.parse().unwrap(),
+                channel: Channel::Memory,
+                migration: Some("ns/vm".into()),
+            })
+            .collect();
+        Evaluator::new(
+            endpoints,
+            BudgetSettings::default(),
+            None,
+            Expectations::default(),
+            100,
+        )
+    }
+
+    fn slots() -> Vec<Option<SlotInfo>> {
+        vec![Some(SlotInfo {
+            interface: "migration0".into(),
+            netns: None,
+            role: Role::Migration,
+            mtu: Some(1500),
+        })]
+    }
+
+    #[test]
+    fn rows_say_what_each_migration_and_flow_does_now() {
+        let (client, server) = ("10.200.5.11:50000", "10.200.5.12:40000");
+        let mut live = evaluator(&[server]);
+        let table = FlowTable::default();
+        // Published, nothing yet.
+        let snapshot = live.evaluate(&table, &slots(), &[], 1000);
+        assert_eq!(snapshot.migrations.len(), 1);
+        assert_eq!(
+            (
+                snapshot.migrations[0].id.as_str(),
+                snapshot.migrations[0].state
+            ),
+            ("ns/vm", "expected")
+        );
+
+        // 1.25 MB per 100 ms (100 Mbit/s) for a second, with RTT samples.
+        let endpoints = HashSet::from([server.parse().unwrap()]);
+        let mut table = FlowTable::default();
+        let stats = |payload: u64, seen: u8| FlowStats {
+            bytes: payload,
+            packets: payload / 1448,
+            unique_payload_bytes: payload,
+            seen,
+            channel: Channel::Memory as u8,
+            reason: Why::Endpoint as u8,
+            ..FlowStats::default()
+        };
+        for tick in 1..=10u64 {
+            table.update(
+                &[(
+                    key(client, server),
+                    stats(tick * 1_250_000, SEEN_SYN | SEEN_SYN_ACK),
+                )],
+                &endpoints,
+                1000 + tick * 100,
+            );
+        }
+        table.record_rtt(&key(server, client), 2, 1, 250_000, &endpoints);
+        let snapshot = live.evaluate(&table, &slots(), &[], 2000);
+        let m = &snapshot.migrations[0];
+        assert_eq!((m.id.as_str(), m.state), ("ns/vm", "moving"));
+        assert_eq!(m.rate_now_bps, 100_000_000);
+        assert_eq!(m.payload_bytes, 12_500_000);
+        assert_eq!(
+            (m.rtt_p50_us, m.roles.as_slice()),
+            (Some(250), &[Role::Migration][..])
+        );
+        let flow = &m.connections[0];
+        assert_eq!(
+            (flow.state, flow.channel, flow.idle_s),
+            ("established", "memory", 0.0)
+        );
+        assert_eq!(snapshot.verdict, Verdict::Pass);
+
+        // Then nothing moves for two seconds: stalled, idle, rate 0.
+        for tick in 11..=30u64 {
+            table.update(
+                &[(
+                    key(client, server),
+                    stats(12_500_000, SEEN_SYN | SEEN_SYN_ACK),
+                )],
+                &endpoints,
+                1000 + tick * 100,
+            );
+        }
+        let m = &live.evaluate(&table, &slots(), &[], 4000).migrations[0];
+        assert_eq!((m.state, m.rate_now_bps, m.stall_s), ("stalled", 0, 2.0));
+        assert_eq!(m.connections[0].idle_s, 2.0);
+
+        // Closed: completed, no stall.
+        table.update(
+            &[(
+                key(client, server),
+                stats(12_500_000, SEEN_SYN | SEEN_SYN_ACK | SEEN_FIN),
+            )],
+            &endpoints,
+            4100,
+        );
+        let m = &live.evaluate(&table, &slots(), &[], 4100).migrations[0];
+        assert_eq!((m.state, m.stall_s), ("completed", 0.0));
+    }
 }

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::measure::{
     live::{ConnectionRow, MigrationRow, Snapshot},
-    verdict::{bytes, rate, Reason, Severity},
+    verdict::{bytes, rate, Reason, Severity, Verdict},
 };
 
 /// Migrations in these states are shown every refresh in line mode; the
@@ -320,10 +320,14 @@ impl Drop for Screen {
 fn frame(snapshot: &Snapshot, now: SystemTime, notes: &VecDeque<String>) -> Vec<String> {
     let mut lines = vec![
         format!(
-            "migverify watch   {}   observed {:.0} s   verdict now {:?}   Ctrl-C: stop and judge",
+            "migverify watch   {} UTC   observed {:.0} s   verdict now {}   Ctrl-C: stop and judge",
             &rfc3339(now)[..19].replace('T', " "),
             snapshot.at_ms as f64 / 1000.0,
-            snapshot.verdict
+            match snapshot.verdict {
+                Verdict::Pass => "PASS",
+                Verdict::Warn => "WARN",
+                Verdict::Fail => "FAIL",
+            }
         ),
         String::new(),
     ];
