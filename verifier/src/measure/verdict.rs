@@ -179,15 +179,26 @@ fn judge_one(judged: &Judged, expectations: &Expectations, reasons: &mut Vec<Rea
             add(
                 "budget.completion",
                 Severity::Error,
-                format!(
-                    "at the observed {} a {} migration takes {projected:.0} s, beyond its completion budget of {limit:.0} s \
-                     (completionTimeoutPerGiB {} x {} units of 10^9 bytes); it needs at least {}",
-                    rate(b.observed_rate_bps),
-                    bytes(b.size_bytes),
-                    b.completion_timeout_per_gib,
-                    b.size_units,
-                    rate(b.min_rate_bps)
-                ),
+                // Histograms record at least 1 bit/s: a median of 1 is no
+                // rate, it is a migration that stood still most of the time.
+                if b.observed_rate_bps <= 1 {
+                    format!(
+                        "no payload moved in most intervals (median rate 0): at that rate a {} migration never \
+                         completes within its budget of {limit:.0} s; it needs at least {}",
+                        bytes(b.size_bytes),
+                        rate(b.min_rate_bps)
+                    )
+                } else {
+                    format!(
+                        "at the observed {} a {} migration takes {projected:.0} s, beyond its completion budget of \
+                         {limit:.0} s (completionTimeoutPerGiB {} x {} units of 10^9 bytes); it needs at least {}",
+                        rate(b.observed_rate_bps),
+                        bytes(b.size_bytes),
+                        b.completion_timeout_per_gib,
+                        b.size_units,
+                        rate(b.min_rate_bps)
+                    )
+                },
                 evidence,
             );
         } else if projected > NEAR_BUDGET * limit {
