@@ -235,7 +235,46 @@ pub struct FlowStats {
     pub ts_val_ns: u64,
     /// When the last RTT sample was taken from this direction's echoes.
     pub last_rtt_ns: u64,
+    /// The MSS option of this direction's SYN (0: none seen), what the
+    /// sender's interface MTU allows it to receive: set once per connection.
+    pub mss: u16,
+    pub _pad2: [u8; 6],
 }
+
+/// Key of the `NEIGHBORS` map: an IPv4 address at one hook, either asked
+/// for in an ARP request or answering in an ARP reply. ARP is how an
+/// unreachable peer shows on the wire when no SYN ever leaves: the
+/// kernel holds the SYN until the target's address resolves.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NeighborKey {
+    /// The address as it lies in the packet (network byte order).
+    pub addr: u32,
+    pub slot: u8,
+    /// A [`Direction`] value.
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+
+/// ARP seen for one [`NeighborKey`].
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NeighborStats {
+    /// Requests asking for the address (probes from 0.0.0.0 excluded).
+    pub requests: u64,
+    /// Replies from the address, and its gratuitous announcements.
+    pub replies: u64,
+    /// CLOCK_MONOTONIC (coarse) nanoseconds of the first and the latest.
+    pub first_request_ns: u64,
+    pub last_request_ns: u64,
+    pub last_reply_ns: u64,
+    /// VLAN id of the latest frame (metadata or in-band); 0 = untagged.
+    pub vlan: u16,
+    pub _pad: [u8; 6],
+}
+
+/// Entries of the `NEIGHBORS` LRU map: old addresses make room for new.
+pub const NEIGHBOR_ENTRIES: u32 = 4096;
 
 /// Event kinds on the `EVENTS` ring buffer.
 pub const EVENT_NEW_FLOW: u8 = 1;
@@ -349,4 +388,6 @@ mod pod {
     unsafe impl aya::Pod for super::EndpointKey {}
     unsafe impl aya::Pod for super::EndpointInfo {}
     unsafe impl aya::Pod for super::CidrTable {}
+    unsafe impl aya::Pod for super::NeighborKey {}
+    unsafe impl aya::Pod for super::NeighborStats {}
 }

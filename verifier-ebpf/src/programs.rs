@@ -12,15 +12,15 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{classifier, map},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::TcContext,
 };
 use verifier_ebpf::{
     hook_index, stat, Addr, Channel, CidrData, CidrTable, Direction, EndpointInfo, EndpointKey,
-    FlowEvent, FlowKey, FlowKeyV4, FlowStats, HookCounters, Reason, SlotConfig, SlotRole,
-    EVENT_NEW_FLOW, EVENT_RST, EVENT_RTT, EVENT_WRONG_ROLE, FAMILY_V4, FAMILY_V6, FAST_CIDRS,
-    HOOK_ENTRIES, MAX_SLOTS, PORT_FILTER_WORDS, RTT_SAMPLE_SPACING_NS, SEEN_FIN, SEEN_RST,
-    SEEN_SYN, SEEN_SYN_ACK,
+    FlowEvent, FlowKey, FlowKeyV4, FlowStats, HookCounters, NeighborKey, NeighborStats, Reason,
+    SlotConfig, SlotRole, EVENT_NEW_FLOW, EVENT_RST, EVENT_RTT, EVENT_WRONG_ROLE, FAMILY_V4,
+    FAMILY_V6, FAST_CIDRS, HOOK_ENTRIES, MAX_SLOTS, NEIGHBOR_ENTRIES, PORT_FILTER_WORDS,
+    RTT_SAMPLE_SPACING_NS, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK,
 };
 
 /// Per-CPU so concurrent CPUs never contend; user space sums the CPUs.
@@ -54,6 +54,12 @@ static FLOWS_V6: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(65536, 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
+/// ARP requests and replies per address and hook: how an unreachable peer
+/// (or a VLAN that does not reach it) shows when no SYN can leave.
+#[map]
+static NEIGHBORS: LruHashMap<NeighborKey, NeighborStats> =
+    LruHashMap::with_max_entries(NEIGHBOR_ENTRIES, 0);
+
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
@@ -62,6 +68,11 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
+const ETH_P_ARP: u16 = 0x0806;
+const ARP_REQUEST: u16 = 1;
+const ARP_REPLY: u16 = 2;
+/// TCP option kind of the maximum segment size, and its length.
+const TCP_OPT_MSS: [u8; 2] = [2, 4];
 const IPPROTO_TCP: u8 = 6;
 /// NOP, NOP, kind 8 (timestamps), length 10.
 const TS_OPTION_PREFIX: [u8; 4] = [1, 1, 8, 10];
@@ -113,6 +124,8 @@ struct Segment {
     /// Set by `classify`.
     channel: u8,
     reason: u8,
+    /// The MSS option of a SYN (0 otherwise).
+    mss: u16,
 }
 
 /// Zeroes `*value` with word stores, in place. LLVM turns zero-initialising
@@ -150,6 +163,11 @@ fn observe(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
         ethertype,
         ETH_P_IP | ETH_P_IPV6 | ETH_P_8021Q | ETH_P_8021AD
     ) {
+        if ethertype == ETH_P_ARP {
+            if let Some((addr, reply)) = arp_of_interest(ctx, ETH_HLEN) {
+                count_neighbor(ctx, addr, reply, 0, hook_of(slot as u8, direction as u8));
+            }
+        }
         bump(stat::NOT_IP);
         return TC_ACT_UNSPEC;
     }
@@ -296,6 +314,13 @@ fn parse(ctx: &TcContext, segment: &mut Segment) -> Option<()> {
             l4
         }
         _ => {
+            // ARP behind an in-band tag (an offloaded tag left the
+            // ethertype as is and was handled in `observe`).
+            if ethertype == ETH_P_ARP {
+                if let Some((addr, reply)) = arp_of_interest(ctx, offset) {
+                    count_neighbor(ctx, addr, reply, vlan, hook_of(key.slot, key.direction));
+                }
+            }
             bump(stat::NOT_IP);
             return None;
         }
@@ -323,6 +348,14 @@ fn parse(ctx: &TcContext, segment: &mut Segment) -> Option<()> {
                 segment.has_timestamps = true;
                 segment.ts_val = u32::from_be_bytes([o[4], o[5], o[6], o[7]]);
                 segment.ts_ecr = u32::from_be_bytes([o[8], o[9], o[10], o[11]]);
+            }
+        }
+    }
+    // Linux puts the MSS first in a SYN's options; only SYNs pay for this.
+    if tcp[13] & TCP_SYN != 0 && data_offset >= 24 {
+        if let Some(o) = bytes::<4>(ctx, l4 + 20) {
+            if o[..2] == TCP_OPT_MSS {
+                segment.mss = be16([o[2], o[3]]);
             }
         }
     }
@@ -387,6 +420,25 @@ fn in_fast_cidr(key: &FlowKey) -> bool {
         let inside =
             |a: [u64; 2]| a[0] & cidr.mask[0] == cidr.net[0] && a[1] & cidr.mask[1] == cidr.net[1];
         if inside(dst) || inside(src) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether an IPv4 address (as in the packet) is inside a fast CIDR.
+#[inline(always)]
+fn v4_in_fast_cidr(addr: &[u8; 4]) -> bool {
+    let Some(table) = CIDR_TABLE.get(0) else {
+        return false;
+    };
+    let word = u64::from_ne_bytes([addr[0], addr[1], addr[2], addr[3], 0, 0, 0, 0]);
+    for i in 0..FAST_CIDRS {
+        if i as u32 >= table.fast {
+            break;
+        }
+        let cidr = &table.entries[i];
+        if cidr.family == FAMILY_V4 && word & cidr.mask[0] == cidr.net[0] {
             return true;
         }
     }
@@ -489,6 +541,9 @@ fn account(ctx: &TcContext, segment: &Segment, stats: *mut FlowStats) {
         if mss > (*stats).largest_segment {
             (*stats).largest_segment = mss;
         }
+        if segment.mss != 0 {
+            (*stats).mss = segment.mss;
+        }
         let mut seen = 0;
         if flags & TCP_SYN != 0 {
             seen |= if flags & TCP_ACK != 0 {
@@ -571,6 +626,96 @@ fn insert_flow(segment: &Segment) -> Option<*mut FlowStats> {
         bump(stat::FLOW_TABLE_FULL);
     }
     stats
+}
+
+/// The address an ARP packet at `offset` asks for (request) or answers
+/// for (reply, gratuitous announcement), if the migration network's.
+/// Inlined and map-free: ARP about other networks costs a few compares.
+#[inline(always)]
+fn arp_of_interest(ctx: &TcContext, offset: usize) -> Option<(u32, bool)> {
+    let arp = bytes::<28>(ctx, offset)?;
+    // Ethernet hardware addresses, IPv4 protocol addresses.
+    if be16([arp[0], arp[1]]) != 1
+        || be16([arp[2], arp[3]]) != ETH_P_IP
+        || arp[4] != 6
+        || arp[5] != 4
+    {
+        return None;
+    }
+    let sender = [arp[14], arp[15], arp[16], arp[17]];
+    let target = [arp[24], arp[25], arp[26], arp[27]];
+    let (addr, reply) = match be16([arp[6], arp[7]]) {
+        // A probe (sender 0.0.0.0) checks an address is free: no answer is due.
+        ARP_REQUEST if sender == [0; 4] => return None,
+        // Gratuitous: the sender announces itself, as good as a reply.
+        ARP_REQUEST if sender == target => (sender, true),
+        ARP_REQUEST => (target, false),
+        ARP_REPLY => (sender, true),
+        _ => return None,
+    };
+    v4_in_fast_cidr(&addr).then_some((u32::from_ne_bytes(addr), reply))
+}
+
+/// Slot and direction in one argument (BPF calls take at most five).
+#[inline(always)]
+fn hook_of(slot: u8, direction: u8) -> u32 {
+    u32::from(slot) << 8 | u32::from(direction)
+}
+
+/// Counts an ARP request for, or a reply from, a migration network
+/// address at one hook. Out of line: only such ARP frames, which are rare,
+/// pay for the clock and the LRU map. `vlan` is an in-band tag (0: read
+/// the offloaded one).
+#[inline(never)]
+fn count_neighbor(ctx: &TcContext, addr: u32, reply: bool, vlan: u16, hook: u32) {
+    let vlan = if vlan != 0 {
+        vlan
+    } else {
+        // SAFETY: reads of the context the kernel handed us.
+        let skb = unsafe { &*ctx.skb.skb };
+        if skb.vlan_present != 0 {
+            (skb.vlan_tci & 0x0fff) as u16
+        } else {
+            0
+        }
+    };
+    let key = NeighborKey {
+        addr,
+        slot: (hook >> 8) as u8,
+        direction: hook as u8,
+        _pad: [0; 2],
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let stats = match NEIGHBORS.get_ptr_mut(key) {
+        Some(stats) => stats,
+        None => {
+            let fresh = NeighborStats {
+                first_request_ns: if reply { 0 } else { now },
+                ..NeighborStats::default()
+            };
+            // Another CPU may have made it first; either way, look again.
+            let _ = NEIGHBORS.insert(key, fresh, u64::from(BPF_NOEXIST));
+            match NEIGHBORS.get_ptr_mut(key) {
+                Some(stats) => stats,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: `stats` points into a live map value.
+    unsafe {
+        if reply {
+            add(&raw mut (*stats).replies, 1);
+            (*stats).last_reply_ns = now;
+        } else {
+            add(&raw mut (*stats).requests, 1);
+            (*stats).last_request_ns = now;
+            if (*stats).first_request_ns == 0 {
+                (*stats).first_request_ns = now;
+            }
+        }
+        (*stats).vlan = vlan;
+    }
 }
 
 /// Adds to a counter shared by every CPU (BPF_ATOMIC_ADD). The BPF target

@@ -1,7 +1,7 @@
 //! Ethernet frames built with pnet, for program tests and benchmarks that
 //! feed the observers through `BPF_PROG_TEST_RUN`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use pnet_packet::{
     ethernet::{EtherType, EtherTypes, MutableEthernetPacket},
@@ -29,6 +29,8 @@ pub struct TcpSegment {
     pub window: u16,
     /// TCP timestamps option (TSval, TSecr).
     pub timestamps: Option<(u32, u32)>,
+    /// Maximum segment size option (first, as Linux puts it in a SYN).
+    pub mss: Option<u16>,
     pub payload: Vec<u8>,
     /// 802.1Q/802.1ad tags, outermost first: (TPID, VID).
     pub vlans: Vec<(u16, u16)>,
@@ -48,6 +50,7 @@ impl TcpSegment {
             flags: tcp::TcpFlags::ACK,
             window: 512,
             timestamps: None,
+            mss: None,
             payload: Vec::new(),
             vlans: Vec::new(),
             fragment: false,
@@ -81,6 +84,11 @@ impl TcpSegment {
         self
     }
 
+    pub fn mss(mut self, mss: u16) -> Self {
+        self.mss = Some(mss);
+        self
+    }
+
     pub fn timestamps(mut self, tsval: u32, tsecr: u32) -> Self {
         self.timestamps = Some((tsval, tsecr));
         self
@@ -103,17 +111,20 @@ impl TcpSegment {
     }
 
     fn tcp_bytes(&self) -> Vec<u8> {
-        let options: Vec<TcpOption> = self
-            .timestamps
-            .map(|(tsval, tsecr)| {
-                vec![
-                    TcpOption::nop(),
-                    TcpOption::nop(),
-                    TcpOption::timestamp(tsval, tsecr),
-                ]
-            })
-            .unwrap_or_default();
-        let options_len = if options.is_empty() { 0 } else { 12 };
+        let mut options: Vec<TcpOption> = Vec::new();
+        let mut options_len = 0;
+        if let Some(mss) = self.mss {
+            options.push(TcpOption::mss(mss));
+            options_len += 4;
+        }
+        if let Some((tsval, tsecr)) = self.timestamps {
+            options.extend([
+                TcpOption::nop(),
+                TcpOption::nop(),
+                TcpOption::timestamp(tsval, tsecr),
+            ]);
+            options_len += 12;
+        }
         let header_len = 20 + options_len;
         let mut bytes = vec![0u8; header_len + self.payload.len()];
         let mut tcp = MutableTcpPacket::new(&mut bytes).expect("buffer fits a TCP header");
@@ -231,9 +242,23 @@ pub fn ethernet(vlans: &[(u16, u16)], ethertype: EtherType, payload: &[u8]) -> V
 
 /// An ARP request: the non-IP frame every network carries.
 pub fn arp_frame() -> Vec<u8> {
-    // Hardware Ethernet, protocol IPv4, sizes 6/4, opcode request.
-    let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1];
-    arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 10, 0, 0, 1]);
-    arp.extend_from_slice(&[0, 0, 0, 0, 0, 0, 10, 0, 0, 2]);
-    ethernet(&[], EtherTypes::Arp, &arp)
+    arp(
+        1,
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+        &[],
+    )
+}
+
+/// An ARP packet (`op` 1 request, 2 reply) from `sender` about `target`,
+/// inside the given tags (outermost first: TPID, VID).
+pub fn arp(op: u16, sender: Ipv4Addr, target: Ipv4Addr, vlans: &[(u16, u16)]) -> Vec<u8> {
+    // Hardware Ethernet, protocol IPv4, sizes 6/4, then the opcode.
+    let mut arp = vec![0, 1, 8, 0, 6, 4];
+    arp.extend_from_slice(&op.to_be_bytes());
+    arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    arp.extend_from_slice(&sender.octets());
+    arp.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    arp.extend_from_slice(&target.octets());
+    ethernet(vlans, EtherTypes::Arp, &arp)
 }

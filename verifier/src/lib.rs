@@ -12,5 +12,6 @@ pub mod flows;
 pub mod frames;
 pub mod lab;
 pub mod measure;
+pub mod metrics;
 pub mod netbench;
 pub mod report;

@@ -539,6 +539,74 @@ mod classification {
     }
 
     #[test]
+    fn arp_is_counted_per_address_asked_for_and_answering() {
+        if !privileged("arp_is_counted_per_address_asked_for_and_answering") {
+            return;
+        }
+        use std::net::Ipv4Addr;
+        let mut dp = loaded();
+        dp.add_cidr("10.200.5.0/24".parse().unwrap()).unwrap();
+        let (a, b) = (Ipv4Addr::new(10, 200, 5, 11), Ipv4Addr::new(10, 200, 5, 12));
+        let tagged = [(0x8100, 100)];
+        // Two unanswered requests for b (one tagged in-band), a probe for
+        // b (checks the address is free: no answer due), b's reply seen
+        // at ingress, and a gratuitous announcement from a.
+        run(&mut dp, "egress_00", &frames::arp(1, a, b, &[]));
+        run(&mut dp, "egress_00", &frames::arp(1, a, b, &tagged));
+        run(
+            &mut dp,
+            "egress_00",
+            &frames::arp(1, Ipv4Addr::UNSPECIFIED, b, &[]),
+        );
+        run(&mut dp, "ingress_00", &frames::arp(2, b, a, &[]));
+        run(&mut dp, "egress_00", &frames::arp(1, a, a, &[]));
+        // Outside the migration network: not kept.
+        run(&mut dp, "egress_00", &frames::arp_frame());
+        let neighbors = dp.neighbors().unwrap();
+        let find = |addr: Ipv4Addr, direction: u8| {
+            neighbors
+                .iter()
+                .find(|(k, _)| {
+                    k.addr == u32::from_ne_bytes(addr.octets()) && k.direction == direction
+                })
+                .map(|(_, s)| *s)
+                .unwrap_or_else(|| panic!("no entry for {addr} {direction}: {neighbors:?}"))
+        };
+        let asked = find(b, EGRESS);
+        assert_eq!((asked.requests, asked.replies, asked.vlan), (2, 0, 100));
+        assert!(asked.first_request_ns > 0 && asked.last_request_ns >= asked.first_request_ns);
+        let answered = find(b, INGRESS);
+        assert_eq!((answered.requests, answered.replies), (0, 1));
+        let announced = find(a, EGRESS);
+        assert_eq!((announced.requests, announced.replies), (0, 1));
+        assert_eq!(neighbors.len(), 3, "{neighbors:?}");
+        // ARP is still no IP: the drop statistics say so.
+        assert_eq!(dp.stats().unwrap().not_ip, 6);
+    }
+
+    #[test]
+    fn the_mss_of_a_syn_is_kept() {
+        if !privileged("the_mss_of_a_syn_is_kept") {
+            return;
+        }
+        let mut dp = loaded();
+        dp.add_endpoint(&"10.200.5.12:49152".parse().unwrap())
+            .unwrap();
+        let syn = TcpSegment::new(v4("10.200.5.11:50000"), v4("10.200.5.12:49152"))
+            .flags(TcpFlags::SYN)
+            .mss(8960)
+            .timestamps(1, 0);
+        run(&mut dp, "egress_00", &syn.frame());
+        // A later segment's bytes in the option's place change nothing.
+        let data = TcpSegment::new(v4("10.200.5.11:50000"), v4("10.200.5.12:49152"))
+            .seq(1001)
+            .payload(&[2, 4, 0, 1]);
+        run(&mut dp, "egress_00", &data.frame());
+        let s = stats(&dp, "10.200.5.11:50000", "10.200.5.12:49152", EGRESS).unwrap();
+        assert_eq!(s.mss, 8960);
+    }
+
+    #[test]
     fn a_timestamp_echo_gives_one_rtt_sample() {
         if !privileged("a_timestamp_echo_gives_one_rtt_sample") {
             return;

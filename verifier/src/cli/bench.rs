@@ -322,7 +322,7 @@ pub(super) fn measure(plan: Plan) -> anyhow::Result<Report> {
                 async {
                     let _ = finished.await;
                 },
-                |_, _, _| false,
+                |_| false,
             ));
             (
                 bench.join().expect("the bench thread does not panic"),

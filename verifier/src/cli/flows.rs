@@ -72,15 +72,15 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             Duration::from_millis(args.interval_ms),
             requests,
             stop_after(duration),
-            |table, slots, at| {
-                if text && at >= last_print + Duration::from_secs(1) {
-                    last_print = at;
+            |tick| {
+                if text && tick.at >= last_print + Duration::from_secs(1) {
+                    last_print = tick.at;
                     println!(
                         "[{:7.1}s] {} migration connection(s)",
-                        at.as_secs_f64(),
-                        table.len()
+                        tick.at.as_secs_f64(),
+                        tick.table.len()
                     );
-                    print_table(table, slots);
+                    print_table(tick.table, tick.slots);
                 }
                 false
             },

@@ -6,6 +6,7 @@ mod counters;
 mod flows;
 mod lab;
 mod verify;
+mod watch;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -59,6 +60,7 @@ enum Command {
     Flows(flows::Args),
     Lab(lab::Args),
     Verify(verify::Args),
+    Watch(watch::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -70,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Flows(args) => flows::run(args),
         Command::Lab(args) => lab::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Watch(args) => watch::run(args),
     };
     match status {
         Ok(status) => status.into(),
@@ -151,8 +154,22 @@ pub struct ReportArgs {
 }
 
 impl ReportArgs {
+    pub fn output(&self) -> Output {
+        self.output
+    }
+
     /// Prints the report and writes its files; the verdict's exit status.
     pub fn emit(&self, report: &crate::report::Report) -> anyhow::Result<Status> {
+        self.emit_files(report)?;
+        match self.output {
+            Output::Text => print!("{}", report.text()),
+            Output::Json => println!("{}", report.json()),
+        }
+        Ok(report.status())
+    }
+
+    /// Writes the HTML report and the HdrHistogram log, if asked for.
+    pub fn emit_files(&self, report: &crate::report::Report) -> anyhow::Result<()> {
         if let Some(path) = &self.report {
             std::fs::write(path, report.html())
                 .with_context(|| format!("writing {}", path.display()))?;
@@ -165,11 +182,23 @@ impl ReportArgs {
                 .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("migverify: HdrHistogram log written to {}", path.display());
         }
-        match self.output {
-            Output::Text => print!("{}", report.text()),
-            Output::Json => println!("{}", report.json()),
-        }
-        Ok(report.status())
+        Ok(())
+    }
+}
+
+/// Prometheus exposition while a command runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics while running (a bare
+    /// PORT listens on 127.0.0.1). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<crate::metrics::ListenAddr>,
+}
+
+impl MetricsArgs {
+    /// Binds the listener now, so a taken port fails before anything is attached.
+    pub fn bind(&self) -> anyhow::Result<Option<std::net::TcpListener>> {
+        Ok(self.metrics_listen.map(crate::metrics::bind).transpose()?)
     }
 }
 

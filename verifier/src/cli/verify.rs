@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 
-use super::{runtime, seconds, stop_after, BudgetArgs, ReportArgs, Status};
+use super::{runtime, seconds, stop_after, BudgetArgs, MetricsArgs, ReportArgs, Status};
 use crate::{
     checks,
     config::{
@@ -16,9 +16,11 @@ use crate::{
     flows::{collect, FlowTable},
     measure::{
         budget::{BudgetSettings, VmSize},
+        live::Evaluator,
         migration::group,
         verdict::Expectations,
     },
+    metrics::{Exposition, Metrics},
     report,
 };
 
@@ -73,8 +75,13 @@ pub struct Args {
     #[command(flatten)]
     budget: BudgetArgs,
     #[command(flatten)]
+    metrics: MetricsArgs,
+    #[command(flatten)]
     report: ReportArgs,
 }
+
+/// How often the metrics page is brought up to date.
+const METRICS_REFRESH: Duration = Duration::from_secs(1);
 
 /// When to stop waiting for migrations.
 struct StopRule {
@@ -181,6 +188,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         args.cidr.clone()
     };
     let vlan = args.vlan.or(from_config.vlan);
+    let listener = args.metrics.bind()?;
     let mut dataplane = Dataplane::load()?;
     for cidr in &cidrs {
         dataplane.add_cidr(*cidr)?;
@@ -199,24 +207,69 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         last_payload: 0,
         last_progress: None,
     };
-    let collected = runtime()?.block_on(async {
-        let (_, requests) = mpsc::channel(1);
-        collect(
-            &mut dataplane,
-            &endpoints,
-            Duration::from_millis(args.interval_ms),
-            requests,
-            stop_after(duration),
-            |table, _, at| rule.done(table, &endpoints, at),
-        )
-        .await
-    })?;
-    dataplane.detach_all();
     let expectations = Expectations {
         cidrs,
         vlan,
         expect_traffic: !endpoints.is_empty(),
     };
+    // With --metrics-listen, the live evaluation `watch` shows feeds the page.
+    let page = Exposition::default();
+    let mut live = listener.is_some().then(|| {
+        (
+            Evaluator::new(
+                endpoints.clone(),
+                settings.clone(),
+                size.clone(),
+                expectations.clone(),
+                args.interval_ms,
+            ),
+            Metrics::new(),
+        )
+    });
+    let mut last_metrics: Option<Duration> = None;
+    let collected = runtime()?.block_on(async {
+        if let Some(listener) = listener {
+            eprintln!(
+                "migverify: metrics at http://{}/metrics",
+                listener.local_addr()?
+            );
+            tokio::spawn(crate::metrics::serve(listener, page.clone()));
+        }
+        let (_, requests) = mpsc::channel(1);
+        Ok::<_, anyhow::Error>(
+            collect(
+                &mut dataplane,
+                &endpoints,
+                Duration::from_millis(args.interval_ms),
+                requests,
+                stop_after(duration),
+                |tick| {
+                    if let Some((evaluator, metrics)) = live.as_mut() {
+                        if last_metrics.is_none_or(|last| tick.at >= last + METRICS_REFRESH) {
+                            last_metrics = Some(tick.at);
+                            let neighbors = tick.dataplane.neighbors().unwrap_or_default();
+                            let snapshot = evaluator.evaluate(
+                                tick.table,
+                                tick.slots,
+                                &neighbors,
+                                tick.at.as_millis() as u64,
+                            );
+                            page.set(metrics.render(
+                                &snapshot,
+                                tick.table,
+                                tick.slots,
+                                tick.dataplane,
+                                tick.events_dropped,
+                            ));
+                        }
+                    }
+                    rule.done(tick.table, &endpoints, tick.at)
+                },
+            )
+            .await?,
+        )
+    })?;
+    dataplane.detach_all();
     if settings.source == "KubeVirt defaults" {
         assumptions.push(
             "budgets: KubeVirt's defaults (completionTimeoutPerGiB 150 s, progressTimeout 150 s); give the \
@@ -238,7 +291,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
 
 /// The size KubeVirt budgets a VMI by: `spec.domain.memory.guest`, else
 /// `spec.domain.resources.requests.memory`.
-fn vmi_memory(path: &std::path::Path) -> anyhow::Result<Option<VmSize>> {
+pub(super) fn vmi_memory(path: &std::path::Path) -> anyhow::Result<Option<VmSize>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let value: serde_json::Value =

@@ -103,6 +103,9 @@ pub struct Attachment {
     pub spec: AttachSpec,
     pub ifindex: u32,
     pub mode: AttachMode,
+    /// The interface's MTU when it was attached: a diagnosis weighs the
+    /// segment sizes seen against it.
+    pub mtu: Option<u32>,
     links: [SchedClassifierLinkId; 2],
 }
 
@@ -194,12 +197,13 @@ impl Dataplane {
                     .expect("only a namespace can fail to enter"),
                 source,
             })??;
-        let (ifindex, mode, links) = attached;
+        let (ifindex, mode, mtu, links) = attached;
         self.attachments.push(Attachment {
             slot,
             spec,
             ifindex,
             mode,
+            mtu,
             links,
         });
         Ok(self.attachments.last().expect("just pushed"))
@@ -257,7 +261,7 @@ impl Drop for Dataplane {
     }
 }
 
-type Attached = (u32, AttachMode, [SchedClassifierLinkId; 2]);
+type Attached = (u32, AttachMode, Option<u32>, [SchedClassifierLinkId; 2]);
 
 /// Runs inside the interface's namespace.
 fn attach_slot(
@@ -310,7 +314,7 @@ fn attach_slot(
         }
     }
     let links: [SchedClassifierLinkId; 2] = links.try_into().expect("one link per direction");
-    Ok((ifindex, mode, links))
+    Ok((ifindex, mode, mtu(&spec.iface), links))
 }
 
 /// Runs inside the interface's namespace.
@@ -344,6 +348,34 @@ fn ifindex(iface: &str) -> Option<u32> {
     // SAFETY: valid NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
     (index != 0).then_some(index)
+}
+
+/// The MTU of `iface` in this thread's namespace (a socket belongs to the
+/// namespace it was made in; /sys shows the mount's, not the thread's).
+fn mtu(iface: &str) -> Option<u32> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    // SAFETY: plain syscall; the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid ifreq.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = iface.as_bytes();
+    if name.len() >= request.ifr_name.len() {
+        return None;
+    }
+    for (to, from) in request.ifr_name.iter_mut().zip(name) {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the name and writes the MTU into `request`.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &mut request) } != 0 {
+        return None;
+    }
+    // SAFETY: the kernel filled the MTU member.
+    u32::try_from(unsafe { request.ifr_ifru.ifru_mtu }).ok()
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.

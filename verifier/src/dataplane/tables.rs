@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use verifier_ebpf::{
     stat, Addr, CidrData, CidrTable, EndpointInfo, EndpointKey, FastCidr, FlowKey, FlowKeyV4,
-    FlowStats, Reason, SlotConfig, SlotRole, FAMILY_V4, FAMILY_V6, FAST_CIDRS,
+    FlowStats, NeighborKey, NeighborStats, Reason, SlotConfig, SlotRole, FAMILY_V4, FAMILY_V6,
+    FAST_CIDRS,
 };
 
 use super::{Dataplane, DataplaneError, Role};
@@ -185,6 +186,15 @@ impl Dataplane {
             .map(|(key, stats)| (key.to_key(), stats))
             .chain(v6.iter().filter_map(Result::ok))
             .collect())
+    }
+
+    /// ARP requests and replies per IPv4 address and hook.
+    pub fn neighbors(&self) -> Result<Vec<(NeighborKey, NeighborStats)>, DataplaneError> {
+        const MAP: &str = "NEIGHBORS";
+        let map = HashMap::<_, NeighborKey, NeighborStats>::try_from(self.map(MAP))
+            .map_err(|source| DataplaneError::Map { map: MAP, source })?;
+        // An entry evicted between listing and reading is simply gone.
+        Ok(map.iter().filter_map(Result::ok).collect())
     }
 
     pub fn stats(&self) -> Result<DataplaneStats, DataplaneError> {

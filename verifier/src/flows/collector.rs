@@ -17,7 +17,8 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 use verifier_ebpf::{
-    Channel, FlowEvent, Reason, EVENT_NEW_FLOW, EVENT_RST, EVENT_RTT, EVENT_WRONG_ROLE,
+    Channel, FlowEvent, NeighborKey, NeighborStats, Reason, EVENT_NEW_FLOW, EVENT_RST, EVENT_RTT,
+    EVENT_WRONG_ROLE,
 };
 
 use super::{reason_name, FlowTable, SlotInfo};
@@ -57,18 +58,32 @@ pub struct Collected {
     pub stats: DataplaneStats,
     pub endpoints: HashSet<SocketAddr>,
     pub duration: Duration,
+    /// ARP per address and hook, read at the end.
+    pub neighbors: Vec<(NeighborKey, NeighborStats)>,
+}
+
+/// What `on_tick` sees after each interval's read.
+pub struct Tick<'a> {
+    pub table: &'a FlowTable,
+    pub slots: &'a [Option<SlotInfo>],
+    /// Since the collection started.
+    pub at: Duration,
+    /// For what else the data plane keeps: statistics, ARP, hook counters.
+    pub dataplane: &'a Dataplane,
+    /// Events over the cap so far.
+    pub events_dropped: u64,
 }
 
 /// Runs until `stop` resolves or `on_tick` returns true, then reads
-/// everything one final time. `on_tick` sees the table after each
-/// interval's read.
+/// everything one final time. `on_tick` sees the table (and the data
+/// plane) after each interval's read.
 pub async fn collect(
     dataplane: &mut Dataplane,
     initial_endpoints: &[Endpoint],
     interval: Duration,
     mut endpoint_requests: mpsc::Receiver<EndpointRequest>,
     stop: impl Future<Output = ()>,
-    mut on_tick: impl FnMut(&FlowTable, &[Option<SlotInfo>], Duration) -> bool,
+    mut on_tick: impl FnMut(&Tick) -> bool,
 ) -> Result<Collected, DataplaneError> {
     let mut state = State {
         started: Instant::now(),
@@ -109,7 +124,14 @@ pub async fn collect(
                 // RTT samples come without wakeups: take them with each read.
                 state.drain(ring.get_mut(), dataplane)?;
                 let at = state.read_flows(dataplane)?;
-                if on_tick(&state.table, &state.slots, at) {
+                let tick = Tick {
+                    table: &state.table,
+                    slots: &state.slots,
+                    at,
+                    dataplane,
+                    events_dropped: state.events_dropped,
+                };
+                if on_tick(&tick) {
                     break;
                 }
             }
@@ -126,6 +148,7 @@ pub async fn collect(
         stats: dataplane.stats()?,
         endpoints: state.endpoints,
         duration,
+        neighbors: dataplane.neighbors()?,
     })
 }
 

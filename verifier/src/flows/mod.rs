@@ -15,7 +15,7 @@ use verifier_ebpf::{
     Channel, Direction, FlowKey, FlowStats, Reason, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK,
 };
 
-pub use self::collector::{collect, Collected, EndpointRequest, FlowEventRecord};
+pub use self::collector::{collect, Collected, EndpointRequest, FlowEventRecord, Tick};
 use crate::{
     config::endpoints::channel_name,
     dataplane::{from_addr, Attachment, Role},
@@ -34,6 +34,8 @@ pub struct SlotInfo {
     pub interface: String,
     pub netns: Option<String>,
     pub role: Role,
+    /// The interface's MTU when it was attached.
+    pub mtu: Option<u32>,
 }
 
 impl SlotInfo {
@@ -42,6 +44,15 @@ impl SlotInfo {
             interface: attachment.spec.iface.clone(),
             netns: attachment.spec.netns.as_ref().map(ToString::to_string),
             role: attachment.spec.role,
+            mtu: attachment.mtu,
+        }
+    }
+
+    /// `IFACE@NETNS`, or `IFACE` in migverify's own namespace.
+    pub fn name(&self) -> String {
+        match &self.netns {
+            Some(ns) => format!("{}@{ns}", self.interface),
+            None => self.interface.clone(),
         }
     }
 }
@@ -63,6 +74,55 @@ struct Observation {
     forward: bool,
 }
 
+/// One place a connection was seen, as diagnoses read it.
+#[derive(Clone, Copy, Debug)]
+pub struct Seen<'a> {
+    pub slot: u8,
+    /// A [`Direction`] value: which way the packets crossed the hook.
+    pub direction: u8,
+    /// Packets from client to server (for migrations: source to target).
+    pub forward: bool,
+    pub stats: &'a FlowStats,
+}
+
+/// When one direction of a connection last moved, in milliseconds since
+/// the collection started (read to read, so at the interval's resolution):
+/// a live diagnosis asks "since when", which totals cannot say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// New payload (the sequence advanced).
+    pub payload_ms: Option<u64>,
+    pub retransmit_ms: Option<u64>,
+    /// Retransmissions since new payload last moved: a sender that keeps
+    /// resending without getting further is not being acknowledged.
+    pub retransmits_since_payload: u64,
+    /// A zero receive window advertised in this direction.
+    pub zero_window_ms: Option<u64>,
+    payload: u64,
+    retransmits: u64,
+    zero_windows: u64,
+}
+
+impl Activity {
+    fn update(&mut self, payload: u64, retransmits: u64, zero_windows: u64, at_ms: u64) {
+        if payload > self.payload {
+            self.payload_ms = Some(at_ms);
+            self.retransmits_since_payload = 0;
+        } else if retransmits > self.retransmits {
+            self.retransmits_since_payload += retransmits - self.retransmits;
+        }
+        if retransmits > self.retransmits {
+            self.retransmit_ms = Some(at_ms);
+        }
+        if zero_windows > self.zero_windows {
+            self.zero_window_ms = Some(at_ms);
+        }
+        self.payload = self.payload.max(payload);
+        self.retransmits = self.retransmits.max(retransmits);
+        self.zero_windows = self.zero_windows.max(zero_windows);
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Connection {
     pub key: ConnKey,
@@ -80,6 +140,10 @@ pub struct Connection {
     /// When the connection was first seen closed or reset (ms since the
     /// collection started): the end of its time, whatever moved last.
     pub closed_at_ms: Option<u64>,
+    /// When the connection was first read (ms since the collection started).
+    pub first_seen_ms: Option<u64>,
+    /// `[forward, reverse]`: when each direction last moved.
+    pub activity: [Activity; 2],
 }
 
 impl Connection {
@@ -115,7 +179,18 @@ impl Connection {
         self.orientation_max(true, zero) + self.orientation_max(false, zero)
     }
 
-    fn seen(&self) -> u8 {
+    /// Every place and direction the connection was seen.
+    pub fn observations(&self) -> impl Iterator<Item = Seen<'_>> {
+        self.observations.iter().map(|(o, stats)| Seen {
+            slot: o.slot,
+            direction: o.direction,
+            forward: o.forward,
+            stats,
+        })
+    }
+
+    /// The `SEEN_*` bits of every place it was seen.
+    pub fn seen(&self) -> u8 {
         self.observations.values().fold(0, |seen, s| seen | s.seen)
     }
 
@@ -143,13 +218,26 @@ impl Connection {
 
     /// Frame bytes by interface role: per role and direction, the best view.
     pub fn bytes_by_role(&self, slots: &[Option<SlotInfo>]) -> BytesByRole {
+        self.by_role(slots, |s| s.bytes)
+    }
+
+    /// Wire segments by interface role, counted as bytes are.
+    pub fn packets_by_role(&self, slots: &[Option<SlotInfo>]) -> BytesByRole {
+        self.by_role(slots, |s| s.packets)
+    }
+
+    fn by_role(
+        &self,
+        slots: &[Option<SlotInfo>],
+        field: impl Fn(&FlowStats) -> u64,
+    ) -> BytesByRole {
         let mut by_role = BytesByRole::default();
         for role in [Role::Migration, Role::Bridge, Role::Primary, Role::Other] {
             let of_role = |forward: bool| {
                 self.observations
                     .iter()
                     .filter(|(o, _)| o.forward == forward && slot_role(slots, o.slot) == role)
-                    .map(|(_, s)| s.bytes)
+                    .map(|(_, s)| field(s))
                     .max()
                     .unwrap_or(0)
             };
@@ -263,6 +351,8 @@ impl FlowTable {
             rtt_us: Vec::new(),
             rtt_dropped: 0,
             closed_at_ms: None,
+            first_seen_ms: None,
+            activity: [Activity::default(); 2],
         })
     }
 
@@ -288,6 +378,18 @@ impl FlowTable {
                 server: src,
             }
         };
+        // A connection already known keeps its orientation.
+        let reversed = ConnKey {
+            client: conn_key.server,
+            server: conn_key.client,
+        };
+        let conn_key = if !self.connections.contains_key(&conn_key)
+            && self.connections.contains_key(&reversed)
+        {
+            reversed
+        } else {
+            conn_key
+        };
         let connection = self.entry(conn_key, channel, reason);
         if connection.rtt_us.len() < RTT_CAP {
             connection
@@ -296,6 +398,55 @@ impl FlowTable {
         } else {
             connection.rtt_dropped += 1;
         }
+    }
+
+    /// The connection a flow entry belongs to, and whether its packets go
+    /// client to server. A guess (no endpoint, no SYN) follows a connection
+    /// already known either way round; evidence (an endpoint, a SYN or
+    /// SYN-ACK) wins over an earlier guess, whose entry is folded in.
+    fn orient(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        stats: &FlowStats,
+        endpoints: &HashSet<SocketAddr>,
+    ) -> (ConnKey, bool) {
+        let forward = orientation(src, dst, stats, endpoints);
+        let key = |forward: bool| {
+            if forward {
+                ConnKey {
+                    client: src,
+                    server: dst,
+                }
+            } else {
+                ConnKey {
+                    client: dst,
+                    server: src,
+                }
+            }
+        };
+        let (chosen, reversed) = (key(forward), key(!forward));
+        let evidence = endpoints.contains(&src)
+            || endpoints.contains(&dst)
+            || stats.seen & (SEEN_SYN | SEEN_SYN_ACK) != 0;
+        if !self.connections.contains_key(&reversed) {
+            return (chosen, forward);
+        }
+        if !evidence && !self.connections.contains_key(&chosen) {
+            return (reversed, !forward);
+        }
+        // The earlier guess was wrong: its observations, turned round, and
+        // its RTT samples belong here.
+        if let Some(stray) = self.connections.remove(&reversed) {
+            let connection = self.entry(chosen, stray.channel as u8, stray.reason as u8);
+            for (mut observation, stats) in stray.observations {
+                observation.forward = !observation.forward;
+                connection.observations.entry(observation).or_insert(stats);
+            }
+            connection.rtt_us.extend(stray.rtt_us);
+            connection.rtt_dropped += stray.rtt_dropped;
+        }
+        (chosen, forward)
     }
 
     /// Folds a full read of the flow map in; `at_ms` stamps the interval's
@@ -310,18 +461,7 @@ impl FlowTable {
         for (key, stats) in flows {
             let src = SocketAddr::new(from_addr(&key.src, key.family), key.sport);
             let dst = SocketAddr::new(from_addr(&key.dst, key.family), key.dport);
-            let forward = orientation(src, dst, stats, endpoints);
-            let conn_key = if forward {
-                ConnKey {
-                    client: src,
-                    server: dst,
-                }
-            } else {
-                ConnKey {
-                    client: dst,
-                    server: src,
-                }
-            };
+            let (conn_key, forward) = self.orient(src, dst, stats, endpoints);
             let connection = self.entry(conn_key, stats.channel, stats.reason);
             // The strongest reason and a known channel win.
             if let Some(reason) =
@@ -343,6 +483,13 @@ impl FlowTable {
             if connection.closed_at_ms.is_none() && matches!(connection.state(), "closed" | "reset")
             {
                 connection.closed_at_ms = Some(at_ms);
+            }
+            connection.first_seen_ms.get_or_insert(at_ms);
+            for (index, forward) in [true, false].into_iter().enumerate() {
+                let payload = connection.orientation_max(forward, |s| s.unique_payload_bytes);
+                let retransmits = connection.orientation_max(forward, |s| s.retransmits);
+                let zero_windows = connection.orientation_max(forward, |s| s.zero_windows);
+                connection.activity[index].update(payload, retransmits, zero_windows, at_ms);
             }
             let payload = connection.payload_bytes();
             let delta = payload.saturating_sub(connection.last_payload);
@@ -463,6 +610,7 @@ mod tests {
                 interface: interface.into(),
                 netns: None,
                 role,
+                mtu: Some(1500),
             })
         };
         vec![
@@ -516,6 +664,61 @@ mod tests {
         assert_eq!(conn.key.client.ip(), "10.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(conn.state(), "syn-sent");
         assert_eq!(conn.bytes_by_role(&slots()).primary, 60);
+    }
+
+    #[test]
+    fn an_rtt_sample_before_the_first_read_joins_its_connection() {
+        // Ports that make the guess without endpoints or a SYN wrong: the
+        // client's ephemeral port is the lower one.
+        let (c, s) = ("10.200.5.11:35000", "10.200.5.12:43000");
+        let mut table = FlowTable::default();
+        let echo = key(s, c, 0, Direction::Ingress);
+        table.record_rtt(&echo, 0, 2, 50_000, &HashSet::new());
+        let mut syn = stats(60, 0);
+        syn.seen = SEEN_SYN;
+        table.update(
+            &[(key(c, s, 0, Direction::Egress), syn)],
+            &HashSet::new(),
+            100,
+        );
+        assert_eq!(table.len(), 1);
+        let conn = table.connections().next().unwrap();
+        assert_eq!(conn.key.server, s.parse().unwrap());
+        assert_eq!(conn.rtt_us, [50]);
+        // Later samples find it whichever way they come.
+        table.record_rtt(&echo, 0, 2, 70_000, &HashSet::new());
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.connections().next().unwrap().rtt_us, [50, 70]);
+    }
+
+    #[test]
+    fn a_guess_made_without_evidence_is_corrected_by_it() {
+        let (c, s) = ("10.200.5.11:35000", "10.200.5.12:43000");
+        let mut table = FlowTable::default();
+        // Mid-stream, no SYN, no endpoint: the lower port is taken to serve.
+        let data = key(c, s, 1, Direction::Ingress);
+        table.update(&[(data, stats(1000, 900))], &HashSet::new(), 100);
+        assert_eq!(
+            table.connections().next().unwrap().key.server,
+            c.parse().unwrap()
+        );
+        // The endpoint, published later, settles it: one connection.
+        let endpoints = HashSet::from([s.parse().unwrap()]);
+        let mut syn = stats(2000, 1900);
+        syn.seen = SEEN_SYN;
+        table.update(
+            &[
+                (data, stats(1000, 900)),
+                (key(c, s, 0, Direction::Egress), syn),
+            ],
+            &endpoints,
+            200,
+        );
+        assert_eq!(table.len(), 1);
+        let conn = table.connections().next().unwrap();
+        assert_eq!(conn.key.server, s.parse().unwrap());
+        assert_eq!(conn.forward_payload_bytes(), 1900);
+        assert_eq!(conn.interfaces(&slots()).len(), 2);
     }
 
     #[test]

@@ -275,7 +275,7 @@ pub fn migrate_observed(
             async {
                 let _ = migration_done.await;
             },
-            |_, _, _| false,
+            |_| false,
         ));
         (
             migration

@@ -1,5 +1,6 @@
 //! PASS, WARN or FAIL, with the reasons: each a stable ID, a message that
-//! says what it means, and the evidence it rests on.
+//! says what it means, and the evidence it rests on. The named causes of a
+//! stuck or slow migration come from [`super::diagnosis`] and join these.
 
 use std::net::IpAddr;
 
@@ -60,31 +61,8 @@ pub struct Judged<'a> {
 }
 
 pub fn judge(migrations: &[Judged], expectations: &Expectations) -> Vec<Reason> {
+    // Missing traffic and the fallback are named causes: see diagnosis.rs.
     let mut reasons = Vec::new();
-    if migrations.is_empty() {
-        // With published endpoints, silence is a failure; without, nothing
-        // was there to judge, which is no pass either.
-        let (severity, message) = if expectations.expect_traffic {
-            (
-                Severity::Error,
-                "endpoints were published but no migration packet crossed an observed interface: check that \
-                 migverify watches the right interfaces and that the migration started",
-            )
-        } else {
-            (
-                Severity::Warning,
-                "no migration traffic was seen: give the migration's endpoints (--vmi, --endpoint) or the \
-                 migration network's CIDR (--cidr), and watch while a migration runs",
-            )
-        };
-        reasons.push(Reason {
-            id: "traffic.none",
-            severity,
-            message: message.into(),
-            migration: None,
-            evidence: json!({}),
-        });
-    }
     for judged in migrations {
         judge_one(judged, expectations, &mut reasons);
     }
@@ -109,29 +87,6 @@ fn judge_one(judged: &Judged, expectations: &Expectations, reasons: &mut Vec<Rea
             evidence,
         })
     };
-    if f.bytes_by_role.primary > 0 {
-        let on: Vec<String> = f
-            .bytes_by_interface
-            .iter()
-            .filter(|i| i.role == crate::dataplane::Role::Primary)
-            .map(|i| {
-                i.netns
-                    .as_ref()
-                    .map_or(i.interface.clone(), |ns| format!("{}@{ns}", i.interface))
-            })
-            .collect();
-        add(
-            "fallback.primary-network",
-            Severity::Error,
-            format!(
-                "{} bytes of this migration crossed the primary (pod) network on {}: virt-handler did not use \
-                 the migration network (is migration0 missing from the virt-handler pod?)",
-                f.bytes_by_role.primary,
-                on.join(", ")
-            ),
-            json!({ "bytes_by_role": f.bytes_by_role, "interfaces": on }),
-        );
-    }
     if !expectations.cidrs.is_empty() {
         let outside: Vec<&String> = f
             .targets
@@ -224,15 +179,26 @@ fn judge_one(judged: &Judged, expectations: &Expectations, reasons: &mut Vec<Rea
             add(
                 "budget.completion",
                 Severity::Error,
-                format!(
-                    "at the observed {} a {} migration takes {projected:.0} s, beyond its completion budget of {limit:.0} s \
-                     (completionTimeoutPerGiB {} x {} units of 10^9 bytes); it needs at least {}",
-                    rate(b.observed_rate_bps),
-                    bytes(b.size_bytes),
-                    b.completion_timeout_per_gib,
-                    b.size_units,
-                    rate(b.min_rate_bps)
-                ),
+                // Histograms record at least 1 bit/s: a median of 1 is no
+                // rate, it is a migration that stood still most of the time.
+                if b.observed_rate_bps <= 1 {
+                    format!(
+                        "no payload moved in most intervals (median rate 0): at that rate a {} migration never \
+                         completes within its budget of {limit:.0} s; it needs at least {}",
+                        bytes(b.size_bytes),
+                        rate(b.min_rate_bps)
+                    )
+                } else {
+                    format!(
+                        "at the observed {} a {} migration takes {projected:.0} s, beyond its completion budget of \
+                         {limit:.0} s (completionTimeoutPerGiB {} x {} units of 10^9 bytes); it needs at least {}",
+                        rate(b.observed_rate_bps),
+                        bytes(b.size_bytes),
+                        b.completion_timeout_per_gib,
+                        b.size_units,
+                        rate(b.min_rate_bps)
+                    )
+                },
                 evidence,
             );
         } else if projected > NEAR_BUDGET * limit {

@@ -17,8 +17,9 @@ use crate::{
     flows::Collected,
     measure::{
         budget::{budget, BudgetReport, BudgetSettings, VmSize},
+        diagnosis::{diagnose, Phase, Scene, Subject},
         migration::{figures, group, Figures},
-        verdict::{judge, verdict, Expectations, Judged, Reason, Verdict},
+        verdict::{judge, sort, verdict, Expectations, Judged, Reason, Verdict},
     },
 };
 
@@ -99,6 +100,27 @@ pub fn build(inputs: Inputs) -> Report {
         })
         .collect();
     let mut reasons = judge(&judged, inputs.expectations);
+    let subjects: Vec<Subject> = groups
+        .iter()
+        .zip(&migrations)
+        .map(|(group, m)| Subject {
+            group,
+            figures: &m.figures,
+            budget: &m.budget,
+        })
+        .collect();
+    let scene = Scene {
+        table: &inputs.collected.table,
+        slots: &inputs.collected.slots,
+        endpoints: inputs.endpoints,
+        neighbors: &inputs.collected.neighbors,
+        expectations: inputs.expectations,
+        now_ms: inputs.collected.duration.as_millis() as u64,
+        endpoints_since_ms: 0,
+        phase: Phase::Final,
+    };
+    reasons.extend(diagnose(&scene, &subjects));
+    sort(&mut reasons);
     let stats = inputs.collected.stats;
     if stats.flow_table_full + stats.events_lost + inputs.collected.events_dropped > 0 {
         reasons.push(Reason {

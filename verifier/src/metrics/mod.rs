@@ -1,0 +1,474 @@
+//! Prometheus exposition of what migverify measures while it runs
+//! (`--metrics-listen` on `watch` and `verify`): per migration and role,
+//! throughput and RTT histograms, stalls, the verdict and the named causes,
+//! and migverify's own health. Every metric is documented in
+//! docs/metrics.md.
+//!
+//! Counters and histograms are fed incrementally (each progress interval
+//! and RTT sample once) so they only grow, as Prometheus expects, even
+//! though the measurements behind them are recomputed every time.
+
+pub mod server;
+mod text;
+
+use std::collections::{BTreeMap, HashMap};
+
+pub use self::server::{bind, serve, BindError, Exposition, ListenAddr};
+use self::text::{Histogram, Kind, Page};
+use crate::{
+    dataplane::{AttachMode, Dataplane, DataplaneStats},
+    flows::{BytesByRole, ConnKey, FlowTable, SlotInfo},
+    measure::{live::Snapshot, verdict::Verdict},
+};
+
+/// Payload rate buckets, bytes per second: 1 Mbit/s to 40 Gbit/s.
+const THROUGHPUT_BOUNDS: &[f64] = &[
+    125e3, 1.25e6, 12.5e6, 31.25e6, 62.5e6, 125e6, 312.5e6, 625e6, 1.25e9, 2.5e9, 5e9,
+];
+/// RTT buckets, seconds: 50 us to 1 s.
+const RTT_BOUNDS: &[f64] = &[
+    50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
+    1.0,
+];
+const VERDICTS: [(Verdict, &str); 3] = [
+    (Verdict::Pass, "PASS"),
+    (Verdict::Warn, "WARN"),
+    (Verdict::Fail, "FAIL"),
+];
+
+/// Per migration, what only grows.
+struct MigrationState {
+    throughput: Histogram,
+    /// Progress intervals up to here are in the histogram.
+    throughput_until_ms: u64,
+    rtt: Histogram,
+    /// Counters keyed by (metric, label): the highest value seen.
+    counters: BTreeMap<(&'static str, &'static str), u64>,
+}
+
+/// The metrics of one run, updated from each snapshot.
+pub struct Metrics {
+    migrations: BTreeMap<String, MigrationState>,
+    /// RTT samples per connection already observed into a histogram.
+    rtt_seen: HashMap<ConnKey, usize>,
+    /// Every (migration, cause id) ever reported, with its severity: a
+    /// cause that no longer holds reads 0 rather than vanishing.
+    causes: BTreeMap<(String, &'static str), &'static str>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Metrics {
+            migrations: BTreeMap::new(),
+            rtt_seen: HashMap::new(),
+            causes: BTreeMap::new(),
+        }
+    }
+
+    /// The exposition page for `snapshot`, with the data plane's health.
+    pub fn render(
+        &mut self,
+        snapshot: &Snapshot,
+        table: &FlowTable,
+        slots: &[Option<SlotInfo>],
+        dataplane: &Dataplane,
+        events_dropped: u64,
+    ) -> String {
+        self.feed(snapshot, table, slots);
+        let mut page = Page::default();
+        self.migration_families(&mut page, snapshot);
+        self.verdict_families(&mut page, snapshot);
+        health(&mut page, dataplane, events_dropped);
+        page.finish()
+    }
+
+    fn feed(&mut self, snapshot: &Snapshot, table: &FlowTable, slots: &[Option<SlotInfo>]) {
+        for row in &snapshot.migrations {
+            let Some(figures) = &row.figures else {
+                continue;
+            };
+            let state = self
+                .migrations
+                .entry(row.id.clone())
+                .or_insert_with(|| MigrationState {
+                    throughput: Histogram::new(THROUGHPUT_BOUNDS),
+                    throughput_until_ms: 0,
+                    rtt: Histogram::new(RTT_BOUNDS),
+                    counters: BTreeMap::new(),
+                });
+            // Only intervals behind the latest one: the latest can still
+            // be the end of the observation, not of an interval.
+            for interval in &figures.progress {
+                if interval.at_ms > state.throughput_until_ms && interval.at_ms < snapshot.at_ms {
+                    state
+                        .throughput
+                        .observe(interval.bits_per_second() as f64 / 8.0);
+                    state.throughput_until_ms = interval.at_ms;
+                }
+            }
+            let mut packets = BytesByRole::default();
+            for connection in table
+                .connections()
+                .filter(|c| figures.targets.contains(&c.key.server.to_string()))
+            {
+                let seen = self.rtt_seen.entry(connection.key).or_insert(0);
+                for sample in &connection.rtt_us[(*seen).min(connection.rtt_us.len())..] {
+                    state.rtt.observe(f64::from(*sample) / 1e6);
+                }
+                *seen = connection.rtt_us.len();
+                let p = connection.packets_by_role(slots);
+                packets.migration += p.migration;
+                packets.bridge += p.bridge;
+                packets.primary += p.primary;
+                packets.other += p.other;
+            }
+            let by_role = figures.bytes_by_role;
+            let mut set = |metric, label, value: u64| {
+                let counter = state.counters.entry((metric, label)).or_insert(0);
+                *counter = (*counter).max(value);
+            };
+            for (metric, values) in [("bytes", by_role), ("packets", packets)] {
+                for (role, value) in [
+                    ("migration", values.migration),
+                    ("bridge", values.bridge),
+                    ("primary", values.primary),
+                    ("other", values.other),
+                ] {
+                    set(metric, role, value);
+                }
+            }
+            set("payload", "to_target", figures.forward_payload_bytes);
+            set(
+                "payload",
+                "to_source",
+                figures.payload_bytes - figures.forward_payload_bytes,
+            );
+            set("retransmits", "", figures.retransmits);
+            set("zero_windows", "", figures.zero_windows);
+            set("resets", "", figures.resets as u64);
+        }
+        for cause in snapshot.all_causes() {
+            let migration = cause.migration.clone().unwrap_or_default();
+            self.causes
+                .insert((migration, cause.id), severity_name(cause.severity));
+        }
+    }
+
+    fn migration_families(&self, page: &mut Page, snapshot: &Snapshot) {
+        let counter =
+            |page: &mut Page, name: &str, help: &str, metric, label_name: Option<&str>| {
+                page.family(name, Kind::Counter, help);
+                for (id, state) in &self.migrations {
+                    for ((m, label), value) in &state.counters {
+                        if *m != metric {
+                            continue;
+                        }
+                        match label_name {
+                            Some(label_name) => page.sample(
+                                name,
+                                &[("migration", id), (label_name, label)],
+                                *value as f64,
+                            ),
+                            None => page.sample(name, &[("migration", id)], *value as f64),
+                        }
+                    }
+                }
+            };
+        counter(
+            page,
+            "migverify_migration_bytes_total",
+            "Frame bytes of the migration's connections by role of the interface they crossed (per role and direction the best view).",
+            "bytes",
+            Some("role"),
+        );
+        counter(
+            page,
+            "migverify_migration_payload_bytes_total",
+            "TCP payload of the migration, each byte once, retransmissions excluded, by direction.",
+            "payload",
+            Some("direction"),
+        );
+        counter(
+            page,
+            "migverify_migration_retransmits_total",
+            "TCP segments of the migration whose payload was sent before.",
+            "retransmits",
+            None,
+        );
+        counter(
+            page,
+            "migverify_migration_zero_windows_total",
+            "Segments of the migration advertising a zero receive window.",
+            "zero_windows",
+            None,
+        );
+        counter(
+            page,
+            "migverify_migration_resets_total",
+            "Connections of the migration that were reset.",
+            "resets",
+            None,
+        );
+        counter(
+            page,
+            "migverify_migration_packets_total",
+            "Wire segments of the migration's connections by role of the interface they crossed.",
+            "packets",
+            Some("role"),
+        );
+        page.family(
+            "migverify_migration_throughput_bytes_per_second",
+            Kind::Histogram,
+            "Payload rate of the migration per measurement interval (--interval-ms).",
+        );
+        for (id, state) in &self.migrations {
+            page.histogram(
+                "migverify_migration_throughput_bytes_per_second",
+                &[("migration", id)],
+                &state.throughput,
+            );
+        }
+        page.family(
+            "migverify_migration_rtt_seconds",
+            Kind::Histogram,
+            "Round-trip times of the migration's connections, from TCP timestamp echoes.",
+        );
+        for (id, state) in &self.migrations {
+            page.histogram(
+                "migverify_migration_rtt_seconds",
+                &[("migration", id)],
+                &state.rtt,
+            );
+        }
+        let gauge =
+            |page: &mut Page,
+             name: &str,
+             help: &str,
+             value: &dyn Fn(&crate::measure::live::MigrationRow) -> f64| {
+                page.family(name, Kind::Gauge, help);
+                for row in &snapshot.migrations {
+                    page.sample(name, &[("migration", &row.id)], value(row));
+                }
+            };
+        gauge(
+            page,
+            "migverify_migration_stall_seconds",
+            "Seconds since the migration's payload last moved, while a connection is open (0 while it moves).",
+            &|row| row.stall_s,
+        );
+        gauge(
+            page,
+            "migverify_migration_longest_stall_seconds",
+            "The longest time without payload progress so far.",
+            &|row| row.figures.as_ref().map_or(0.0, |f| f.longest_stall_s),
+        );
+        gauge(
+            page,
+            "migverify_migration_progress_timeout_seconds",
+            "KubeVirt's progressTimeout in force: a stall this long aborts the migration.",
+            &|row| row.progress_timeout_s as f64,
+        );
+        gauge(
+            page,
+            "migverify_migration_rate_bytes_per_second",
+            "Payload rate of the migration over the last second.",
+            &|row| row.rate_now_bps as f64 / 8.0,
+        );
+        gauge(
+            page,
+            "migverify_migration_connections",
+            "Connections of the migration seen so far.",
+            &|row| row.connections.len() as f64,
+        );
+    }
+
+    fn verdict_families(&self, page: &mut Page, snapshot: &Snapshot) {
+        page.family(
+            "migverify_verdict",
+            Kind::Gauge,
+            "1 for the verdict the causes that hold now give (PASS, WARN, FAIL), 0 for the others.",
+        );
+        for (verdict, name) in VERDICTS {
+            let value = f64::from(u8::from(snapshot.verdict == verdict));
+            page.sample("migverify_verdict", &[("verdict", name)], value);
+        }
+        page.family(
+            "migverify_migration_verdict",
+            Kind::Gauge,
+            "1 for the migration's verdict from its causes that hold now, 0 for the others.",
+        );
+        for row in &snapshot.migrations {
+            let own = crate::measure::verdict::verdict(&row.causes);
+            for (verdict, name) in VERDICTS {
+                let value = f64::from(u8::from(own == verdict));
+                page.sample(
+                    "migverify_migration_verdict",
+                    &[("migration", &row.id), ("verdict", name)],
+                    value,
+                );
+            }
+        }
+        page.family(
+            "migverify_diagnosis",
+            Kind::Gauge,
+            "1 while a named cause holds for a migration (id as in docs/verify.md), 0 once it no longer does.",
+        );
+        for ((migration, id), severity) in &self.causes {
+            let holds = snapshot
+                .all_causes()
+                .any(|c| c.id == *id && c.migration.as_deref().unwrap_or_default() == migration);
+            page.sample(
+                "migverify_diagnosis",
+                &[("migration", migration), ("id", id), ("severity", severity)],
+                f64::from(u8::from(holds)),
+            );
+        }
+    }
+}
+
+fn severity_name(severity: crate::measure::verdict::Severity) -> &'static str {
+    match severity {
+        crate::measure::verdict::Severity::Info => "info",
+        crate::measure::verdict::Severity::Warning => "warning",
+        crate::measure::verdict::Severity::Error => "error",
+    }
+}
+
+/// migverify's own state: attachments, per-interface counters, what the
+/// data plane could not keep.
+fn health(page: &mut Page, dataplane: &Dataplane, events_dropped: u64) {
+    page.family(
+        "migverify_attached",
+        Kind::Gauge,
+        "1 per interface migverify observes, with its role and how it is attached (tcx or clsact).",
+    );
+    for a in dataplane.attachments() {
+        let netns = a
+            .spec
+            .netns
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let mode = match a.mode {
+            AttachMode::Tcx => "tcx",
+            AttachMode::Clsact { .. } => "clsact",
+        };
+        page.sample(
+            "migverify_attached",
+            &[
+                ("interface", &a.spec.iface),
+                ("netns", &netns),
+                ("role", a.spec.role.as_str()),
+                ("mode", mode),
+            ],
+            1.0,
+        );
+    }
+    let mut packets = Vec::new();
+    let mut bytes = Vec::new();
+    for a in dataplane.attachments() {
+        let Ok(counters) = dataplane.hook_counters(a.slot) else {
+            continue;
+        };
+        let netns = a
+            .spec
+            .netns
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        for (direction, c) in ["ingress", "egress"].into_iter().zip(counters) {
+            let labels = [
+                a.spec.iface.clone(),
+                netns.clone(),
+                a.spec.role.as_str().to_string(),
+                direction.to_string(),
+            ];
+            packets.push((labels.clone(), c.packets));
+            bytes.push((labels, c.bytes));
+        }
+    }
+    for (name, help, values) in [
+        (
+            "migverify_interface_packets_total",
+            "Every packet at an observed interface, by direction (migration or not).",
+            &packets,
+        ),
+        (
+            "migverify_interface_bytes_total",
+            "Every frame byte at an observed interface, by direction (skb->len, as ip -s link counts).",
+            &bytes,
+        ),
+    ] {
+        page.family(name, Kind::Counter, help);
+        for ([iface, netns, role, direction], value) in values {
+            page.sample(
+                name,
+                &[
+                    ("interface", iface),
+                    ("netns", netns),
+                    ("role", role),
+                    ("direction", direction),
+                ],
+                *value as f64,
+            );
+        }
+    }
+    let stats = dataplane.stats().unwrap_or_default();
+    dataplane_families(page, &stats, events_dropped);
+}
+
+fn dataplane_families(page: &mut Page, stats: &DataplaneStats, events_dropped: u64) {
+    for (name, help, value) in [
+        (
+            "migverify_events_lost_total",
+            "Events the kernel could not queue because the ring buffer was full.",
+            stats.events_lost,
+        ),
+        (
+            "migverify_events_dropped_total",
+            "Events migverify read but did not keep (over its cap).",
+            events_dropped,
+        ),
+        (
+            "migverify_flow_table_full_total",
+            "Migration segments not accounted because the flow table was full.",
+            stats.flow_table_full,
+        ),
+        (
+            "migverify_endpoint_table_full_total",
+            "Endpoints learnt from cleartext streams that found the endpoint table full.",
+            stats.endpoints_full,
+        ),
+        (
+            "migverify_flows_classified_total",
+            "Flow entries made (one per connection x interface x direction).",
+            stats.flows_classified,
+        ),
+    ] {
+        page.family(name, Kind::Counter, help);
+        page.sample(name, &[], value as f64);
+    }
+    page.family(
+        "migverify_packets_skipped_total",
+        Kind::Counter,
+        "Packets the observers did not classify, by why (not IP, not TCP, headers truncated, a later IP fragment).",
+    );
+    for (reason, value) in [
+        ("not_ip", stats.not_ip),
+        ("not_tcp", stats.not_tcp),
+        ("truncated", stats.truncated),
+        ("fragment", stats.fragments),
+    ] {
+        page.sample(
+            "migverify_packets_skipped_total",
+            &[("reason", reason)],
+            value as f64,
+        );
+    }
+}
