@@ -423,8 +423,18 @@ fn iperf_client(target: &str, streams: u32, seconds: u32) -> anyhow::Result<f64>
         .with_context(|| format!("iperf3 reported no throughput: {}", report["error"]))
 }
 
-/// Time from nothing loaded to the observers on six hooks.
-pub fn attach_time(rounds: usize) -> anyhow::Result<Vec<f64>> {
+/// Time from nothing loaded to the observers on six hooks, and where it
+/// goes: loading the object (maps, BTF), verifying the twelve programs
+/// (one ingress and one egress per hook), and the attachments themselves.
+#[derive(Debug, Serialize)]
+pub struct AttachTime {
+    pub total_ms: Vec<f64>,
+    pub load_object_ms: Vec<f64>,
+    pub verify_programs_ms: Vec<f64>,
+    pub programs: usize,
+}
+
+pub fn attach_time(rounds: usize) -> anyhow::Result<AttachTime> {
     let config = bench_config(64);
     lab::up(&config, &quiet)?;
     let six: Vec<AttachSpec> = topology::observation_points(&config)
@@ -432,12 +442,29 @@ pub fn attach_time(rounds: usize) -> anyhow::Result<Vec<f64>> {
         .take(6)
         .collect();
     let result = (|| {
-        let mut times = Vec::new();
+        let mut times = AttachTime {
+            total_ms: Vec::new(),
+            load_object_ms: Vec::new(),
+            verify_programs_ms: Vec::new(),
+            programs: 2 * six.len(),
+        };
+        let ms = |since: Instant| since.elapsed().as_secs_f64() * 1000.0;
         for _ in 0..rounds {
             let started = Instant::now();
             let mut dataplane = Dataplane::load()?;
             dataplane.attach_all(&six)?;
-            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            times.total_ms.push(ms(started));
+            // The same steps apart: the object, then the programs' verification.
+            let started = Instant::now();
+            let mut dataplane = Dataplane::load()?;
+            times.load_object_ms.push(ms(started));
+            let started = Instant::now();
+            for slot in 0..six.len() {
+                for name in [format!("ingress_{slot:02}"), format!("egress_{slot:02}")] {
+                    dataplane.program_mut(&name).load()?;
+                }
+            }
+            times.verify_programs_ms.push(ms(started));
         }
         anyhow::Ok(times)
     })();

@@ -48,7 +48,7 @@ pub struct Results {
     pub per_packet: Vec<perpacket::Shape>,
     pub migration: labbench::MigrationBench,
     pub iperf3: labbench::IperfBench,
-    pub attach_ms: Vec<f64>,
+    pub attach: labbench::AttachTime,
     pub footprint: userspace::FootprintBench,
     pub flood: userspace::FloodBench,
 }
@@ -106,7 +106,7 @@ fn main() -> anyhow::Result<()> {
     );
     let per_packet = perpacket::run(rounds)?;
     eprintln!("bench: time to attach");
-    let attach_ms = labbench::attach_time(rounds)?;
+    let attach = labbench::attach_time(rounds)?;
     eprintln!("bench: flow table flood");
     let flood = userspace::flood(100_000)?;
     eprintln!(
@@ -125,7 +125,7 @@ fn main() -> anyhow::Result<()> {
         per_packet,
         migration,
         iperf3,
-        attach_ms,
+        attach,
         footprint,
         flood,
     };

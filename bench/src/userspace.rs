@@ -32,6 +32,10 @@ pub struct FootprintBench {
     /// CPU time of the verify process over wall time, in % of one core.
     pub cpu_percent_of_one_core: f64,
     pub peak_rss_mib: f64,
+    /// Peak RSS one second after start: attached, before any traffic.
+    pub rss_attached_mib: f64,
+    /// Flow entries the process read at each poll by the end (both tables).
+    pub flow_entries: u64,
     pub verdict: String,
     pub connections_reported: u64,
 }
@@ -95,6 +99,7 @@ fn footprint_up(
     std::thread::sleep(Duration::from_secs(1));
     let pid = verify.id();
     let cpu_before = cpu_seconds(pid).context("reading the verify process's CPU time")?;
+    let rss_attached_kib = proc_field(pid, "status", "VmHWM:").context("reading VmHWM")?;
 
     let target = config.target_address();
     let server_ns = Netns::parse(topology::NODE_B.virt_handler);
@@ -153,6 +158,10 @@ fn footprint_up(
         payload_bytes: payload,
         cpu_percent_of_one_core: cpu / elapsed * 100.0,
         peak_rss_mib: peak_rss_kib as f64 / 1024.0,
+        rss_attached_mib: rss_attached_kib as f64 / 1024.0,
+        flow_entries: report["dataplane"]["flows_classified"]
+            .as_u64()
+            .unwrap_or(0),
         verdict: report["verdict"].as_str().unwrap_or("?").to_string(),
         connections_reported: report["dataplane"]["connections"].as_u64().unwrap_or(0),
     })
