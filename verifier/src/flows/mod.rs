@@ -367,29 +367,8 @@ impl FlowTable {
     ) {
         let src = SocketAddr::new(from_addr(&key.src, key.family), key.sport);
         let dst = SocketAddr::new(from_addr(&key.dst, key.family), key.dport);
-        let conn_key = if orientation(src, dst, &FlowStats::default(), endpoints) {
-            ConnKey {
-                client: src,
-                server: dst,
-            }
-        } else {
-            ConnKey {
-                client: dst,
-                server: src,
-            }
-        };
-        // A connection already known keeps its orientation.
-        let reversed = ConnKey {
-            client: conn_key.server,
-            server: conn_key.client,
-        };
-        let conn_key = if !self.connections.contains_key(&conn_key)
-            && self.connections.contains_key(&reversed)
-        {
-            reversed
-        } else {
-            conn_key
-        };
+        // An echo carries no SYN: the same orientation rules as flow entries.
+        let (conn_key, _) = self.orient(src, dst, &FlowStats::default(), endpoints);
         let connection = self.entry(conn_key, channel, reason);
         if connection.rtt_us.len() < RTT_CAP {
             connection
