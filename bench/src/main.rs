@@ -24,12 +24,26 @@ struct Args {
     /// Fewer rounds and shorter runs: a smoke test, not figures to quote.
     #[arg(long)]
     pub quick: bool,
+    /// Run one part and print its figures as JSON; nothing is written.
+    #[arg(long, value_enum, value_name = "PART")]
+    only: Option<Part>,
     /// The migverify binary the footprint benchmark runs.
     #[arg(long, value_name = "PATH")]
     migverify: Option<PathBuf>,
     /// Workspace root (results and docs are written there).
     #[arg(long, value_name = "DIR", default_value = ".")]
     root: PathBuf,
+}
+
+/// The parts of a run, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    PerPacket,
+    Attach,
+    Flood,
+    Migration,
+    Iperf3,
+    Footprint,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,6 +114,20 @@ fn main() -> anyhow::Result<()> {
         (7, 9, 512, 3, 5, 60.0)
     };
 
+    if let Some(part) = args.only {
+        let figures = match part {
+            Part::PerPacket => serde_json::to_value(perpacket::run(rounds)?),
+            Part::Attach => serde_json::to_value(labbench::attach_time(rounds)?),
+            Part::Flood => serde_json::to_value(userspace::flood(100_000)?),
+            Part::Migration => serde_json::to_value(labbench::migration(migration_rounds, memory)?),
+            Part::Iperf3 => serde_json::to_value(labbench::iperf(iperf_rounds, iperf_seconds)?),
+            Part::Footprint => {
+                serde_json::to_value(userspace::footprint(&migverify, 16, footprint_s)?)
+            }
+        }?;
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+        return Ok(());
+    }
     eprintln!(
         "bench: per-packet cost ({rounds} rounds of {} repeats)",
         perpacket::REPEAT

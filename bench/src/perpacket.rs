@@ -48,6 +48,7 @@ fn best_and_median(samples: &mut [u64]) -> (u64, u64) {
 
 pub fn run(rounds: usize) -> anyhow::Result<Vec<Shape>> {
     let mut dataplane = Dataplane::load()?;
+    dataplane.load_classifier()?;
     for name in ["empty", "ingress_00"] {
         dataplane
             .program_mut(name)

@@ -184,6 +184,7 @@ pub struct FloodBench {
 /// migration flow made before keeps being counted.
 pub fn flood(flows: u32) -> anyhow::Result<FloodBench> {
     let mut dataplane = Dataplane::load()?;
+    dataplane.load_classifier()?;
     dataplane.program_mut("ingress_00").load()?;
     dataplane.add_endpoint(&"10.200.5.12:49152".parse()?)?;
     dataplane.add_cidr("10.0.0.0/8".parse()?)?;

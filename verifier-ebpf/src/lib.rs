@@ -7,11 +7,15 @@
 
 /// How many interfaces one migverify process can attach to.
 ///
-/// Each attachment gets a *slot*: its own pair of programs
-/// (`ingress_NN`/`egress_NN`) with the slot number compiled in. The slot,
+/// Each attachment gets a *slot*: its own pair of small programs
+/// (`ingress_NN`/`egress_NN`) with the slot number compiled in, which count
+/// the packet and hand it to the shared classifier. The slot,
 /// not the ifindex, identifies the interface in every map, because ifindexes
 /// repeat across network namespaces (every pod has its `eth0` at index 2).
 pub const MAX_SLOTS: u32 = 32;
+
+/// Where the shared classifier sits in the `CLASSIFIER` program array.
+pub const CLASSIFIER_INDEX: u32 = 0;
 
 /// Which way a packet crossed the hook.
 #[repr(u8)]
@@ -200,9 +204,10 @@ pub struct FlowStats {
     pub packets: u64,
     /// TCP payload that advanced the sequence: each byte once.
     pub unique_payload_bytes: u64,
-    /// TCP payload at or below the highest sequence already seen.
+    /// TCP payload at or below the highest sequence already seen, and not
+    /// filling a gap left by reordering.
     pub retransmitted_bytes: u64,
-    /// Segments with payload that did not advance the sequence.
+    /// Segments with payload that brought nothing new.
     pub retransmits: u64,
     /// Segments advertising a zero receive window.
     pub zero_windows: u64,
@@ -238,7 +243,14 @@ pub struct FlowStats {
     /// The MSS option of this direction's SYN (0: none seen), what the
     /// sender's interface MTU allows it to receive: set once per connection.
     pub mss: u16,
-    pub _pad2: [u8; 6],
+    pub _pad2: [u8; 2],
+    /// The newest gap below `seq_high` not filled yet, `[hole_start,
+    /// hole_end)` (equal: none). Segments of one flow handled on two CPUs
+    /// can arrive out of order; the late ones fill the gap and count as new
+    /// payload, not as retransmissions.
+    pub hole_start: u32,
+    pub hole_end: u32,
+    pub _pad3: [u8; 4],
 }
 
 /// Key of the `NEIGHBORS` map: an IPv4 address at one hook, either asked
@@ -372,7 +384,9 @@ pub mod stat {
     pub const EVENTS_LOST: u32 = 5;
     pub const ENDPOINTS_FULL: u32 = 6;
     pub const CLASSIFIED: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// Packets a hook could not hand to the classifier (not in place).
+    pub const UNCLASSIFIED: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
 #[cfg(feature = "user")]

@@ -5,6 +5,12 @@
 //! migration: direct packet access only, array maps (inlined by the
 //! verifier) as prefilters in front of every hash lookup, and the coarse
 //! clock only for flows that are kept.
+//!
+//! Each hook runs a small program of its own (`ingress_NN`/`egress_NN`, the
+//! slot compiled in) that counts the packet and tail-calls the one shared
+//! classifier for anything that may be IP or ARP. The kernel verifies the
+//! classifier once however many hooks there are: verifying it per hook cost
+//! over 100 ms each.
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -12,14 +18,16 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{classifier, map},
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{
+        lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf,
+    },
     programs::TcContext,
 };
 use verifier_ebpf::{
     hook_index, stat, Addr, Channel, CidrData, CidrTable, Direction, EndpointInfo, EndpointKey,
     FlowEvent, FlowKey, FlowKeyV4, FlowStats, HookCounters, NeighborKey, NeighborStats, Reason,
-    SlotConfig, SlotRole, EVENT_NEW_FLOW, EVENT_RST, EVENT_RTT, EVENT_WRONG_ROLE, FAMILY_V4,
-    FAMILY_V6, FAST_CIDRS, HOOK_ENTRIES, MAX_SLOTS, NEIGHBOR_ENTRIES, PORT_FILTER_WORDS,
+    SlotConfig, SlotRole, CLASSIFIER_INDEX, EVENT_NEW_FLOW, EVENT_RST, EVENT_RTT, EVENT_WRONG_ROLE,
+    FAMILY_V4, FAMILY_V6, FAST_CIDRS, HOOK_ENTRIES, MAX_SLOTS, NEIGHBOR_ENTRIES, PORT_FILTER_WORDS,
     RTT_SAMPLE_SPACING_NS, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK,
 };
 
@@ -62,6 +70,18 @@ static NEIGHBORS: LruHashMap<NeighborKey, NeighborStats> =
 
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// The shared classifier, at index [`CLASSIFIER_INDEX`]; user space puts it
+/// there before it attaches any hook.
+#[map]
+static CLASSIFIER: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// The hook (slot and direction) whose program tail-called the classifier
+/// on this CPU. Written right before the tail call and read right after it:
+/// a TC hook runs to completion on its CPU with bottom halves off, so no
+/// other packet can come in between.
+#[map]
+static CURRENT_HOOK: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -145,28 +165,57 @@ unsafe fn zero_in_place<T>(value: *mut T) {
     }
 }
 
+/// A hook's own work: count the packet, and hand what may be IP or ARP to
+/// the classifier. Everything else leaves here.
 #[inline(always)]
-fn observe(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
-    if let Some(counters) = HOOK_COUNTERS.get_ptr_mut(hook_index(slot, direction)) {
+fn enter(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
+    let hook = hook_index(slot, direction);
+    if let Some(counters) = HOOK_COUNTERS.get_ptr_mut(hook) {
         // SAFETY: this CPU's own entry; TC runs with preemption off.
         let counters = unsafe { &mut *counters };
         counters.packets += 1;
         counters.bytes += u64::from(ctx.len());
     }
-    // Most of what is not IP leaves here, before any other work.
     let Some(eth) = bytes::<14>(ctx, 0) else {
         bump(stat::TRUNCATED);
         return TC_ACT_UNSPEC;
     };
-    let ethertype = be16([eth[12], eth[13]]);
     if !matches!(
-        ethertype,
-        ETH_P_IP | ETH_P_IPV6 | ETH_P_8021Q | ETH_P_8021AD
+        be16([eth[12], eth[13]]),
+        ETH_P_IP | ETH_P_IPV6 | ETH_P_8021Q | ETH_P_8021AD | ETH_P_ARP
     ) {
-        if ethertype == ETH_P_ARP {
-            if let Some((addr, reply)) = arp_of_interest(ctx, ETH_HLEN) {
-                count_neighbor(ctx, addr, reply, 0, hook_of(slot as u8, direction as u8));
-            }
+        bump(stat::NOT_IP);
+        return TC_ACT_UNSPEC;
+    }
+    if let Some(current) = CURRENT_HOOK.get_ptr_mut(0) {
+        // SAFETY: this CPU's own entry.
+        unsafe { *current = hook_of(slot as u8, direction as u8) };
+    }
+    // SAFETY: the context is the one this program was called with; on
+    // success the call does not return.
+    unsafe { CLASSIFIER.tail_call(ctx, CLASSIFIER_INDEX) };
+    // Only when the classifier is not in place: counted, never silent.
+    bump(stat::UNCLASSIFIED);
+    TC_ACT_UNSPEC
+}
+
+/// The classifier every hook's program tail-calls.
+#[classifier]
+pub fn classify_packet(ctx: TcContext) -> i32 {
+    let Some(hook) = CURRENT_HOOK.get(0).copied() else {
+        return TC_ACT_UNSPEC;
+    };
+    observe(&ctx, hook)
+}
+
+/// Parses a packet the hook `hook` (see [`hook_of`]) passed on, and
+/// classifies and accounts it if it belongs to a migration.
+#[inline(always)]
+fn observe(ctx: &TcContext, hook: u32) -> i32 {
+    let eth = bytes::<14>(ctx, 0);
+    if eth.is_some_and(|eth| be16([eth[12], eth[13]]) == ETH_P_ARP) {
+        if let Some((addr, reply)) = arp_of_interest(ctx, ETH_HLEN) {
+            count_neighbor(ctx, addr, reply, 0, hook);
         }
         bump(stat::NOT_IP);
         return TC_ACT_UNSPEC;
@@ -178,8 +227,8 @@ fn observe(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
         zero_in_place(segment.as_mut_ptr());
         &mut *segment.as_mut_ptr()
     };
-    segment.key.slot = slot as u8;
-    segment.key.direction = direction as u8;
+    segment.key.slot = (hook >> 8) as u8;
+    segment.key.direction = hook as u8 & 1;
     if parse(ctx, segment).is_none() {
         return TC_ACT_UNSPEC;
     }
@@ -802,13 +851,13 @@ unsafe fn track_rtt(stats: *mut FlowStats, segment: &Segment) {
 }
 
 /// Payload that moves the sequence forward counts once; payload at or
-/// below the highest sequence seen is a retransmission.
+/// below the highest sequence seen is a retransmission, unless it fills the
+/// gap a reordering left (one gap is tracked: the newest).
 ///
-/// `seq_high` itself is a plain store: the target has no compare-and-swap.
-/// Segments of one direction of one connection at one hook are sent under
-/// the sending socket's lock and forwarded on the CPU that received them,
-/// so two CPUs racing on the same entry would have to see the same flow at
-/// the same instant; the byte counters above stay exact regardless.
+/// The sequence state is kept with plain stores: the target has no
+/// compare-and-swap. Two CPUs racing on the same entry (segments of one
+/// flow handled on two CPUs at the same instant) can leave a stale gap; the
+/// byte counters stay exact regardless, and the next gap replaces it.
 ///
 /// # Safety
 /// `stats` points into a live flow table value.
@@ -817,7 +866,8 @@ unsafe fn track_sequence(stats: *mut FlowStats, segment: &Segment) {
     // SYN and FIN take one sequence number each.
     let syn = u32::from(segment.flags & TCP_SYN != 0);
     let start = segment.seq.wrapping_add(syn);
-    let end = start.wrapping_add(segment.payload_len);
+    let len = segment.payload_len;
+    let end = start.wrapping_add(len);
     // SAFETY: per the function's contract.
     unsafe {
         if (*stats).seq_valid == 0 {
@@ -825,26 +875,75 @@ unsafe fn track_sequence(stats: *mut FlowStats, segment: &Segment) {
             (*stats).seq_high = start;
             (*stats).seq_valid = 1;
         }
-        if segment.payload_len == 0 {
+        if len == 0 {
             return;
         }
-        let advance = end.wrapping_sub((*stats).seq_high) as i32;
-        if advance <= 0 {
+        let high = (*stats).seq_high;
+        let advance = end.wrapping_sub(high) as i32;
+        if advance > 0 {
+            if start.wrapping_sub(high) as i32 > 0 {
+                // Segments in between are late (or lost): remember the gap.
+                (*stats).hole_start = high;
+                (*stats).hole_end = start;
+            }
+            (*stats).seq_high = end;
+            let fresh = (advance as u32).min(len);
+            add(&raw mut (*stats).unique_payload_bytes, u64::from(fresh));
+            if fresh < len {
+                // Partly old data: the part below the highest sequence was resent.
+                add(
+                    &raw mut (*stats).retransmitted_bytes,
+                    u64::from(len - fresh),
+                );
+            }
+            return;
+        }
+        fill_gap(stats, start, end, len);
+    }
+}
+
+/// A segment at or below the highest sequence: the part of it inside the
+/// gap is new payload, the rest a retransmission. Out of line: in-order
+/// traffic never comes here.
+///
+/// # Safety
+/// `stats` points into a live flow table value.
+#[inline(never)]
+unsafe fn fill_gap(stats: *mut FlowStats, start: u32, end: u32, len: u32) {
+    // SAFETY: per the function's contract.
+    unsafe {
+        let (hole_start, hole_end) = ((*stats).hole_start, (*stats).hole_end);
+        // The overlap [low, high) of the segment and the gap.
+        let low = if start.wrapping_sub(hole_start) as i32 > 0 {
+            start
+        } else {
+            hole_start
+        };
+        let high = if (end.wrapping_sub(hole_end) as i32) < 0 {
+            end
+        } else {
+            hole_end
+        };
+        let filled = high.wrapping_sub(low) as i32;
+        if hole_start == hole_end || filled <= 0 {
             add(&raw mut (*stats).retransmits, 1);
-            add(
-                &raw mut (*stats).retransmitted_bytes,
-                u64::from(segment.payload_len),
-            );
+            add(&raw mut (*stats).retransmitted_bytes, u64::from(len));
             return;
         }
-        (*stats).seq_high = end;
-        let fresh = (advance as u32).min(segment.payload_len);
-        add(&raw mut (*stats).unique_payload_bytes, u64::from(fresh));
-        if fresh < segment.payload_len {
-            // Partly old data: the part below the highest sequence was resent.
+        // What is left of the gap: the part above the segment, or below it
+        // when the segment reached the gap's end. (When it fell in the
+        // middle, the part below is forgotten: it would count as resent.)
+        if high == hole_end {
+            (*stats).hole_end = low;
+        } else {
+            (*stats).hole_start = high;
+        }
+        let filled = filled as u32;
+        add(&raw mut (*stats).unique_payload_bytes, u64::from(filled));
+        if filled < len {
             add(
                 &raw mut (*stats).retransmitted_bytes,
-                u64::from(segment.payload_len - fresh),
+                u64::from(len - filled),
             );
         }
     }
@@ -904,12 +1003,12 @@ macro_rules! slot_programs {
     ($($slot:literal: $ingress:ident, $egress:ident;)*) => {$(
         #[classifier]
         pub fn $ingress(ctx: TcContext) -> i32 {
-            observe(&ctx, $slot, Direction::Ingress)
+            enter(&ctx, $slot, Direction::Ingress)
         }
 
         #[classifier]
         pub fn $egress(ctx: TcContext) -> i32 {
-            observe(&ctx, $slot, Direction::Egress)
+            enter(&ctx, $slot, Direction::Egress)
         }
     )*};
 }

@@ -69,6 +69,9 @@ fn every_frame_passes_through_and_is_counted() {
         return;
     }
     let mut dataplane = Dataplane::load().expect("load");
+    dataplane
+        .load_classifier()
+        .expect("verifier accepts the classifier");
     let program = dataplane.program_mut("ingress_00");
     program.load().expect("verifier accepts the program");
     let mut expected = HookCounters::default();
@@ -104,6 +107,7 @@ fn the_kernel_refuses_to_run_frames_too_short_for_their_headers() {
         return;
     }
     let mut dataplane = Dataplane::load().expect("load");
+    dataplane.load_classifier().expect("load classifier");
     let program = dataplane.program_mut("ingress_01");
     program.load().expect("load program");
     // The kernel wants a whole Ethernet header, and a whole IP header when
@@ -274,6 +278,7 @@ mod classification {
 
     fn loaded() -> Dataplane {
         let mut dataplane = Dataplane::load().expect("load");
+        dataplane.load_classifier().expect("load classifier");
         for name in ["ingress_00", "egress_00"] {
             dataplane.program_mut(name).load().expect("load program");
         }
@@ -539,6 +544,37 @@ mod classification {
     }
 
     #[test]
+    fn late_segments_fill_the_gap_a_reordering_left() {
+        if !privileged("late_segments_fill_the_gap_a_reordering_left") {
+            return;
+        }
+        let mut dp = loaded();
+        dp.add_endpoint(&"10.200.5.12:49152".parse().unwrap())
+            .unwrap();
+        let seg = TcpSegment::new(v4("10.200.5.11:50000"), v4("10.200.5.12:49152"));
+        // 1300.. arrives before 1100..1300, whose two halves come late and
+        // in reverse order; then 1100.. is sent again, a real retransmission.
+        for (seq, len) in [
+            (1000, 100),
+            (1300, 100),
+            (1200, 100),
+            (1100, 100),
+            (1100, 100),
+            (1400, 100),
+        ] {
+            run(
+                &mut dp,
+                "ingress_00",
+                &seg.clone().seq(seq).payload(&vec![0; len]).frame(),
+            );
+        }
+        let s = stats(&dp, "10.200.5.11:50000", "10.200.5.12:49152", INGRESS).unwrap();
+        assert_eq!(s.unique_payload_bytes, 500);
+        assert_eq!(s.retransmitted_bytes, 100);
+        assert_eq!(s.retransmits, 1);
+    }
+
+    #[test]
     fn arp_is_counted_per_address_asked_for_and_answering() {
         if !privileged("arp_is_counted_per_address_asked_for_and_answering") {
             return;
@@ -666,16 +702,18 @@ fn real_tcp_payload_is_counted_exactly_per_flow() {
     const SENT: usize = 5_000_000;
     tcp_transfer(&pair, SENT);
     let flows = dataplane.flows().unwrap();
+    let dataplane_stats = dataplane.stats().unwrap();
     let to_server: Vec<_> = flows.iter().filter(|(k, _)| k.dport == 5001).collect();
     // va egress and vb ingress: the same connection seen twice.
     assert_eq!(to_server.len(), 2, "{flows:?}");
     for (key, stats) in to_server {
         assert_eq!(
             stats.unique_payload_bytes, SENT as u64,
-            "slot {} direction {}",
+            "slot {} direction {}: {stats:?}, {dataplane_stats:?}",
             key.slot, key.direction
         );
-        assert_eq!(stats.retransmits, 0);
+        // No assertion on retransmissions: a busy veth backlog can drop and
+        // the sender then resends for real; the payload stays exact.
     }
     let from_server: u64 = flows
         .iter()

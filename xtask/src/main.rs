@@ -39,6 +39,10 @@ enum Task {
         /// Few rounds and short runs: a smoke test.
         #[arg(long)]
         quick: bool,
+        /// Run one part (per-packet, attach, flood, migration, iperf3,
+        /// footprint) and print its figures; nothing is written.
+        #[arg(long, value_name = "PART")]
+        only: Option<String>,
     },
     /// Set up, then run the lab's `secondary` and `pod-network-fallback`
     /// scenarios and print what migverify saw (as root).
@@ -52,7 +56,7 @@ fn main() -> ExitCode {
         Task::Test { args } => test(&args),
         Task::Lint => setup::run().and_then(|()| lint()),
         Task::Demo => setup::run().and_then(|()| demo()),
-        Task::Bench { quick } => setup::run().and_then(|()| bench(quick)),
+        Task::Bench { quick, only } => setup::run().and_then(|()| bench(quick, only.as_deref())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,7 +138,7 @@ fn demo() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bench(quick: bool) -> anyhow::Result<()> {
+fn bench(quick: bool, only: Option<&str>) -> anyhow::Result<()> {
     exec(cargo().args([
         "build",
         "--release",
@@ -152,6 +156,9 @@ fn bench(quick: bool) -> anyhow::Result<()> {
         .arg(root.join("target/release/migverify"));
     if quick {
         cmd.arg("--quick");
+    }
+    if let Some(part) = only {
+        cmd.args(["--only", part]);
     }
     exec(&mut cmd)
 }

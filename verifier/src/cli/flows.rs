@@ -156,10 +156,7 @@ fn print_final(collected: &Collected) {
     );
     print_table(&collected.table, &collected.slots);
     let stats = &collected.stats;
-    if stats.flow_table_full + stats.events_lost + collected.events_dropped > 0 {
-        println!(
-            "lost: {} segments (flow table full), {} events (ring buffer full), {} events (over the cap)",
-            stats.flow_table_full, stats.events_lost, collected.events_dropped
-        );
+    if let Some(losses) = stats.losses(collected.events_dropped) {
+        println!("lost: {losses}");
     }
 }

@@ -14,13 +14,13 @@ mod tables;
 use std::io;
 
 use aya::{
-    maps::PerCpuArray,
+    maps::{PerCpuArray, ProgramArray},
     programs::{
         tc::{self, SchedClassifierLinkId, TcAttachOptions},
         LinkOrder, ProgramError, SchedClassifier, TcAttachType,
     },
     util::KernelVersion,
-    Ebpf, EbpfError,
+    Ebpf, EbpfError, EbpfLoader,
 };
 use verifier_ebpf::{hook_index, Direction, HookCounters, MAX_SLOTS};
 
@@ -112,6 +112,11 @@ pub struct Attachment {
 pub struct Dataplane {
     ebpf: Ebpf,
     attachments: Vec<Attachment>,
+    /// Whether the classifier is in place; see [`Dataplane::load_classifier`].
+    classifier_ready: bool,
+    /// Packets the hooks counted before the classifier was in place: they
+    /// arrived before observation began, and are not a loss.
+    unclassified_before_ready: u64,
 }
 
 fn program_name(slot: u32, direction: Direction) -> String {
@@ -134,92 +139,195 @@ fn uses_tcx() -> bool {
 
 impl Dataplane {
     /// Loads the eBPF object into the kernel; nothing is attached yet.
+    ///
+    /// The shared classifier, the one program the kernel takes long to
+    /// verify, is loaded by the first [`Dataplane::attach_all`], in parallel
+    /// with the attachments, or by [`Dataplane::load_classifier`].
     pub fn load() -> Result<Self, DataplaneError> {
         privileges::check().map_err(DataplaneError::Privileges)?;
         raise_memlock_limit();
-        let ebpf = Ebpf::load(EBPF_OBJECT).map_err(|e| DataplaneError::Load(Box::new(e)))?;
+        // No CO-RE relocations here: the kernel's BTF (megabytes, parsed)
+        // is dropped at once rather than kept and parsed again by `Ebpf::load`.
+        let ebpf = EbpfLoader::new()
+            .btf(None)
+            .load(EBPF_OBJECT)
+            .map_err(|e| DataplaneError::Load(Box::new(e)))?;
         Ok(Dataplane {
             ebpf,
             attachments: Vec::new(),
+            classifier_ready: false,
+            unclassified_before_ready: 0,
         })
+    }
+
+    /// Loads the classifier and puts it in place, if not done yet: what
+    /// running the hooks' programs through `BPF_PROG_TEST_RUN` without
+    /// attaching them needs.
+    pub fn load_classifier(&mut self) -> Result<(), DataplaneError> {
+        if !self.classifier_ready {
+            let program = classifier(&mut self.ebpf, CLASSIFIER_PROGRAM);
+            load_classifier(program)?;
+            self.install_classifier()?;
+        }
+        Ok(())
+    }
+
+    /// Puts the loaded classifier where the hooks' programs tail-call it.
+    fn install_classifier(&mut self) -> Result<(), DataplaneError> {
+        const MAP: &str = "CLASSIFIER";
+        let fd = classifier(&mut self.ebpf, CLASSIFIER_PROGRAM)
+            .fd()
+            .expect("loaded by the caller")
+            .try_clone()
+            .map_err(|e| DataplaneError::LoadProgram {
+                program: CLASSIFIER_PROGRAM.into(),
+                source: Box::new(ProgramError::IOError(e)),
+            })?;
+        let map = self
+            .ebpf
+            .map_mut(MAP)
+            .expect("the object defines CLASSIFIER");
+        let mut array = ProgramArray::try_from(map)
+            .map_err(|source| DataplaneError::Map { map: MAP, source })?;
+        array
+            .set(verifier_ebpf::CLASSIFIER_INDEX, &fd, 0)
+            .map_err(|source| DataplaneError::Map { map: MAP, source })?;
+        self.classifier_ready = true;
+        self.unclassified_before_ready = self.raw_stats()?.unclassified;
+        Ok(())
     }
 
     pub fn attachments(&self) -> &[Attachment] {
         &self.attachments
     }
 
-    /// Attaches to every interface in `specs`, or to none: on an error the
-    /// ones already made are undone before it returns.
+    /// Attaches to every interface in `specs`, or to none of them: on an
+    /// error the ones this call made are undone before it returns.
+    ///
+    /// The attachments are made in parallel, one thread per interface: each
+    /// tcx link waits out an RCU grace period in the kernel (10-20 ms), and
+    /// concurrent waits overlap.
     pub fn attach_all(&mut self, specs: &[AttachSpec]) -> Result<(), DataplaneError> {
-        for spec in specs {
-            if let Err(error) = self.attach(spec.clone()) {
-                self.detach_all();
-                return Err(error);
+        let slots = self.prepare_slots(specs)?;
+        let tcx = uses_tcx();
+        let (classifier, mut programs) =
+            split_programs(&mut self.ebpf, &slots, !self.classifier_ready);
+        let (loaded, results) = std::thread::scope(|scope| {
+            // The hooks count from their first packet; what they pass on
+            // before the classifier is in place goes unclassified (counted).
+            let loading = classifier.map(|program| scope.spawn(move || load_classifier(program)));
+            let workers: Vec<_> = specs
+                .iter()
+                .zip(programs.iter_mut())
+                .map(|(spec, programs)| {
+                    scope.spawn(move || {
+                        netns::run_in(spec.netns.as_ref(), || attach_slot(programs, spec, tcx))
+                            .map_err(|source| DataplaneError::Netns {
+                                netns: spec
+                                    .netns
+                                    .clone()
+                                    .expect("only a namespace can fail to enter"),
+                                source,
+                            })?
+                    })
+                })
+                .collect();
+            let results: Vec<Result<Attached, DataplaneError>> =
+                workers.into_iter().map(join).collect();
+            (loading.map(join), results)
+        });
+        let before = self.attachments.len();
+        let mut first_error = match loaded {
+            Some(Ok(())) => self.install_classifier().err(),
+            Some(Err(error)) => Some(error),
+            None => None,
+        };
+        for ((spec, slot), result) in specs.iter().zip(slots).zip(results) {
+            match result {
+                Ok((ifindex, mode, mtu, links)) => self.attachments.push(Attachment {
+                    slot,
+                    spec: spec.clone(),
+                    ifindex,
+                    mode,
+                    mtu,
+                    links,
+                }),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
             }
         }
-        Ok(())
+        match first_error {
+            None => Ok(()),
+            Some(error) => {
+                let made = self.attachments.split_off(before);
+                self.detach(made);
+                Err(error)
+            }
+        }
     }
 
     /// Attaches ingress and egress observers to one interface.
     pub fn attach(&mut self, spec: AttachSpec) -> Result<&Attachment, DataplaneError> {
-        if self
-            .attachments
-            .iter()
-            .any(|a| a.spec.iface == spec.iface && a.spec.netns == spec.netns)
-        {
-            return Err(DataplaneError::Duplicate { spec });
-        }
-        let slot = (0..MAX_SLOTS)
-            .find(|slot| self.attachments.iter().all(|a| a.slot != *slot))
-            .ok_or(DataplaneError::TooManyInterfaces)?;
-        for direction in Direction::ALL {
-            let name = program_name(slot, direction);
-            let program = self.program_mut(&name);
-            if program.fd().is_err() {
-                program
-                    .load()
-                    .map_err(|source| DataplaneError::LoadProgram {
-                        program: name,
-                        source: Box::new(source),
-                    })?;
-            }
-        }
+        self.attach_all(std::slice::from_ref(&spec))?;
+        Ok(self.attachments.last().expect("just attached"))
+    }
 
-        // The role first: the programs read it from their first packet on.
-        self.set_slot_role(slot, spec.role)?;
-        let tcx = uses_tcx();
-        let ebpf = &mut self.ebpf;
-        let attached = netns::run_in(spec.netns.as_ref(), || attach_slot(ebpf, slot, &spec, tcx))
-            .map_err(|source| DataplaneError::Netns {
-                netns: spec
-                    .netns
-                    .clone()
-                    .expect("only a namespace can fail to enter"),
-                source,
-            })??;
-        let (ifindex, mode, mtu, links) = attached;
-        self.attachments.push(Attachment {
-            slot,
-            spec,
-            ifindex,
-            mode,
-            mtu,
-            links,
-        });
-        Ok(self.attachments.last().expect("just pushed"))
+    /// Checks `specs` against what is attached, gives each a free slot,
+    /// loads the slot's programs and writes its role (which the programs
+    /// read from their first packet on).
+    fn prepare_slots(&mut self, specs: &[AttachSpec]) -> Result<Vec<u32>, DataplaneError> {
+        let mut slots: Vec<u32> = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let taken = self
+                .attachments
+                .iter()
+                .map(|a| &a.spec)
+                .chain(&specs[..i])
+                .any(|other| other.iface == spec.iface && other.netns == spec.netns);
+            if taken {
+                return Err(DataplaneError::Duplicate { spec: spec.clone() });
+            }
+            let slot = (0..MAX_SLOTS)
+                .find(|slot| {
+                    self.attachments.iter().all(|a| a.slot != *slot) && !slots.contains(slot)
+                })
+                .ok_or(DataplaneError::TooManyInterfaces)?;
+            for direction in Direction::ALL {
+                let name = program_name(slot, direction);
+                let program = self.program_mut(&name);
+                if program.fd().is_err() {
+                    program
+                        .load()
+                        .map_err(|source| DataplaneError::LoadProgram {
+                            program: name,
+                            source: Box::new(source),
+                        })?;
+                }
+            }
+            self.set_slot_role(slot, spec.role)?;
+            slots.push(slot);
+        }
+        Ok(slots)
     }
 
     /// Detaches every program, each in its own namespace. Errors are
     /// reported on stderr and do not stop the rest: teardown must finish.
     pub fn detach_all(&mut self) {
-        for attachment in std::mem::take(&mut self.attachments) {
-            let ebpf = &mut self.ebpf;
+        let all = std::mem::take(&mut self.attachments);
+        self.detach(all);
+    }
+
+    fn detach(&mut self, attachments: Vec<Attachment>) {
+        for attachment in attachments {
             let spec = attachment.spec.clone();
-            let error = match netns::run_in(spec.netns.as_ref(), || detach_slot(ebpf, attachment)) {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
-            };
+            let programs = &mut split_programs(&mut self.ebpf, &[attachment.slot], false).1[0];
+            let error =
+                match netns::run_in(spec.netns.as_ref(), || detach_slot(programs, attachment)) {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
             eprintln!("migverify: detaching from {spec}: {error}");
         }
     }
@@ -263,10 +371,42 @@ impl Drop for Dataplane {
 
 type Attached = (u32, AttachMode, Option<u32>, [SchedClassifierLinkId; 2]);
 
+/// The ingress and egress programs of a slot.
+type SlotPrograms<'a> = [&'a mut SchedClassifier; 2];
+
+/// The programs of each of `slots`, in order, and the classifier when
+/// `with_classifier`: borrowed apart so each can go to a thread of its own.
+fn split_programs<'a>(
+    ebpf: &'a mut Ebpf,
+    slots: &[u32],
+    with_classifier: bool,
+) -> (Option<&'a mut SchedClassifier>, Vec<SlotPrograms<'a>>) {
+    let mut by_name: std::collections::HashMap<&str, &mut SchedClassifier> = ebpf
+        .programs_mut()
+        .filter_map(|(name, program)| Some((name, program.try_into().ok()?)))
+        .collect();
+    let classifier = with_classifier.then(|| {
+        by_name
+            .remove(CLASSIFIER_PROGRAM)
+            .expect("the eBPF object has the classifier")
+    });
+    let slots = slots
+        .iter()
+        .map(|&slot| {
+            Direction::ALL.map(|direction| {
+                let name = program_name(slot, direction);
+                by_name
+                    .remove(name.as_str())
+                    .unwrap_or_else(|| panic!("the eBPF object has no program {name}"))
+            })
+        })
+        .collect();
+    (classifier, slots)
+}
+
 /// Runs inside the interface's namespace.
 fn attach_slot(
-    ebpf: &mut Ebpf,
-    slot: u32,
+    programs: &mut SlotPrograms<'_>,
     spec: &AttachSpec,
     tcx: bool,
 ) -> Result<Attached, DataplaneError> {
@@ -289,8 +429,7 @@ fn attach_slot(
         AttachMode::Clsact { added_qdisc }
     };
     let mut links = Vec::with_capacity(2);
-    for direction in Direction::ALL {
-        let program = classifier(ebpf, &program_name(slot, direction));
+    for (direction, program) in Direction::ALL.into_iter().zip(programs.iter_mut()) {
         let attach_type = tc_attach_type(direction);
         // First in the chain, so we see what arrives before anyone else
         // decides; we return "next", so everyone after us still runs.
@@ -306,8 +445,8 @@ fn attach_slot(
         match result {
             Ok(link) => links.push(link),
             Err(source) => {
-                for (direction, link) in Direction::ALL.into_iter().zip(links) {
-                    let _ = classifier(ebpf, &program_name(slot, direction)).detach(link);
+                for (program, link) in programs.iter_mut().zip(links) {
+                    let _ = program.detach(link);
                 }
                 return Err(attach_error(source));
             }
@@ -318,10 +457,12 @@ fn attach_slot(
 }
 
 /// Runs inside the interface's namespace.
-fn detach_slot(ebpf: &mut Ebpf, attachment: Attachment) -> Result<(), ProgramError> {
+fn detach_slot(
+    programs: &mut SlotPrograms<'_>,
+    attachment: Attachment,
+) -> Result<(), ProgramError> {
     let mut first_error = None;
-    for (direction, link) in Direction::ALL.into_iter().zip(attachment.links) {
-        let program = classifier(ebpf, &program_name(attachment.slot, direction));
+    for (program, link) in programs.iter_mut().zip(attachment.links) {
         if let Err(e) = program.detach(link) {
             first_error.get_or_insert(e);
         }
@@ -333,6 +474,26 @@ fn detach_slot(ebpf: &mut Ebpf, attachment: Attachment) -> Result<(), ProgramErr
             .status();
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// A scoped thread's result; its panic goes on in the caller.
+fn join<T>(worker: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    worker
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The classifier every hook's program tail-calls.
+const CLASSIFIER_PROGRAM: &str = "classify_packet";
+
+/// Has the kernel verify the classifier (the long part of starting up).
+fn load_classifier(program: &mut SchedClassifier) -> Result<(), DataplaneError> {
+    program
+        .load()
+        .map_err(|source| DataplaneError::LoadProgram {
+            program: CLASSIFIER_PROGRAM.into(),
+            source: Box::new(source),
+        })
 }
 
 /// A program of the embedded object; its absence is a build defect, not an input error.

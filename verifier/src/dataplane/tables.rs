@@ -48,6 +48,26 @@ pub struct DataplaneStats {
     pub endpoints_full: u64,
     /// Flow entries created (one per flow x hook x direction).
     pub flows_classified: u64,
+    /// Packets a hook could not hand to the classifier.
+    pub unclassified: u64,
+}
+
+impl DataplaneStats {
+    /// What the data plane lost, in words, with `events_dropped` (events
+    /// read but over the collector's cap); `None` when nothing was lost.
+    pub fn losses(&self, events_dropped: u64) -> Option<String> {
+        let parts: Vec<String> = [
+            (self.flow_table_full, "segments (flow table full)"),
+            (self.unclassified, "packets (classifier not in place)"),
+            (self.events_lost, "events (ring buffer full)"),
+            (events_dropped, "events (over the cap)"),
+        ]
+        .into_iter()
+        .filter(|(count, _)| *count > 0)
+        .map(|(count, what)| format!("{count} {what}"))
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
 }
 
 fn slot_role(role: Role) -> SlotRole {
@@ -197,7 +217,15 @@ impl Dataplane {
         Ok(map.iter().filter_map(Result::ok).collect())
     }
 
+    /// What the programs could not look at or keep since observation
+    /// began (the classifier in place).
     pub fn stats(&self) -> Result<DataplaneStats, DataplaneError> {
+        let mut stats = self.raw_stats()?;
+        stats.unclassified -= stats.unclassified.min(self.unclassified_before_ready);
+        Ok(stats)
+    }
+
+    pub(super) fn raw_stats(&self) -> Result<DataplaneStats, DataplaneError> {
         const MAP: &str = "STATS";
         let err = |source| DataplaneError::Map { map: MAP, source };
         let array = PerCpuArray::<_, u64>::try_from(self.map(MAP)).map_err(err)?;
@@ -213,6 +241,7 @@ impl Dataplane {
             events_lost: read(stat::EVENTS_LOST)?,
             endpoints_full: read(stat::ENDPOINTS_FULL)?,
             flows_classified: read(stat::CLASSIFIED)?,
+            unclassified: read(stat::UNCLASSIFIED)?,
         })
     }
 

@@ -441,6 +441,11 @@ fn dataplane_families(page: &mut Page, stats: &DataplaneStats, events_dropped: u
             stats.flow_table_full,
         ),
         (
+            "migverify_unclassified_packets_total",
+            "Packets a hook could not hand to the classifier (not in place).",
+            stats.unclassified,
+        ),
+        (
             "migverify_endpoint_table_full_total",
             "Endpoints learnt from cleartext streams that found the endpoint table full.",
             stats.endpoints_full,

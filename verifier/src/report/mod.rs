@@ -122,15 +122,11 @@ pub fn build(inputs: Inputs) -> Report {
     reasons.extend(diagnose(&scene, &subjects));
     sort(&mut reasons);
     let stats = inputs.collected.stats;
-    if stats.flow_table_full + stats.events_lost + inputs.collected.events_dropped > 0 {
+    if let Some(losses) = stats.losses(inputs.collected.events_dropped) {
         reasons.push(Reason {
             id: "dataplane.lost",
             severity: crate::measure::verdict::Severity::Warning,
-            message: format!(
-                "the data plane lost data: {} segments (flow table full), {} events (ring buffer full), {} events \
-                 over the cap; figures may be low",
-                stats.flow_table_full, stats.events_lost, inputs.collected.events_dropped
-            ),
+            message: format!("the data plane lost data: {losses}; figures may be low"),
             migration: None,
             evidence: serde_json::json!({ "stats": stats }),
         });
