@@ -6,6 +6,7 @@
 //! keep deciding; older kernels get a clsact filter that returns "continue".
 //! Dropping a [`Dataplane`] detaches everything.
 
+mod batch;
 pub mod netns;
 pub mod privileges;
 pub mod spec;

@@ -10,7 +10,7 @@ use verifier_ebpf::{
     FAST_CIDRS,
 };
 
-use super::{Dataplane, DataplaneError, Role};
+use super::{batch, Dataplane, DataplaneError, Role};
 use crate::config::{Cidr, Endpoint};
 
 /// An address as the maps store it, with its family.
@@ -186,26 +186,40 @@ impl Dataplane {
 
     /// Every flow entry the programs keep, both families.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, DataplaneError> {
-        let v4 = HashMap::<_, FlowKeyV4, FlowStats>::try_from(self.map("FLOWS_V4")).map_err(
-            |source| DataplaneError::Map {
-                map: "FLOWS_V4",
-                source,
-            },
-        )?;
-        let v6 =
-            HashMap::<_, FlowKey, FlowStats>::try_from(self.map("FLOWS_V6")).map_err(|source| {
-                DataplaneError::Map {
-                    map: "FLOWS_V6",
-                    source,
-                }
-            })?;
-        // An entry deleted between listing and reading is simply gone.
+        let v4 = self.read_hash_map::<FlowKeyV4, FlowStats>("FLOWS_V4")?;
+        let v6 = self.read_hash_map::<FlowKey, FlowStats>("FLOWS_V6")?;
         Ok(v4
-            .iter()
-            .filter_map(Result::ok)
+            .into_iter()
             .map(|(key, stats)| (key.to_key(), stats))
-            .chain(v6.iter().filter_map(Result::ok))
+            .chain(v6)
             .collect())
+    }
+
+    /// Every entry of a hash map: in batches where the kernel has them
+    /// (5.6), else entry by entry.
+    fn read_hash_map<K: aya::Pod, V: aya::Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<Vec<(K, V)>, DataplaneError> {
+        let map = self.map(name);
+        let err = |source| DataplaneError::Map { map: name, source };
+        let aya::maps::Map::HashMap(data) = map else {
+            panic!("{name} is a hash map in the eBPF object");
+        };
+        match batch::read_hash_map(data) {
+            Ok(entries) => Ok(entries),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let map = HashMap::<_, K, V>::try_from(map).map_err(err)?;
+                // An entry deleted between listing and reading is simply gone.
+                Ok(map.iter().filter_map(Result::ok).collect())
+            }
+            Err(io_error) => Err(err(aya::maps::MapError::SyscallError(
+                aya::sys::SyscallError {
+                    call: "bpf_map_lookup_batch",
+                    io_error,
+                },
+            ))),
+        }
     }
 
     /// ARP requests and replies per IPv4 address and hook.
