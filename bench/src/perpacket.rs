@@ -24,6 +24,9 @@ pub struct Shape {
     pub empty_median_ns: u64,
     pub observer_best_ns: u64,
     pub observer_median_ns: u64,
+    /// The shared classifier run on its own, without the hook's program
+    /// and the tail call in front of it (the hook it sees: slot 0 ingress).
+    pub classifier_median_ns: u64,
     pub baseline_median_ns: u64,
     /// Observer median minus empty median.
     pub above_floor_ns: u64,
@@ -100,20 +103,27 @@ pub fn run(rounds: usize) -> anyhow::Result<Vec<Shape>> {
     let mut results = Vec::new();
     for (frame_name, frame, target) in shapes {
         let (mut floor, mut observer, mut naive_ns) = (Vec::new(), Vec::new(), Vec::new());
+        let mut classifier = Vec::new();
         for _ in 0..rounds {
             floor.push(ns_per_packet(dataplane.program_mut("empty"), &frame)?);
             observer.push(ns_per_packet(dataplane.program_mut("ingress_00"), &frame)?);
+            classifier.push(ns_per_packet(
+                dataplane.program_mut("classify_packet"),
+                &frame,
+            )?);
             naive_ns.push(ns_per_packet(naive, &frame)?);
         }
         let (empty_best_ns, empty_median_ns) = best_and_median(&mut floor);
         let (observer_best_ns, observer_median_ns) = best_and_median(&mut observer);
         let (_, baseline_median_ns) = best_and_median(&mut naive_ns);
+        let (_, classifier_median_ns) = best_and_median(&mut classifier);
         results.push(Shape {
             frame: frame_name,
             empty_best_ns,
             empty_median_ns,
             observer_best_ns,
             observer_median_ns,
+            classifier_median_ns,
             baseline_median_ns,
             above_floor_ns: observer_median_ns.saturating_sub(empty_median_ns),
             baseline_above_floor_ns: baseline_median_ns.saturating_sub(empty_median_ns),

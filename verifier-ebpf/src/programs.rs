@@ -8,7 +8,7 @@
 //!
 //! Each hook runs a small program of its own (`ingress_NN`/`egress_NN`, the
 //! slot compiled in) that counts the packet and tail-calls the one shared
-//! classifier for anything that may be IP or ARP. The kernel verifies the
+//! classifier for anything that may be IP. The kernel verifies the
 //! classifier once however many hooks there are: verifying it per hook cost
 //! over 100 ms each.
 
@@ -165,8 +165,9 @@ unsafe fn zero_in_place<T>(value: *mut T) {
     }
 }
 
-/// A hook's own work: count the packet, and hand what may be IP or ARP to
-/// the classifier. Everything else leaves here.
+/// A hook's own work: count the packet, count ARP about the migration
+/// network, and hand what may be IP to the classifier. Everything else
+/// leaves here.
 #[inline(always)]
 fn enter(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
     let hook = hook_index(slot, direction);
@@ -180,10 +181,16 @@ fn enter(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
         bump(stat::TRUNCATED);
         return TC_ACT_UNSPEC;
     };
+    let ethertype = be16([eth[12], eth[13]]);
     if !matches!(
-        be16([eth[12], eth[13]]),
-        ETH_P_IP | ETH_P_IPV6 | ETH_P_8021Q | ETH_P_8021AD | ETH_P_ARP
+        ethertype,
+        ETH_P_IP | ETH_P_IPV6 | ETH_P_8021Q | ETH_P_8021AD
     ) {
+        if ethertype == ETH_P_ARP {
+            if let Some((addr, reply)) = arp_of_interest(ctx, ETH_HLEN) {
+                count_neighbor(ctx, addr, reply, 0, hook_of(slot as u8, direction as u8));
+            }
+        }
         bump(stat::NOT_IP);
         return TC_ACT_UNSPEC;
     }
@@ -212,15 +219,6 @@ pub fn classify_packet(ctx: TcContext) -> i32 {
 /// classifies and accounts it if it belongs to a migration.
 #[inline(always)]
 fn observe(ctx: &TcContext, hook: u32) -> i32 {
-    let eth = bytes::<14>(ctx, 0);
-    if eth.is_some_and(|eth| be16([eth[12], eth[13]]) == ETH_P_ARP) {
-        if let Some((addr, reply)) = arp_of_interest(ctx, ETH_HLEN) {
-            count_neighbor(ctx, addr, reply, 0, hook);
-        }
-        bump(stat::NOT_IP);
-        return TC_ACT_UNSPEC;
-    }
-
     let mut segment = core::mem::MaybeUninit::<Segment>::uninit();
     // SAFETY: a local, all-zero is a valid Segment; used only after zeroing.
     let segment = unsafe {
@@ -898,13 +896,18 @@ unsafe fn track_sequence(stats: *mut FlowStats, segment: &Segment) {
             }
             return;
         }
+        if (*stats).hole_start == (*stats).hole_end {
+            add(&raw mut (*stats).retransmits, 1);
+            add(&raw mut (*stats).retransmitted_bytes, u64::from(len));
+            return;
+        }
         fill_gap(stats, start, end, len);
     }
 }
 
-/// A segment at or below the highest sequence: the part of it inside the
-/// gap is new payload, the rest a retransmission. Out of line: in-order
-/// traffic never comes here.
+/// A segment at or below the highest sequence while a gap is open: the
+/// part of it inside the gap is new payload, the rest a retransmission.
+/// Out of line: only reordered traffic comes here.
 ///
 /// # Safety
 /// `stats` points into a live flow table value.
@@ -925,7 +928,7 @@ unsafe fn fill_gap(stats: *mut FlowStats, start: u32, end: u32, len: u32) {
             hole_end
         };
         let filled = high.wrapping_sub(low) as i32;
-        if hole_start == hole_end || filled <= 0 {
+        if filled <= 0 {
             add(&raw mut (*stats).retransmits, 1);
             add(&raw mut (*stats).retransmitted_bytes, u64::from(len));
             return;
