@@ -27,6 +27,7 @@ use verifier::lab::{self, LabConfig, Scenario};
 static LAB: Mutex<()> = Mutex::new(());
 
 const MEMORY_MIB: u64 = 256;
+const RESTARTED_UID: &str = "bbbbbbbb-0000-4000-8000-0000000000b2";
 const VMIM_UID: &str = "5d7e0c1a-7a52-4d0e-9a43-0c0f3b1e2a11";
 const VMI_UID: &str = "0b4c1f0e-2f6a-4d55-8f1e-6a9d3c2b1a00";
 
@@ -78,9 +79,14 @@ impl Agent {
 
     /// Waits for a line of the log containing `what`.
     fn wait_for(&mut self, what: &str, timeout: Duration) -> String {
+        self.wait_for_nth(what, 1, timeout)
+    }
+
+    /// Waits for the `n`th line of the log containing `what`.
+    fn wait_for_nth(&mut self, what: &str, n: usize, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(line) = self.log().lines().find(|l| l.contains(what)) {
+            if let Some(line) = self.log().lines().filter(|l| l.contains(what)).nth(n - 1) {
                 return line.to_string();
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -264,6 +270,28 @@ fn run(scenario: Scenario, test: &str) -> Option<(Vec<Value>, Vec<Value>)> {
             );
         }
     }
+    // virt-handler on node B restarts (as a migration-network change does):
+    // a new pod, the agent attaches again.
+    let mut pod = server
+        .get("/api/v1/namespaces/kubevirt/pods/virt-handler-node-b")
+        .unwrap();
+    pod["metadata"]["uid"] = json!(RESTARTED_UID);
+    pod["metadata"]["resourceVersion"] = Value::Null;
+    server.apply(pod);
+    agents[1].wait_for(
+        "virt-handler changed: attaching again",
+        Duration::from_secs(10),
+    );
+    let line = agents[1].wait_for(
+        &format!("(uid {RESTARTED_UID}, 10.128.0.12) is in network namespace mvlab-vh-b"),
+        Duration::from_secs(10),
+    );
+    eprintln!("node-b: {line}");
+    agents[1].wait_for_nth(
+        "attached to migration:eth1@mvlab-node-b",
+        2,
+        Duration::from_secs(10),
+    );
     // The target prepares: KubeVirt labels the VMI for node B.
     server.apply(vmi(Some(migration_state(json!({}))), "node-a"));
     let outcome = lab::migrate(&config, &progress, &mut |published| {

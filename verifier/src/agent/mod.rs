@@ -466,6 +466,9 @@ pub async fn run(
     Ok(())
 }
 
+/// Endpoints sent to the collector for a migration, and its answer to come.
+type PendingLoad = (String, Vec<Endpoint>, oneshot::Receiver<Result<(), String>>);
+
 /// One attachment epoch's bookkeeping, around the collector.
 struct Epoch<'a> {
     node: &'a str,
@@ -474,7 +477,7 @@ struct Epoch<'a> {
     budget: &'a BudgetSettings,
     interval_ms: u64,
     epoch: u32,
-    pending_loads: Vec<(String, Vec<Endpoint>, oneshot::Receiver<Result<(), String>>)>,
+    pending_loads: Vec<PendingLoad>,
     pending_takes: HashMap<String, oneshot::Receiver<Result<FlowTable, String>>>,
     /// When each migration's connections were all seen closed.
     closed_since: HashMap<String, Duration>,
