@@ -329,18 +329,6 @@ pub async fn run(
     settings: Settings,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let from = read_cluster(&client).await;
-    let cidrs = if settings.cidrs.is_empty() {
-        from.cidrs.clone()
-    } else {
-        settings.cidrs.clone()
-    };
-    let vlan = settings.vlan.or(from.vlan);
-    let budget = settings
-        .budget
-        .clone()
-        .or_else(|| from.settings.clone())
-        .unwrap_or_default();
     let mut handlers = watch_handler(&client, &settings);
     let mut vmis = watch_vmis(&client, &settings.node);
     let mut tracker = Tracker::new(&settings.node);
@@ -367,6 +355,20 @@ pub async fn run(
             found.netns,
             found.interfaces.join(", ")
         ));
+        // Read at every epoch: a migration-network change restarts
+        // virt-handler, and the NAD, its range and the budgets may be new.
+        let from = read_cluster(&client).await;
+        let cidrs = if settings.cidrs.is_empty() {
+            from.cidrs.clone()
+        } else {
+            settings.cidrs.clone()
+        };
+        let vlan = settings.vlan.or(from.vlan);
+        let budget = settings
+            .budget
+            .clone()
+            .or_else(|| from.settings.clone())
+            .unwrap_or_default();
         let specs = attach_specs(&settings, &from, &found.netns);
         let mut dataplane = Dataplane::load()?;
         for cidr in &cidrs {
