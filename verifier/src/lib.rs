@@ -4,8 +4,10 @@
 //! One module per concern: `dataplane` loads and attaches the eBPF observers
 //! and reads their maps; `cli` turns commands into runs and exit codes.
 
+pub mod agent;
 pub mod checks;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dataplane;
 pub mod flows;

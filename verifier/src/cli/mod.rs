@@ -1,5 +1,6 @@
 //! The `migverify` command line: parsing, dispatch and exit codes.
 
+mod agent;
 mod bench;
 mod check;
 mod counters;
@@ -54,6 +55,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Agent(agent::Args),
     Check(check::Args),
     Bench(bench::Args),
     Counters(counters::Args),
@@ -66,6 +68,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let status = match cli.command {
+        Command::Agent(args) => agent::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Counters(args) => counters::run(args),
@@ -183,6 +186,21 @@ impl ReportArgs {
             eprintln!("migverify: HdrHistogram log written to {}", path.display());
         }
         Ok(())
+    }
+}
+
+/// Where the Kubernetes API is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// The kubeconfig to use (default: KUBECONFIG, ~/.kube/config, else the
+    /// pod's service account).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<std::path::PathBuf>,
+}
+
+impl ClusterArgs {
+    pub async fn connect(&self) -> anyhow::Result<kube::Client> {
+        Ok(crate::cluster::connect(self.kubeconfig.as_deref()).await?)
     }
 }
 
