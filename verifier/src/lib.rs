@@ -5,6 +5,7 @@
 //! and reads their maps; `cli` turns commands into runs and exit codes.
 
 pub mod checks;
+pub mod checkup;
 pub mod cli;
 pub mod config;
 pub mod dataplane;

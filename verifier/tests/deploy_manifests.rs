@@ -751,6 +751,15 @@ fn manifests_refer_to_each_other_consistently() {
         unreachable!()
     };
     assert_eq!(cm.metadata.name.as_deref(), Some(cm_name.as_str()));
+    // The example is a configuration the checkup accepts.
+    let config = verifier::checkup::config::Config::parse(cm.data.as_ref().unwrap(), "migverify")
+        .unwrap_or_else(|e| panic!("the example ConfigMap: {e}"));
+    assert!(config.duration < config.timeout);
+    assert!(
+        config.timeout.as_secs()
+            < job.spec.as_ref().unwrap().active_deadline_seconds.unwrap() as u64,
+        "the Job's deadline leaves the checkup time to write its status"
+    );
     for var in ["CONFIGMAP_NAMESPACE", "POD_NAME", "POD_UID"] {
         assert!(env[var].value_from.is_some(), "{var} from the downward API");
     }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod check;
+mod checkup;
 mod counters;
 mod flows;
 mod lab;
@@ -56,6 +57,7 @@ pub struct Cli {
 enum Command {
     Check(check::Args),
     Bench(bench::Args),
+    Checkup(checkup::Args),
     Counters(counters::Args),
     Flows(flows::Args),
     Lab(lab::Args),
@@ -68,6 +70,7 @@ pub fn main() -> ExitCode {
     let status = match cli.command {
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Checkup(args) => checkup::run(args),
         Command::Counters(args) => counters::run(args),
         Command::Flows(args) => flows::run(args),
         Command::Lab(args) => lab::run(args),
