@@ -7,6 +7,7 @@
 pub mod checks;
 pub mod checkup;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dataplane;
 pub mod flows;

@@ -30,7 +30,8 @@ use crate::{
 /// Reads NetworkAttachmentDefinitions, HyperConverged, KubeVirt, MigrationPolicy,
 /// VirtualMachineInstance(Migration) and the cluster Network config, as
 /// `oc get ... -o yaml|json` prints them (single documents, several YAML
-/// documents, or a List), and reports findings with stable IDs (docs/checks.md)
+/// documents, or a List), or with --cluster the same objects live from the
+/// Kubernetes API, and reports findings with stable IDs (docs/checks.md)
 /// and the fix for each. With --host or --lab it also checks a node.
 ///
 /// Exit status: 0 no error-level finding, 1 errors, 2 unreadable input.
@@ -39,6 +40,11 @@ pub struct Args {
     /// Files to read; `-` reads standard input.
     #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// Read the objects from the cluster (every namespace), as well as any files.
+    #[arg(long)]
+    cluster: bool,
+    #[command(flatten)]
+    kube: super::ClusterArgs,
     /// A pod network CIDR (repeat for more); the Network config adds its own.
     #[arg(long, value_name = "CIDR")]
     pod_cidr: Vec<Cidr>,
@@ -87,8 +93,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
-    if args.files.is_empty() && !args.host && !args.lab {
-        anyhow::bail!("give the files to check (`-` for standard input), or --host / --lab");
+    if args.files.is_empty() && !args.host && !args.lab && !args.cluster {
+        anyhow::bail!(
+            "give the files to check (`-` for standard input), or --cluster, --host / --lab"
+        );
     }
     let mut objects = Vec::new();
     let mut unreadable = Vec::new();
@@ -103,6 +111,26 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             eprintln!("migverify: {error}");
         }
         return Ok(Status::Usage);
+    }
+    if args.cluster {
+        let (found, unserved) = super::runtime()?.block_on(async {
+            let client = args.kube.connect().await?;
+            anyhow::Ok(
+                crate::cluster::objects::read_objects(
+                    &client,
+                    &crate::cluster::objects::CHECKED,
+                    "cluster",
+                )
+                .await?,
+            )
+        })?;
+        if !unserved.is_empty() {
+            eprintln!(
+                "migverify: the cluster does not serve {}: skipped",
+                unserved.join(", ")
+            );
+        }
+        objects.extend(found);
     }
     let mut options = checks::Options {
         vm_memory: args.vm_memory.clone(),

@@ -189,6 +189,21 @@ impl ReportArgs {
     }
 }
 
+/// Where the Kubernetes API is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// The kubeconfig to use (default: KUBECONFIG, ~/.kube/config, else the
+    /// pod's service account).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<std::path::PathBuf>,
+}
+
+impl ClusterArgs {
+    pub async fn connect(&self) -> anyhow::Result<kube::Client> {
+        Ok(crate::cluster::connect(self.kubeconfig.as_deref()).await?)
+    }
+}
+
 /// Prometheus exposition while a command runs.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MetricsArgs {

@@ -289,8 +289,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     args.report.emit(&report)
 }
 
-/// The size KubeVirt budgets a VMI by: `spec.domain.memory.guest`, else
-/// `spec.domain.resources.requests.memory`.
+/// The size KubeVirt budgets a VMI by, from a VMI file.
 pub(super) fn vmi_memory(path: &std::path::Path) -> anyhow::Result<Option<VmSize>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -301,26 +300,7 @@ pub(super) fn vmi_memory(path: &std::path::Path) -> anyhow::Result<Option<VmSize
     } else {
         &value
     };
-    for field in [
-        "/spec/domain/memory/guest",
-        "/spec/domain/resources/requests/memory",
-    ] {
-        let Some(text) = vmi.pointer(field).and_then(|v| v.as_str()) else {
-            continue;
-        };
-        let name = field.trim_start_matches('/').replace('/', ".");
-        let bytes = text
-            .parse::<Quantity>()
-            .ok()
-            .as_ref()
-            .and_then(quantity_bytes)
-            .with_context(|| format!("{}: {name} {text:?} is not a memory size", path.display()))?;
-        return Ok(Some(VmSize {
-            bytes,
-            source: format!("VMI {name} {text}"),
-        }));
-    }
-    Ok(None)
+    VmSize::of_vmi(vmi).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))
 }
 
 fn quantity_bytes(quantity: &Quantity) -> Option<u64> {

@@ -21,7 +21,7 @@ use super::{runtime, seconds, stop_after, BudgetArgs, MetricsArgs, Output, Repor
 use crate::{
     config::{Cidr, Endpoint},
     dataplane::{AttachSpec, Dataplane},
-    flows::{collect, EndpointRequest, Tick},
+    flows::{collect, Request, Tick},
     measure::{
         live::{Evaluator, Snapshot},
         verdict::Expectations,
@@ -156,7 +156,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let mut metrics = Metrics::new();
     let mut last_refresh: Option<Duration> = None;
     let mut pending: Option<tokio::sync::oneshot::Receiver<Result<(), String>>> = None;
-    let (requests, endpoint_requests) = mpsc::channel::<EndpointRequest>(4);
+    let (requests, endpoint_requests) = mpsc::channel::<Request>(4);
     let collected = runtime()?.block_on(async {
         if let Some(listener) = listener {
             tokio::spawn(crate::metrics::serve(listener, page.clone()));
@@ -196,7 +196,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                                 .join(", ")
                         ));
                         let (reply, answer) = tokio::sync::oneshot::channel();
-                        match requests.try_send((all.clone(), reply)) {
+                        match requests.try_send(Request::Load(all.clone(), reply)) {
                             Ok(()) => pending = Some(answer),
                             Err(error) => view.note(&format!("loading endpoints: {error}")),
                         }

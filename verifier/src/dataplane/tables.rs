@@ -110,6 +110,64 @@ impl Dataplane {
         self.list_port(port)
     }
 
+    /// Forgets the endpoints at these addresses and every flow entry to or
+    /// from them (a judged migration's), so the maps do not fill up over the
+    /// life of a long-running agent. The port prefilter keeps its bits: it
+    /// only lets packets on to the exact lookup.
+    pub fn forget(
+        &mut self,
+        servers: &std::collections::HashSet<std::net::SocketAddr>,
+    ) -> Result<(), DataplaneError> {
+        use std::net::SocketAddr;
+        let touches = |key: &FlowKey| {
+            servers.contains(&SocketAddr::new(from_addr(&key.src, key.family), key.sport))
+                || servers.contains(&SocketAddr::new(from_addr(&key.dst, key.family), key.dport))
+        };
+        {
+            const MAP: &str = "FLOWS_V4";
+            let err = |source| DataplaneError::Map { map: MAP, source };
+            let mut map =
+                HashMap::<_, FlowKeyV4, FlowStats>::try_from(self.map_mut(MAP)).map_err(err)?;
+            let gone: Vec<FlowKeyV4> = map
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| touches(&k.to_key()))
+                .collect();
+            for key in gone {
+                // Removed meanwhile by nobody else: a miss is not an error.
+                let _ = map.remove(&key);
+            }
+        }
+        {
+            const MAP: &str = "FLOWS_V6";
+            let err = |source| DataplaneError::Map { map: MAP, source };
+            let mut map =
+                HashMap::<_, FlowKey, FlowStats>::try_from(self.map_mut(MAP)).map_err(err)?;
+            let gone: Vec<FlowKey> = map
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| touches(k))
+                .collect();
+            for key in gone {
+                let _ = map.remove(&key);
+            }
+        }
+        const MAP: &str = "ENDPOINTS";
+        let err = |source| DataplaneError::Map { map: MAP, source };
+        let mut endpoints =
+            HashMap::<_, EndpointKey, EndpointInfo>::try_from(self.map_mut(MAP)).map_err(err)?;
+        for server in servers {
+            let (addr, family) = to_addr(server.ip());
+            let _ = endpoints.remove(&EndpointKey {
+                addr,
+                port: server.port(),
+                family,
+                _pad: 0,
+            });
+        }
+        Ok(())
+    }
+
     /// Sets the port's bit in the prefilter in front of the endpoint table.
     pub fn list_port(&mut self, port: u16) -> Result<(), DataplaneError> {
         const MAP: &str = "PORT_FILTER";

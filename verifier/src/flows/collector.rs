@@ -30,8 +30,15 @@ use crate::{
 /// Events kept per run; the rest are counted.
 const EVENT_CAP: usize = 10_000;
 
-/// Endpoints to load, with a reply once the kernel has them.
-pub type EndpointRequest = (Vec<Endpoint>, oneshot::Sender<Result<(), String>>);
+/// What a caller asks of a running collection.
+pub enum Request {
+    /// Endpoints to load, with a reply once the kernel has them.
+    Load(Vec<Endpoint>, oneshot::Sender<Result<(), String>>),
+    /// The connections to these endpoints, taken out of the table, and
+    /// their flow entries and the endpoints out of the kernel's maps: a
+    /// finished migration, handed over to be judged.
+    Take(Vec<Endpoint>, oneshot::Sender<Result<FlowTable, String>>),
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct FlowEventRecord {
@@ -81,7 +88,7 @@ pub async fn collect(
     dataplane: &mut Dataplane,
     initial_endpoints: &[Endpoint],
     interval: Duration,
-    mut endpoint_requests: mpsc::Receiver<EndpointRequest>,
+    mut requests: mpsc::Receiver<Request>,
     stop: impl Future<Output = ()>,
     mut on_tick: impl FnMut(&Tick) -> bool,
 ) -> Result<Collected, DataplaneError> {
@@ -114,9 +121,12 @@ pub async fn collect(
                 state.drain(guard.get_inner_mut(), dataplane)?;
                 guard.clear_ready();
             }
-            request = endpoint_requests.recv(), if requests_open => match request {
-                Some((new, reply)) => {
+            request = requests.recv(), if requests_open => match request {
+                Some(Request::Load(new, reply)) => {
                     let _ = reply.send(state.add_endpoints(dataplane, &new));
+                }
+                Some(Request::Take(endpoints, reply)) => {
+                    let _ = reply.send(state.take(dataplane, &endpoints));
                 }
                 None => requests_open = false,
             },
@@ -179,6 +189,19 @@ impl State {
             self.endpoints.insert(endpoint.addr);
         }
         Ok(())
+    }
+
+    fn take(
+        &mut self,
+        dataplane: &mut Dataplane,
+        endpoints: &[Endpoint],
+    ) -> Result<FlowTable, String> {
+        let servers: HashSet<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
+        // The kernel first: an entry read back after the table let go of
+        // it would bring the connection back.
+        dataplane.forget(&servers).map_err(|e| e.to_string())?;
+        self.endpoints.retain(|addr| !servers.contains(addr));
+        Ok(self.table.take_servers(&servers))
     }
 
     /// Reads the flow tables into the connection table; returns when.

@@ -15,7 +15,7 @@ use verifier_ebpf::{
     Channel, Direction, FlowKey, FlowStats, Reason, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK,
 };
 
-pub use self::collector::{collect, Collected, EndpointRequest, FlowEventRecord, Tick};
+pub use self::collector::{collect, Collected, FlowEventRecord, Request, Tick};
 use crate::{
     config::endpoints::channel_name,
     dataplane::{from_addr, Attachment, Role},
@@ -337,6 +337,15 @@ impl FlowTable {
 
     pub fn is_empty(&self) -> bool {
         self.connections.is_empty()
+    }
+
+    /// Takes out the connections to these servers, as a table of their own.
+    pub fn take_servers(&mut self, servers: &HashSet<SocketAddr>) -> FlowTable {
+        let (taken, kept) = std::mem::take(&mut self.connections)
+            .into_iter()
+            .partition(|(key, _)| servers.contains(&key.server));
+        self.connections = kept;
+        FlowTable { connections: taken }
     }
 
     fn entry(&mut self, key: ConnKey, channel: u8, reason: u8) -> &mut Connection {

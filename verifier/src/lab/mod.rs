@@ -30,7 +30,7 @@ pub use self::{
 use crate::{
     config::{endpoints::endpoints_from_vmi, Endpoint},
     dataplane::Dataplane,
-    flows::{collect, Collected, EndpointRequest},
+    flows::{collect, Collected, Request},
 };
 
 /// Certificates, QMP sockets, logs, pidfiles, the VMI document, lab.json.
@@ -241,7 +241,7 @@ pub fn migrate_observed(
     // The migration runs on its own thread; the collector on this one, so
     // it sees every packet while the migration moves them. Endpoints reach
     // the collector (and the kernel) before the source starts sending.
-    let (requests, endpoint_requests) = mpsc::channel::<EndpointRequest>(1);
+    let (requests, endpoint_requests) = mpsc::channel::<Request>(1);
     let (finished, migration_done) = oneshot::channel::<()>();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -255,7 +255,7 @@ pub fn migrate_observed(
                     .map_err(|e| LabError::Io(e.to_string()))?;
                 let (reply, loaded) = oneshot::channel();
                 requests
-                    .blocking_send((endpoints.clone(), reply))
+                    .blocking_send(Request::Load(endpoints.clone(), reply))
                     .map_err(|_| LabError::Io("the collector stopped".into()))?;
                 loaded
                     .blocking_recv()

@@ -104,6 +104,33 @@ pub struct VmSize {
     pub source: String,
 }
 
+impl VmSize {
+    /// The size KubeVirt budgets a VMI by: `spec.domain.memory.guest`, else
+    /// `spec.domain.resources.requests.memory`; `None` when it has neither.
+    pub fn of_vmi(vmi: &serde_json::Value) -> Result<Option<VmSize>, String> {
+        for field in [
+            "/spec/domain/memory/guest",
+            "/spec/domain/resources/requests/memory",
+        ] {
+            let Some(text) = vmi.pointer(field).and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let name = field.trim_start_matches('/').replace('/', ".");
+            let bytes = text
+                .parse::<crate::config::quantity::Quantity>()
+                .ok()
+                .and_then(|q| q.value())
+                .and_then(|v| u64::try_from(v).ok())
+                .ok_or_else(|| format!("{name} {text:?} is not a memory size"))?;
+            return Ok(Some(VmSize {
+                bytes,
+                source: format!("VMI {name} {text}"),
+            }));
+        }
+        Ok(None)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BudgetReport {
     pub size_bytes: u64,

@@ -2,6 +2,8 @@
 //! throw-away network namespaces that remove themselves.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod apiserver;
+
 use std::{
     io::Write as _,
     process::Command,
