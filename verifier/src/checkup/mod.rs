@@ -321,13 +321,13 @@ async fn execute(
             .rev()
             .collect();
         return Err(format!(
-            "the bench client pod {client_name} ended ({}) without a report: {}",
+            "the bench client pod {client_name} ended with {} and no report: {}",
             ended.1,
             tail.join(" | ")
         ));
     };
     say(format!(
-        "bench client ended ({}), verdict {}",
+        "bench client ended with {}, verdict {}",
         ended.1,
         report["verdict"].as_str().unwrap_or("?")
     ));

@@ -56,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         image: flag_or_env(args.image, "MIGVERIFY_IMAGE"),
     };
     let written = runtime()?.block_on(async {
-        let client = connect(args.kubeconfig.as_deref()).await?;
+        let client = crate::cluster::connect(args.kubeconfig.as_deref()).await?;
         anyhow::Ok(checkup::run(client, &target, &identity).await?)
     })?;
     match args.output {
@@ -71,21 +71,4 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     } else {
         Status::Fail
     })
-}
-
-// TODO(merge agent): crate::cluster::connect, the same thing.
-async fn connect(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &Default::default())
-                .await
-                .with_context(|| format!("kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no cluster configuration")?,
-    };
-    Ok(kube::Client::try_from(config)?)
 }
