@@ -4,6 +4,7 @@
 //! One module per concern: `dataplane` loads and attaches the eBPF observers
 //! and reads their maps; `cli` turns commands into runs and exit codes.
 
+pub mod agent;
 pub mod checks;
 pub mod checkup;
 pub mod cli;

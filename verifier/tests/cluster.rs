@@ -134,8 +134,7 @@ fn a_bad_kubeconfig_or_a_dead_server_is_a_one_line_error() {
         let client = cluster::connect(Some(&kubeconfig)).await.unwrap();
         objects::list(&client, &objects::NAD, None, None)
             .await
-            .err()
-            .expect("an error")
+            .expect_err("an error")
             .to_string()
     });
     assert!(

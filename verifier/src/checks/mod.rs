@@ -15,7 +15,7 @@ mod fields;
 pub mod findings;
 pub mod host;
 pub mod ipam;
-mod netlink;
+pub(crate) mod netlink;
 pub mod networks;
 #[cfg(test)]
 mod tests;

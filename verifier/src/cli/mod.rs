@@ -1,5 +1,6 @@
 //! The `migverify` command line: parsing, dispatch and exit codes.
 
+mod agent;
 mod bench;
 mod check;
 mod checkup;
@@ -55,6 +56,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Agent(agent::Args),
     Check(check::Args),
     Bench(bench::Args),
     Checkup(checkup::Args),
@@ -68,6 +70,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let status = match cli.command {
+        Command::Agent(args) => agent::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Checkup(args) => checkup::run(args),

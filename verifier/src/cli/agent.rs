@@ -1,0 +1,107 @@
+//! `migverify agent`: one per node, verifying every migration that touches
+//! it, learnt from the Kubernetes API.
+
+use super::{runtime, seconds, stop_after, BudgetArgs, ClusterArgs, MetricsArgs, Status};
+use crate::{
+    agent::{self, Settings},
+    config::Cidr,
+    dataplane::{AttachSpec, Netns},
+};
+
+/// Verify every live migration that touches this node, from the API.
+///
+/// Watches the VMIs on this node or migrating to it, finds virt-handler's
+/// network namespace and attaches to its migration0 and eth0 and to the
+/// NICs and bridge the migration NAD names, loads each migration's
+/// endpoints as the target publishes them, and when the migration ends
+/// prints verify's report as a JSON line and posts the verdict as an Event
+/// on the VirtualMachineInstanceMigration. Runs until SIGTERM or Ctrl-C.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// This node's name (as in `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME", value_name = "NODE")]
+    node_name: String,
+    #[command(flatten)]
+    kube: ClusterArgs,
+    /// The namespace of virt-handler (default: any).
+    #[arg(long, value_name = "NAMESPACE")]
+    virt_handler_namespace: Option<String>,
+    /// The label selector of virt-handler's pods.
+    #[arg(
+        long,
+        value_name = "SELECTOR",
+        default_value = "kubevirt.io=virt-handler"
+    )]
+    virt_handler_selector: String,
+    /// The migration interface in virt-handler's namespace.
+    #[arg(long, value_name = "NAME", default_value = "migration0")]
+    migration_iface: String,
+    /// The pod network interface in virt-handler's namespace.
+    #[arg(long, value_name = "NAME", default_value = "eth0")]
+    primary_iface: String,
+    /// The node's network namespace, where the NAD's master and bridge are
+    /// (NAME or a path; with hostPID, /proc/1/ns/net). Default: the agent's own.
+    #[arg(long, value_name = "NETNS")]
+    node_netns: Option<String>,
+    /// Another interface to observe, [ROLE:]IFACE[@NETNS]. Repeat for more.
+    #[arg(short, long = "iface", value_name = "SPEC")]
+    ifaces: Vec<AttachSpec>,
+    /// The migration network's CIDR (default: the migration NAD's range).
+    #[arg(long, value_name = "CIDR")]
+    cidr: Vec<Cidr>,
+    /// The VLAN of the migration network (default: the NAD's).
+    #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(1..=4094))]
+    vlan: Option<u16>,
+    /// Milliseconds per throughput interval.
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    interval_ms: u64,
+    /// Stop after this many seconds (default: until SIGTERM or Ctrl-C).
+    #[arg(short, long, value_name = "SECONDS")]
+    duration: Option<f64>,
+    #[command(flatten)]
+    budget: BudgetArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<Status> {
+    anyhow::ensure!(
+        !args.node_name.is_empty(),
+        "--node-name (or NODE_NAME) is empty"
+    );
+    let duration = seconds("--duration", args.duration)?;
+    crate::dataplane::privileges::check()
+        .map_err(|why| anyhow::anyhow!("the agent attaches eBPF programs: {why}"))?;
+    let settings = Settings {
+        node: args.node_name.clone(),
+        virt_handler_namespace: args.virt_handler_namespace.clone(),
+        virt_handler_selector: args.virt_handler_selector.clone(),
+        migration_iface: args.migration_iface.clone(),
+        primary_iface: args.primary_iface.clone(),
+        node_netns: args.node_netns.as_deref().map(Netns::parse),
+        extra: args.ifaces.clone(),
+        cidrs: args.cidr.clone(),
+        vlan: args.vlan,
+        budget: if args.budget.given() {
+            Some(args.budget.settings()?)
+        } else {
+            None
+        },
+        interval_ms: args.interval_ms,
+        metrics: args.metrics.bind()?,
+    };
+    runtime()?.block_on(async {
+        let client = args.kube.connect().await?;
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            stop_after(duration).await;
+            let _ = stop.send(true);
+        });
+        eprintln!(
+            "migverify agent: node {}, watching its VMIs and virt-handler; SIGTERM or Ctrl-C to stop",
+            settings.node
+        );
+        agent::run(client, settings, shutdown).await
+    })?;
+    Ok(Status::Pass)
+}
