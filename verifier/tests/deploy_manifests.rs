@@ -482,21 +482,31 @@ fn rbac_is_least_privilege() {
             .map(|(_, rule)| *rule)
             .collect()
     };
+    // docs/agent.md's list, exactly.
     let read = ["get", "list", "watch"];
     let mut agent = Vec::new();
-    for (group, resource) in [
-        ("kubevirt.io", "virtualmachineinstances"),
-        ("kubevirt.io", "virtualmachineinstancemigrations"),
-        ("kubevirt.io", "kubevirts"),
-        ("hco.kubevirt.io", "hyperconvergeds"),
-        ("k8s.cni.cncf.io", "network-attachment-definitions"),
-        ("", "pods"),
+    for (group, resource, verbs) in [
+        ("kubevirt.io", "virtualmachineinstances", &read[..]),
+        (
+            "kubevirt.io",
+            "virtualmachineinstancemigrations",
+            &read[..2],
+        ),
+        ("kubevirt.io", "kubevirts", &read[..2]),
+        ("hco.kubevirt.io", "hyperconvergeds", &read[..2]),
+        ("migrations.kubevirt.io", "migrationpolicies", &read[..2]),
+        (
+            "k8s.cni.cncf.io",
+            "network-attachment-definitions",
+            &read[..2],
+        ),
+        ("", "pods", &read[..]),
+        ("", "events", &["create"][..]),
     ] {
-        for verb in read {
-            agent.push((group, resource, verb, ""));
+        for verb in verbs {
+            agent.push((group, resource, *verb, ""));
         }
     }
-    agent.push(("", "events", "create", ""));
     assert_eq!(triples(&of("ClusterRole/migverify-agent")), set(&agent));
 
     let cm = "migverify-checkup-config";
@@ -658,6 +668,20 @@ fn manifests_refer_to_each_other_consistently() {
             .and_then(|v| v.field_ref.as_ref())
             .map(|f| f.field_path.as_str())
             == Some("spec.nodeName")));
+    // The arguments are ones `migverify agent` accepts.
+    let argv = |args: &[String]| {
+        std::iter::once("migverify".to_string())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+    };
+    {
+        use clap::Parser as _;
+        let expanded: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("$(NODE_NAME)", "worker-0"))
+            .collect();
+        verifier::cli::Cli::try_parse_from(argv(&expanded)).unwrap_or_else(|e| panic!("{e}"));
+    }
     let port = container
         .ports
         .iter()
@@ -700,7 +724,12 @@ fn manifests_refer_to_each_other_consistently() {
             volume.name
         );
     }
-    assert_eq!(mounts.get("bpffs").map(String::as_str), Some("/sys/fs/bpf"));
+    assert_eq!(
+        mounts.get("netns").map(String::as_str),
+        Some("/var/run/netns")
+    );
+    // hostPID: /proc/1/ns/net is the node's namespace.
+    assert!(args.contains(&"--node-netns=/proc/1/ns/net".to_string()));
 
     let Object::Service(svc) = find(&|o| matches!(o, Object::Service(_))) else {
         unreachable!()
