@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod checks;
+pub mod checkup;
 pub mod cli;
 pub mod cluster;
 pub mod config;

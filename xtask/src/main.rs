@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | test | lint | demo | bench`.
+//! Project tasks: `cargo xtask setup | test | lint | demo | bench | static`.
 //!
 //! Every task starts with `setup`, so each is the one command a fresh machine
 //! needs.
@@ -47,6 +47,9 @@ enum Task {
     /// Set up, then run the lab's `secondary` and `pod-network-fallback`
     /// scenarios and print what migverify saw (as root).
     Demo,
+    /// Build the static migverify of the container image (musl, release):
+    /// target/x86_64-unknown-linux-musl/release/migverify.
+    Static,
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Task::Lint => setup::run().and_then(|()| lint()),
         Task::Demo => setup::run().and_then(|()| demo()),
         Task::Bench { quick, only } => setup::run().and_then(|()| bench(quick, only.as_deref())),
+        Task::Static => setup::static_build().and_then(|()| static_binary()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -161,6 +165,52 @@ fn bench(quick: bool, only: Option<&str>) -> anyhow::Result<()> {
         cmd.args(["--only", part]);
     }
     exec(&mut cmd)
+}
+
+/// A release build for the musl target, statically linked (the default for
+/// musl), checked by looking at the ELF: no interpreter, no dynamic section.
+fn static_binary() -> anyhow::Result<()> {
+    exec(cargo().args([
+        "build",
+        "--release",
+        "--locked",
+        "--package",
+        "verifier",
+        "--bin",
+        "migverify",
+        "--target",
+        setup::STATIC_TARGET,
+    ]))?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let binary = target_dir
+        .join(setup::STATIC_TARGET)
+        .join("release/migverify");
+    let elf = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+    if is_dynamic(&elf) {
+        bail!("{} is dynamically linked", binary.display());
+    }
+    eprintln!("xtask: {} ({} bytes, static)", binary.display(), elf.len());
+    Ok(())
+}
+
+/// Whether a 64-bit little-endian ELF needs a loader: a PT_INTERP program
+/// header (a static-pie binary has PT_DYNAMIC for its own relocations, but
+/// no interpreter).
+fn is_dynamic(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" {
+        return true;
+    }
+    let (phoff, phentsize, phnum) = (u64_at(0x20), u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        at + 4 <= elf.len() && u32_at(at) == PT_INTERP
+    })
 }
 
 fn lint() -> anyhow::Result<()> {

@@ -30,6 +30,25 @@ pub fn run() -> anyhow::Result<()> {
     debian_packages()
 }
 
+/// The Rust target of the static binary the container image holds.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// What building the static (musl) binary needs: the eBPF toolchain, the
+/// musl target of the stable toolchain, and musl-gcc for the C and assembly
+/// of ring (TLS). Not the lab's packages: an image build needs none of them.
+pub fn static_build() -> anyhow::Result<()> {
+    nightly_rust_src()?;
+    bpf_linker()?;
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !installed.lines().any(|l| l.trim() == STATIC_TARGET) {
+        say(&format!(
+            "adding the Rust target {STATIC_TARGET} (the static binary)"
+        ));
+        exec(Command::new("rustup").args(["target", "add", STATIC_TARGET]))?;
+    }
+    install_debian(&["musl-tools".to_string()])
+}
+
 fn say(what: &str) {
     eprintln!("setup: {what}");
 }

@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod check;
+mod checkup;
 mod counters;
 mod flows;
 mod lab;
@@ -58,6 +59,7 @@ enum Command {
     Agent(agent::Args),
     Check(check::Args),
     Bench(bench::Args),
+    Checkup(checkup::Args),
     Counters(counters::Args),
     Flows(flows::Args),
     Lab(lab::Args),
@@ -71,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Agent(args) => agent::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Checkup(args) => checkup::run(args),
         Command::Counters(args) => counters::run(args),
         Command::Flows(args) => flows::run(args),
         Command::Lab(args) => lab::run(args),

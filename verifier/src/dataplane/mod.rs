@@ -533,7 +533,8 @@ fn mtu(iface: &str) -> Option<u32> {
         *to = *from as libc::c_char;
     }
     // SAFETY: SIOCGIFMTU reads the name and writes the MTU into `request`.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &mut request) } != 0 {
+    // The request's type is c_ulong with glibc, c_int with musl (the static build).
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU as _, &mut request) } != 0 {
         return None;
     }
     // SAFETY: the kernel filled the MTU member.

@@ -15,6 +15,7 @@
 //! - `GET` of one object, `POST` (create; `generateName`), `PUT` (with the
 //!   resourceVersion check), `PATCH` (merge, strategic merge as merge, and
 //!   JSON patch) and `DELETE`, every write recorded for the test to read;
+//! - `GET .../pods/NAME/log`: the text the test set with [`ApiServer::set_log`];
 //! - the test changes objects with [`ApiServer::apply`] and
 //!   [`ApiServer::delete`], which open watches see at once.
 //!
@@ -74,6 +75,8 @@ struct State {
     next_uid: u64,
     /// Collections answered 404, as for a kind whose CRD is not installed.
     unserved: Vec<String>,
+    /// (namespace, pod) -> what `GET .../pods/NAME/log` answers (text).
+    logs: BTreeMap<(String, String), String>,
 }
 
 pub struct ApiServer {
@@ -550,6 +553,16 @@ impl ApiServer {
             .cloned()
     }
 
+    /// Sets what `GET /api/v1/namespaces/NS/pods/NAME/log` answers (as
+    /// the kubelet would, from the container's stdout and stderr).
+    pub fn set_log(&self, namespace: &str, pod: &str, text: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .logs
+            .insert((namespace.to_string(), pod.to_string()), text.to_string());
+    }
+
     pub fn writes(&self) -> Vec<Write> {
         self.state.lock().unwrap().writes.clone()
     }
@@ -673,6 +686,31 @@ async fn respond(stream: &mut TcpStream, code: u16, body: &Value) -> std::io::Re
     stream.flush().await
 }
 
+/// `(namespace, pod)` of a `/api/v1/namespaces/NS/pods/NAME/log` path.
+fn log_path(path: &str) -> Option<(String, String)> {
+    match path
+        .trim_start_matches('/')
+        .split('/')
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["api", "v1", "namespaces", ns, "pods", name, "log"] => {
+            Some((ns.to_string(), name.to_string()))
+        }
+        _ => None,
+    }
+}
+
+async fn respond_text(stream: &mut TcpStream, text: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        text.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(text.as_bytes()).await?;
+    stream.flush().await
+}
+
 /// One connection: requests one after another (keep-alive), until the
 /// client closes it or a watch ends it.
 async fn serve(
@@ -701,6 +739,19 @@ async fn serve(
             .is_some_and(|t| !state.lock().unwrap().unserved.contains(&t.collection));
         if request.method == "GET" && watching && served {
             return stream_watch(reader.get_mut(), &request, &state, version.subscribe()).await;
+        }
+        if request.method == "GET" {
+            if let Some(key) = log_path(&request.path) {
+                let log = state.lock().unwrap().logs.get(&key).cloned();
+                match log {
+                    Some(text) => respond_text(reader.get_mut(), &text).await?,
+                    None => {
+                        let missing = status(404, "NotFound", &format!("no log for pod {}", key.1));
+                        respond(reader.get_mut(), 404, &missing).await?
+                    }
+                }
+                continue;
+            }
         }
         let (code, body) = handle(&request, &state);
         // A write wakes the watches (a failed one changed nothing: no harm).

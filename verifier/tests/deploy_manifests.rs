@@ -1,0 +1,819 @@
+//! Every manifest in deploy/ is a Kubernetes object its API accepts as
+//! written: each YAML document deserializes into its typed k8s-openapi
+//! struct, and serializing that struct back gives every field of the
+//! document (k8s-openapi skips fields it does not know, so a misspelled
+//! field would otherwise vanish without a word). The ServiceMonitor and the
+//! kustomization have no k8s-openapi type: they are checked against small
+//! structs that deny unknown fields. Then least privilege: no wildcard in
+//! any rule, and the agent's and the checkup's rules are exactly the
+//! expected ones; and the pieces refer to each other consistently.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+use k8s_openapi::{
+    api::{
+        apps::v1::DaemonSet,
+        batch::v1::Job,
+        core::v1::{ConfigMap, Namespace, Service, ServiceAccount},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
+    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
+    Resource,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// Every .yaml file under deploy/, sorted.
+fn manifest_files() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&deploy_dir(), &mut files);
+    files.sort();
+    files
+}
+
+/// The YAML documents of a file, as JSON values (empty documents left out).
+fn documents(text: &str) -> Result<Vec<Value>, String> {
+    let mut out = Vec::new();
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
+        let value = Value::deserialize(document).map_err(|e| e.to_string())?;
+        if !value.is_null() {
+            out.push(value);
+        }
+    }
+    Ok(out)
+}
+
+/// The first place where `original` has something `typed` lost or changed,
+/// as a path such as `spec.template.spec.hostPid`.
+fn lost(original: &Value, typed: &Value, path: &str) -> Option<String> {
+    match (original, typed) {
+        (Value::Object(o), Value::Object(t)) => o.iter().find_map(|(key, value)| {
+            let here = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            match t.get(key) {
+                Some(typed) => lost(value, typed, &here),
+                None => Some(format!("{here}: unknown field")),
+            }
+        }),
+        (Value::Array(o), Value::Array(t)) if o.len() == t.len() => o
+            .iter()
+            .zip(t)
+            .enumerate()
+            .find_map(|(i, (o, t))| lost(o, t, &format!("{path}[{i}]"))),
+        _ if original == typed => None,
+        _ => Some(format!("{path}: {original} became {typed}")),
+    }
+}
+
+/// Deserializes into `T` and requires the round trip to keep every field.
+fn typed<T: DeserializeOwned + Serialize>(document: &Value) -> Result<T, String> {
+    let object: T = serde_json::from_value(document.clone()).map_err(|e| e.to_string())?;
+    let back = serde_json::to_value(&object).map_err(|e| e.to_string())?;
+    match lost(document, &back, "") {
+        Some(field) => Err(field),
+        None => Ok(object),
+    }
+}
+
+/// The Prometheus operator's ServiceMonitor (monitoring.coreos.com/v1), the
+/// part of its CRD schema the manifests may use; anything else is refused.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ServiceMonitor {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    spec: ServiceMonitorSpec,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ServiceMonitorSpec {
+    selector: LabelSelector,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    namespace_selector: Option<NamespaceSelector>,
+    endpoints: Vec<Endpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    target_labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pod_target_labels: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NamespaceSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    any: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    match_names: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Endpoint {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    port: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_port: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheme: Option<Scheme>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scrape_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    honor_labels: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    relabelings: Vec<RelabelConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    metric_relabelings: Vec<RelabelConfig>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Scheme {
+    Http,
+    Https,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RelabelConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    source_labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    separator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replacement: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    modulus: Option<u64>,
+}
+
+/// kustomize's Kustomization, the fields deploy/ uses.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Kustomization {
+    api_version: String,
+    kind: String,
+    resources: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    images: Vec<KustomizeImage>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct KustomizeImage {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    new_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    new_tag: Option<String>,
+}
+
+/// One checked manifest document.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a test's handful of documents
+enum Object {
+    Namespace(Namespace),
+    ServiceAccount(ServiceAccount),
+    ClusterRole(ClusterRole),
+    ClusterRoleBinding(ClusterRoleBinding),
+    Role(Role),
+    RoleBinding(RoleBinding),
+    DaemonSet(Box<DaemonSet>),
+    Service(Service),
+    ConfigMap(ConfigMap),
+    Job(Box<Job>),
+    ServiceMonitor(ServiceMonitor),
+    Kustomization(Kustomization),
+}
+
+fn is<T: Resource>(api_version: &str, kind: &str) -> bool {
+    api_version == T::API_VERSION && kind == T::KIND
+}
+
+/// The typed object of one document, or what is wrong with it.
+fn check(document: &Value) -> Result<Object, String> {
+    let api_version = document["apiVersion"].as_str().unwrap_or_default();
+    let kind = document["kind"].as_str().unwrap_or_default();
+    let object = if is::<Namespace>(api_version, kind) {
+        Object::Namespace(typed(document)?)
+    } else if is::<ServiceAccount>(api_version, kind) {
+        Object::ServiceAccount(typed(document)?)
+    } else if is::<ClusterRole>(api_version, kind) {
+        Object::ClusterRole(typed(document)?)
+    } else if is::<ClusterRoleBinding>(api_version, kind) {
+        Object::ClusterRoleBinding(typed(document)?)
+    } else if is::<Role>(api_version, kind) {
+        Object::Role(typed(document)?)
+    } else if is::<RoleBinding>(api_version, kind) {
+        Object::RoleBinding(typed(document)?)
+    } else if is::<DaemonSet>(api_version, kind) {
+        Object::DaemonSet(Box::new(typed(document)?))
+    } else if is::<Service>(api_version, kind) {
+        Object::Service(typed(document)?)
+    } else if is::<ConfigMap>(api_version, kind) {
+        Object::ConfigMap(typed(document)?)
+    } else if is::<Job>(api_version, kind) {
+        Object::Job(Box::new(typed(document)?))
+    } else if api_version == "monitoring.coreos.com/v1" && kind == "ServiceMonitor" {
+        Object::ServiceMonitor(typed(document)?)
+    } else if api_version == "kustomize.config.k8s.io/v1beta1" && kind == "Kustomization" {
+        Object::Kustomization(typed(document)?)
+    } else {
+        return Err(format!(
+            "{api_version} {kind}: not a kind deploy/ should hold"
+        ));
+    };
+    Ok(object)
+}
+
+/// Every document of every file, typed; panics naming the file and field.
+fn all_objects() -> Vec<(PathBuf, Object)> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for file in manifest_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        match documents(&text) {
+            Ok(docs) => {
+                for (i, doc) in docs.iter().enumerate() {
+                    match check(doc) {
+                        Ok(object) => out.push((file.clone(), object)),
+                        Err(e) => {
+                            errors.push(format!("{} document {}: {e}", file.display(), i + 1))
+                        }
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("{}: {e}", file.display())),
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    out
+}
+
+#[test]
+fn every_manifest_is_its_kubernetes_type_with_no_unknown_field() {
+    let objects = all_objects();
+    let kinds: BTreeSet<&str> = objects
+        .iter()
+        .map(|(_, o)| match o {
+            Object::Namespace(_) => "Namespace",
+            Object::ServiceAccount(_) => "ServiceAccount",
+            Object::ClusterRole(_) => "ClusterRole",
+            Object::ClusterRoleBinding(_) => "ClusterRoleBinding",
+            Object::Role(_) => "Role",
+            Object::RoleBinding(_) => "RoleBinding",
+            Object::DaemonSet(_) => "DaemonSet",
+            Object::Service(_) => "Service",
+            Object::ConfigMap(_) => "ConfigMap",
+            Object::Job(_) => "Job",
+            Object::ServiceMonitor(_) => "ServiceMonitor",
+            Object::Kustomization(_) => "Kustomization",
+        })
+        .collect();
+    // The list, all there.
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "DaemonSet",
+        "Service",
+        "ServiceMonitor",
+        "Job",
+        "ConfigMap",
+    ] {
+        assert!(kinds.contains(kind), "deploy/ has no {kind}");
+    }
+    eprintln!(
+        "{} documents in {} files checked",
+        objects.len(),
+        manifest_files().len()
+    );
+}
+
+/// The check must be able to fail: a misspelled field in each kind of
+/// document is caught and named.
+#[test]
+fn a_misspelled_field_is_caught_and_named() {
+    let cases = [
+        (
+            "20-agent-daemonset.yaml",
+            "hostPID: true",
+            "hostPid: true",
+            "spec.template.spec.hostPid",
+        ),
+        (
+            "20-agent-daemonset.yaml",
+            "readOnlyRootFilesystem: true",
+            "readOnlyRootFileSystem: true",
+            "readOnlyRootFileSystem: unknown field",
+        ),
+        (
+            "30-agent-service.yaml",
+            "targetPort: metrics",
+            "targetport: metrics",
+            "targetport",
+        ),
+        (
+            "10-agent-rbac.yaml",
+            "verbs: [\"create\"]",
+            "verb: [\"create\"]",
+            "verb",
+        ),
+        (
+            "monitoring/servicemonitor.yaml",
+            "scrapeTimeout: 10s",
+            "scrapeTimout: 10s",
+            "scrapeTimout",
+        ),
+        (
+            "checkup/30-job.yaml",
+            "backoffLimit: 0",
+            "backOffLimit: 0",
+            "spec.backOffLimit",
+        ),
+        ("kustomization.yaml", "newTag: 0.1.0", "tag: 0.1.0", "tag"),
+    ];
+    for (file, from, to, expected) in cases {
+        let text = std::fs::read_to_string(deploy_dir().join(file)).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        let broken = text.replacen(from, to, 1);
+        let errors: Vec<String> = documents(&broken)
+            .unwrap()
+            .iter()
+            .filter_map(|d| check(d).err())
+            .collect();
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "{file} with {to:?}: {errors:?}"
+        );
+    }
+    // A value of the wrong type is caught too (a port as a list).
+    let text = std::fs::read_to_string(deploy_dir().join("30-agent-service.yaml")).unwrap();
+    let broken = text.replace("port: 9464", "port: [9464]");
+    assert!(documents(&broken)
+        .unwrap()
+        .iter()
+        .any(|d| check(d).is_err()));
+}
+
+fn rules_of(objects: &[(PathBuf, Object)]) -> Vec<(String, &PolicyRule)> {
+    let mut out = Vec::new();
+    for (_, object) in objects {
+        let (name, rules) = match object {
+            Object::ClusterRole(r) => (
+                format!("ClusterRole/{}", r.metadata.name.as_deref().unwrap()),
+                &r.rules,
+            ),
+            Object::Role(r) => (
+                format!("Role/{}", r.metadata.name.as_deref().unwrap()),
+                &r.rules,
+            ),
+            _ => continue,
+        };
+        for rule in rules.iter().flatten() {
+            out.push((name.clone(), rule));
+        }
+    }
+    out
+}
+
+/// (apiGroup, resource, verb, resourceName or "") of a role's rules.
+fn triples(rules: &[&PolicyRule]) -> BTreeSet<(String, String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        let names = rule.resource_names.clone().unwrap_or_default();
+        let names = if names.is_empty() {
+            vec![String::new()]
+        } else {
+            names
+        };
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    for name in &names {
+                        out.insert((group.clone(), resource.clone(), verb.clone(), name.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn set(items: &[(&str, &str, &str, &str)]) -> BTreeSet<(String, String, String, String)> {
+    items
+        .iter()
+        .map(|(g, r, v, n)| (g.to_string(), r.to_string(), v.to_string(), n.to_string()))
+        .collect()
+}
+
+#[test]
+fn rbac_is_least_privilege() {
+    let objects = all_objects();
+    let rules = rules_of(&objects);
+    assert!(!rules.is_empty());
+    for (role, rule) in &rules {
+        let fields = [
+            ("verbs", Some(&rule.verbs)),
+            ("apiGroups", rule.api_groups.as_ref()),
+            ("resources", rule.resources.as_ref()),
+            ("resourceNames", rule.resource_names.as_ref()),
+        ];
+        for (field, values) in fields {
+            for value in values.into_iter().flatten() {
+                assert!(
+                    !value.contains('*'),
+                    "{role}: wildcard in {field}: {value:?}"
+                );
+            }
+        }
+        assert!(rule.non_resource_urls.is_none(), "{role}: nonResourceURLs");
+        assert!(
+            !rule
+                .verbs
+                .iter()
+                .any(|v| ["escalate", "bind", "impersonate", "deletecollection"]
+                    .contains(&v.as_str())),
+            "{role}: {:?}",
+            rule.verbs
+        );
+    }
+    let of = |name: &str| -> Vec<&PolicyRule> {
+        rules
+            .iter()
+            .filter(|(r, _)| r == name)
+            .map(|(_, rule)| *rule)
+            .collect()
+    };
+    // docs/agent.md's list, exactly.
+    let read = ["get", "list", "watch"];
+    let mut agent = Vec::new();
+    for (group, resource, verbs) in [
+        ("kubevirt.io", "virtualmachineinstances", &read[..]),
+        (
+            "kubevirt.io",
+            "virtualmachineinstancemigrations",
+            &read[..2],
+        ),
+        ("kubevirt.io", "kubevirts", &read[..2]),
+        ("hco.kubevirt.io", "hyperconvergeds", &read[..2]),
+        ("migrations.kubevirt.io", "migrationpolicies", &read[..2]),
+        (
+            "k8s.cni.cncf.io",
+            "network-attachment-definitions",
+            &read[..2],
+        ),
+        ("", "pods", &read[..]),
+        ("", "events", &["create"][..]),
+    ] {
+        for verb in verbs {
+            agent.push((group, resource, *verb, ""));
+        }
+    }
+    assert_eq!(triples(&of("ClusterRole/migverify-agent")), set(&agent));
+
+    let cm = "migverify-checkup-config";
+    let checkup = set(&[
+        ("", "configmaps", "get", cm),
+        ("", "configmaps", "update", cm),
+        ("", "configmaps", "patch", cm),
+        (
+            "k8s.cni.cncf.io",
+            "network-attachment-definitions",
+            "get",
+            "",
+        ),
+        ("", "pods", "create", ""),
+        ("", "pods", "get", ""),
+        ("", "pods", "delete", "migverify-checkup-config-server"),
+        ("", "pods", "delete", "migverify-checkup-config-client"),
+        ("", "pods/log", "get", "migverify-checkup-config-client"),
+    ]);
+    assert_eq!(triples(&of("Role/migverify-checkup")), checkup);
+
+    // Only the agent is bound cluster-wide; the checkup within its namespace.
+    for (_, object) in &objects {
+        if let Object::ClusterRoleBinding(b) = object {
+            let subjects: Vec<_> = b
+                .subjects
+                .iter()
+                .flatten()
+                .map(|s| s.name.as_str())
+                .collect();
+            assert_eq!(subjects, ["migverify-agent"]);
+            assert_eq!(b.role_ref.name, "migverify-agent");
+        }
+    }
+}
+
+/// The pieces name each other consistently: accounts exist, bindings point
+/// at roles and accounts that exist, the Service selects the agent's pods
+/// on its metrics port, the ServiceMonitor selects the Service, the probes
+/// and the listen flag use that port, the Job reads the example ConfigMap
+/// its Role grants, and the kustomization lists every top-level manifest.
+#[test]
+fn manifests_refer_to_each_other_consistently() {
+    let objects = all_objects();
+    let mut accounts = BTreeSet::new();
+    let mut roles = BTreeSet::new();
+    for (_, object) in &objects {
+        match object {
+            Object::ServiceAccount(a) => {
+                accounts.insert((
+                    a.metadata.namespace.clone().unwrap(),
+                    a.metadata.name.clone().unwrap(),
+                ));
+            }
+            Object::ClusterRole(r) => {
+                roles.insert(("ClusterRole", None, r.metadata.name.clone().unwrap()));
+            }
+            Object::Role(r) => {
+                roles.insert((
+                    "Role",
+                    r.metadata.namespace.clone(),
+                    r.metadata.name.clone().unwrap(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let find = |f: &dyn Fn(&Object) -> bool| objects.iter().map(|(_, o)| o).find(|o| f(o)).unwrap();
+    // Every namespaced object lives in migverify (created by 00-namespace.yaml).
+    for (file, object) in &objects {
+        let namespace = match object {
+            Object::ServiceAccount(o) => &o.metadata.namespace,
+            Object::Role(o) => &o.metadata.namespace,
+            Object::RoleBinding(o) => &o.metadata.namespace,
+            Object::DaemonSet(o) => &o.metadata.namespace,
+            Object::Service(o) => &o.metadata.namespace,
+            Object::ConfigMap(o) => &o.metadata.namespace,
+            Object::Job(o) => &o.metadata.namespace,
+            Object::ServiceMonitor(o) => &o.metadata.namespace,
+            _ => continue,
+        };
+        assert_eq!(
+            namespace.as_deref(),
+            Some("migverify"),
+            "{}",
+            file.display()
+        );
+    }
+    for (_, object) in &objects {
+        let (kind, namespace, role_ref, subjects) = match object {
+            Object::ClusterRoleBinding(b) => ("ClusterRole", None, &b.role_ref, &b.subjects),
+            Object::RoleBinding(b) => (
+                "Role",
+                b.metadata.namespace.clone(),
+                &b.role_ref,
+                &b.subjects,
+            ),
+            _ => continue,
+        };
+        assert_eq!(role_ref.kind, kind);
+        assert!(
+            roles.contains(&(kind, namespace, role_ref.name.clone())),
+            "{role_ref:?}"
+        );
+        for s in subjects.iter().flatten() {
+            assert_eq!(s.kind, "ServiceAccount");
+            assert!(
+                accounts.contains(&(s.namespace.clone().unwrap(), s.name.clone())),
+                "{s:?}"
+            );
+        }
+    }
+
+    let Object::Namespace(ns) = find(&|o| matches!(o, Object::Namespace(_))) else {
+        unreachable!()
+    };
+    assert_eq!(ns.metadata.name.as_deref(), Some("migverify"));
+    let ns_labels = ns.metadata.labels.clone().unwrap();
+    assert_eq!(
+        ns_labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("privileged"),
+        "the agent is privileged"
+    );
+
+    let Object::DaemonSet(ds) = find(&|o| matches!(o, Object::DaemonSet(_))) else {
+        unreachable!()
+    };
+    let spec = ds.spec.as_ref().unwrap();
+    let pod_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    let selector = spec.selector.match_labels.clone().unwrap();
+    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)));
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.host_pid, Some(true));
+    assert!(accounts.contains(&(
+        "migverify".into(),
+        pod.service_account_name.clone().unwrap()
+    )));
+    assert!(pod
+        .tolerations
+        .iter()
+        .flatten()
+        .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none()));
+    let container = &pod.containers[0];
+    let args = container.args.clone().unwrap();
+    assert_eq!(args[0], "agent");
+    assert!(args.contains(&"--node-name=$(NODE_NAME)".to_string()));
+    assert!(container.env.iter().flatten().any(|e| e.name == "NODE_NAME"
+        && e.value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str())
+            == Some("spec.nodeName")));
+    // The arguments are ones `migverify agent` accepts.
+    let argv = |args: &[String]| {
+        std::iter::once("migverify".to_string())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+    };
+    {
+        use clap::Parser as _;
+        let expanded: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("$(NODE_NAME)", "worker-0"))
+            .collect();
+        verifier::cli::Cli::try_parse_from(argv(&expanded)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let port = container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .unwrap();
+    let listen = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--metrics-listen="))
+        .unwrap();
+    assert!(
+        listen.ends_with(&format!(":{}", port.container_port)),
+        "{listen} vs {}",
+        port.container_port
+    );
+    for probe in [&container.readiness_probe, &container.liveness_probe] {
+        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(serde_json::to_value(&get.port).unwrap(), "metrics");
+        assert_eq!(get.path.as_deref(), Some("/metrics"));
+    }
+    let resources = container.resources.as_ref().unwrap();
+    assert!(resources.requests.as_ref().unwrap().contains_key("memory"));
+    assert!(resources.limits.as_ref().unwrap().contains_key("memory"));
+    assert_eq!(
+        container.security_context.as_ref().unwrap().privileged,
+        Some(true)
+    );
+    let mounts: BTreeMap<_, _> = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.name.clone(), m.mount_path.clone()))
+        .collect();
+    for volume in pod.volumes.iter().flatten() {
+        let host = volume.host_path.as_ref().unwrap();
+        assert_eq!(
+            mounts.get(&volume.name),
+            Some(&host.path),
+            "{}",
+            volume.name
+        );
+    }
+    assert_eq!(
+        mounts.get("netns").map(String::as_str),
+        Some("/var/run/netns")
+    );
+    // hostPID: /proc/1/ns/net is the node's namespace.
+    assert!(args.contains(&"--node-netns=/proc/1/ns/net".to_string()));
+
+    let Object::Service(svc) = find(&|o| matches!(o, Object::Service(_))) else {
+        unreachable!()
+    };
+    let svc_spec = svc.spec.as_ref().unwrap();
+    assert_eq!(svc_spec.selector.as_ref().unwrap(), &selector);
+    let svc_port = &svc_spec.ports.as_ref().unwrap()[0];
+    assert_eq!(svc_port.name.as_deref(), Some("metrics"));
+    assert_eq!(svc_port.port, port.container_port);
+
+    let Object::ServiceMonitor(sm) = find(&|o| matches!(o, Object::ServiceMonitor(_))) else {
+        unreachable!()
+    };
+    let svc_labels = svc.metadata.labels.clone().unwrap();
+    assert!(sm
+        .spec
+        .selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| svc_labels.get(k) == Some(v)));
+    assert_eq!(sm.spec.endpoints[0].port.as_deref(), Some("metrics"));
+    assert_eq!(
+        sm.spec.namespace_selector.as_ref().unwrap().match_names,
+        ["migverify"]
+    );
+
+    let Object::Job(job) = find(&|o| matches!(o, Object::Job(_))) else {
+        unreachable!()
+    };
+    let job_pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert!(accounts.contains(&(
+        "migverify".into(),
+        job_pod.service_account_name.clone().unwrap()
+    )));
+    let env: BTreeMap<_, _> = job_pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e))
+        .collect();
+    let cm_name = env["CONFIGMAP_NAME"].value.clone().unwrap();
+    let Object::ConfigMap(cm) = find(&|o| matches!(o, Object::ConfigMap(_))) else {
+        unreachable!()
+    };
+    assert_eq!(cm.metadata.name.as_deref(), Some(cm_name.as_str()));
+    // The example is a configuration the checkup accepts.
+    let config = verifier::checkup::config::Config::parse(cm.data.as_ref().unwrap(), "migverify")
+        .unwrap_or_else(|e| panic!("the example ConfigMap: {e}"));
+    assert!(config.duration < config.timeout);
+    assert!(
+        config.timeout.as_secs()
+            < job.spec.as_ref().unwrap().active_deadline_seconds.unwrap() as u64,
+        "the Job's deadline leaves the checkup time to write its status"
+    );
+    for var in ["CONFIGMAP_NAMESPACE", "POD_NAME", "POD_UID"] {
+        assert!(env[var].value_from.is_some(), "{var} from the downward API");
+    }
+    assert_eq!(
+        job_pod.containers[0].args.as_deref(),
+        Some(&["checkup".to_string()][..])
+    );
+    let context = job_pod.containers[0].security_context.as_ref().unwrap();
+    assert_eq!(context.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        job_pod.security_context.as_ref().unwrap().run_as_non_root,
+        Some(true)
+    );
+    // The agent's and the checkup's image are the same.
+    assert_eq!(job_pod.containers[0].image, container.image);
+
+    let Object::Kustomization(k) = find(&|o| matches!(o, Object::Kustomization(_))) else {
+        unreachable!()
+    };
+    let top: BTreeSet<String> = std::fs::read_dir(deploy_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+        .collect();
+    assert_eq!(k.resources.iter().cloned().collect::<BTreeSet<_>>(), top);
+    let image = container.image.as_deref().unwrap();
+    assert!(k
+        .images
+        .iter()
+        .any(|i| image.starts_with(&format!("{}:", i.name))));
+}
