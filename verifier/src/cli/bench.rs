@@ -297,8 +297,22 @@ pub(super) fn measure(plan: Plan) -> anyhow::Result<Report> {
         channel: Channel::Memory,
         migration: Some(BENCH_ID.into()),
     };
-    let (result, observed) = if plan.ifaces.is_empty() {
-        (client::run(&plan.options, plan.connect)?, None)
+    // The iperf3 reference runs under the same conditions as the bench:
+    // with the observers attached when the bench had them.
+    let reference = || {
+        plan.iperf.as_ref().map(|(prefix, server)| {
+            let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+            iperf::run(
+                &prefix,
+                *server,
+                plan.options.streams.max(1),
+                plan.options.amount,
+            )
+        })
+    };
+    let (result, observed, reference) = if plan.ifaces.is_empty() {
+        let result = client::run(&plan.options, plan.connect)?;
+        (result, None, reference())
     } else {
         let mut dataplane = Dataplane::load()?;
         for cidr in &plan.cidrs {
@@ -329,8 +343,9 @@ pub(super) fn measure(plan: Plan) -> anyhow::Result<Report> {
                 collected,
             )
         });
+        let reference = reference();
         dataplane.detach_all();
-        (result?, Some(collected?))
+        (result?, Some(collected?), reference)
     };
     eprintln!(
         "migverify: bench sent {} bytes in {:.1} s over {} stream(s), the server received {}",
@@ -339,15 +354,6 @@ pub(super) fn measure(plan: Plan) -> anyhow::Result<Report> {
         result.per_stream.len(),
         result.received_bytes
     );
-    let reference = plan.iperf.as_ref().map(|(prefix, server)| {
-        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
-        iperf::run(
-            &prefix,
-            *server,
-            plan.options.streams.max(1),
-            plan.options.amount,
-        )
-    });
     let sync = plan
         .sync
         .map(|address| reachable(address, Duration::from_secs(2), plan.connect));

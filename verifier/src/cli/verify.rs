@@ -247,20 +247,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                     if let Some((evaluator, metrics)) = live.as_mut() {
                         if last_metrics.is_none_or(|last| tick.at >= last + METRICS_REFRESH) {
                             last_metrics = Some(tick.at);
-                            let neighbors = tick.dataplane.neighbors().unwrap_or_default();
-                            let snapshot = evaluator.evaluate(
-                                tick.table,
-                                tick.slots,
-                                &neighbors,
-                                tick.at.as_millis() as u64,
-                            );
-                            page.set(metrics.render(
-                                &snapshot,
-                                tick.table,
-                                tick.slots,
-                                tick.dataplane,
-                                tick.events_dropped,
-                            ));
+                            let snapshot = evaluator.evaluate_tick(tick);
+                            page.set(metrics.render(&snapshot, tick));
                         }
                     }
                     rule.done(tick.table, &endpoints, tick.at)

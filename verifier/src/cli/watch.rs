@@ -21,7 +21,7 @@ use super::{runtime, seconds, stop_after, BudgetArgs, MetricsArgs, Output, Repor
 use crate::{
     config::{Cidr, Endpoint},
     dataplane::{AttachSpec, Dataplane},
-    flows::{collect, Request, Tick},
+    flows::{collect, Request},
     measure::{
         live::{Evaluator, Snapshot},
         verdict::Expectations,
@@ -209,15 +209,9 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                     return false;
                 }
                 last_refresh = Some(tick.at);
-                let snapshot = snapshot(&mut evaluator, tick);
+                let snapshot = evaluator.evaluate_tick(tick);
                 if serving {
-                    page.set(metrics.render(
-                        &snapshot,
-                        tick.table,
-                        tick.slots,
-                        tick.dataplane,
-                        tick.events_dropped,
-                    ));
+                    page.set(metrics.render(&snapshot, tick));
                 }
                 view.show(&snapshot, SystemTime::now());
                 false
@@ -262,17 +256,6 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     } else {
         args.report.emit(&report)
     }
-}
-
-fn snapshot(evaluator: &mut Evaluator, tick: &Tick) -> Snapshot {
-    // ARP is read once per refresh, not per interval: it changes slowly.
-    let neighbors = tick.dataplane.neighbors().unwrap_or_default();
-    evaluator.evaluate(
-        tick.table,
-        tick.slots,
-        &neighbors,
-        tick.at.as_millis() as u64,
-    )
 }
 
 impl View {

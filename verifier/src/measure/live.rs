@@ -17,7 +17,7 @@ use super::{
 use crate::{
     config::{endpoints::channel_name, Endpoint},
     dataplane::Role,
-    flows::{ConnKey, Connection, FlowTable, SlotInfo},
+    flows::{ConnKey, Connection, FlowTable, SlotInfo, Tick},
 };
 
 /// "Now" for rates: the last second.
@@ -131,6 +131,18 @@ impl Evaluator {
         self.expectations.expect_traffic |= !endpoints.is_empty();
         self.endpoints = endpoints;
         self.endpoints_since_ms = at_ms;
+    }
+
+    /// [`Evaluator::evaluate`] on what the collector read at `tick`,
+    /// ARP included (read once per evaluation: it changes slowly).
+    pub fn evaluate_tick(&mut self, tick: &Tick) -> Snapshot {
+        let neighbors = tick.dataplane.neighbors().unwrap_or_default();
+        self.evaluate(
+            tick.table,
+            tick.slots,
+            &neighbors,
+            tick.at.as_millis() as u64,
+        )
     }
 
     pub fn evaluate(

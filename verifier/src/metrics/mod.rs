@@ -17,7 +17,7 @@ pub use self::server::{bind, serve, BindError, Exposition, ListenAddr};
 use self::text::{Histogram, Kind, Page};
 use crate::{
     dataplane::{AttachMode, Dataplane, DataplaneStats},
-    flows::{BytesByRole, ConnKey, FlowTable, SlotInfo},
+    flows::{BytesByRole, ConnKey, FlowTable, SlotInfo, Tick},
     measure::{live::Snapshot, verdict::Verdict},
 };
 
@@ -71,20 +71,14 @@ impl Metrics {
         }
     }
 
-    /// The exposition page for `snapshot`, with the data plane's health.
-    pub fn render(
-        &mut self,
-        snapshot: &Snapshot,
-        table: &FlowTable,
-        slots: &[Option<SlotInfo>],
-        dataplane: &Dataplane,
-        events_dropped: u64,
-    ) -> String {
-        self.feed(snapshot, table, slots);
+    /// The exposition page for `snapshot` (an evaluation of `tick`), with
+    /// the data plane's health.
+    pub fn render(&mut self, snapshot: &Snapshot, tick: &Tick) -> String {
+        self.feed(snapshot, tick.table, tick.slots);
         let mut page = Page::default();
         self.migration_families(&mut page, snapshot);
         self.verdict_families(&mut page, snapshot);
-        health(&mut page, dataplane, events_dropped);
+        health(&mut page, tick.dataplane, tick.events_dropped);
         page.finish()
     }
 
