@@ -23,14 +23,18 @@ use verifier::{
 #[serde(rename_all = "kebab-case")]
 pub enum Variant {
     Unobserved,
+    /// migverify's programs on every hook, nothing reading them: the
+    /// kernel side's share of migverify's cost.
+    ProgramsOnly,
     Migverify,
     Tcpdump,
     PnetCapture,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 5] = [
         Variant::Unobserved,
+        Variant::ProgramsOnly,
         Variant::Migverify,
         Variant::Tcpdump,
         Variant::PnetCapture,
@@ -149,6 +153,12 @@ fn summarize(variant: Variant, runs: &[MigrationRun]) -> VariantSummary {
 fn migrate_with(config: &LabConfig, variant: Variant) -> anyhow::Result<QemuOutcome> {
     match variant {
         Variant::Unobserved => Ok(lab::migrate(config, &quiet, &mut |_| Ok(()))?),
+        Variant::ProgramsOnly => {
+            let dataplane = attach(config)?;
+            let outcome = lab::migrate(config, &quiet, &mut |_| Ok(()));
+            drop(dataplane);
+            Ok(outcome?)
+        }
         Variant::Migverify => {
             Ok(lab::migrate_observed(config, Duration::from_millis(100), &quiet)?.qemu)
         }
