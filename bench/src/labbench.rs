@@ -13,13 +13,13 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use verifier::{
     dataplane::{AttachSpec, Dataplane, Netns},
     lab::{self, topology, LabConfig, QemuOutcome, Scenario},
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Variant {
     Unobserved,
@@ -41,7 +41,7 @@ impl Variant {
     ];
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct MigrationRun {
     pub variant: Variant,
     pub total_time_ms: u64,
@@ -49,7 +49,7 @@ pub struct MigrationRun {
     pub throughput_mbps: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct VariantSummary {
     pub variant: Variant,
     pub runs: usize,
@@ -61,7 +61,7 @@ pub struct VariantSummary {
     pub median_throughput_mbps: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct MigrationBench {
     pub memory_mib: u64,
     pub multifd_channels: u8,
@@ -295,14 +295,14 @@ fn capture(
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct IperfRun {
     pub streams: u32,
     pub attached: bool,
     pub bits_per_second: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct IperfSummary {
     pub streams: u32,
     pub unobserved_mbps: f64,
@@ -310,7 +310,7 @@ pub struct IperfSummary {
     pub ratio: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct IperfBench {
     pub seconds: u32,
     pub runs: Vec<IperfRun>,
@@ -438,7 +438,7 @@ fn iperf_client(target: &str, streams: u32, seconds: u32) -> anyhow::Result<f64>
 /// the shared classifier (the one program the kernel verifies at length,
 /// in parallel with the attachments), the hooks' own small programs (one
 /// ingress and one egress per hook), and the attachments themselves.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct AttachTime {
     pub total_ms: Vec<f64>,
     pub load_object_ms: Vec<f64>,

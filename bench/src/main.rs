@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Parser;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Parser)]
 #[command(about = "migverify's benchmarks")]
@@ -27,6 +27,9 @@ struct Args {
     /// Run one part and print its figures as JSON; nothing is written.
     #[arg(long, value_enum, value_name = "PART")]
     only: Option<Part>,
+    /// Write docs/benchmarks.md again from a run's JSON; nothing is run.
+    #[arg(long, value_name = "JSON", conflicts_with = "only")]
+    render: Option<PathBuf>,
     /// The migverify binary the footprint benchmark runs.
     #[arg(long, value_name = "PATH")]
     migverify: Option<PathBuf>,
@@ -46,7 +49,7 @@ enum Part {
     Footprint,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Machine {
     pub date: String,
     pub kernel: String,
@@ -55,7 +58,7 @@ pub struct Machine {
     pub memory_gib: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Results {
     pub machine: Machine,
     pub quick: bool,
@@ -97,6 +100,12 @@ fn machine() -> Machine {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = &args.render {
+        let json = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let results: Results = serde_json::from_slice(&json)
+            .with_context(|| format!("{} is not a bench run's JSON", path.display()))?;
+        return write_docs(&args.root, &results);
+    }
     verifier::dataplane::privileges::check().map_err(anyhow::Error::msg)?;
     let migverify = match &args.migverify {
         Some(path) => path.clone(),
@@ -169,14 +178,15 @@ fn write(root: &Path, results: &Results) -> anyhow::Result<()> {
         let path = dir.join(name);
         std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
     }
+    eprintln!("bench: wrote {}", dir.join("latest.json").display());
+    write_docs(root, results)
+}
+
+fn write_docs(root: &Path, results: &Results) -> anyhow::Result<()> {
     let docs = root.join("docs/benchmarks.md");
-    std::fs::write(&docs, markdown::render(results))
-        .with_context(|| format!("writing {}", docs.display()))?;
-    eprintln!(
-        "bench: wrote {} and {}",
-        dir.join("latest.json").display(),
-        docs.display()
-    );
-    print!("{}", markdown::render(results));
+    let page = markdown::render(results);
+    std::fs::write(&docs, &page).with_context(|| format!("writing {}", docs.display()))?;
+    eprintln!("bench: wrote {}", docs.display());
+    print!("{page}");
     Ok(())
 }

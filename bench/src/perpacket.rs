@@ -9,7 +9,7 @@ use aya::{
     programs::{SchedClassifier, TestRun as _, TestRunOptions},
     Ebpf,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use verifier::{
     dataplane::{Dataplane, BENCH_BASELINE},
     frames::{self, TcpSegment},
@@ -17,9 +17,9 @@ use verifier::{
 
 pub const REPEAT: u32 = 1_000_000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Shape {
-    pub frame: &'static str,
+    pub frame: String,
     pub empty_best_ns: u64,
     pub empty_median_ns: u64,
     pub observer_best_ns: u64,
@@ -118,7 +118,7 @@ pub fn run(rounds: usize) -> anyhow::Result<Vec<Shape>> {
         let (_, baseline_median_ns) = best_and_median(&mut naive_ns);
         let (_, classifier_median_ns) = best_and_median(&mut classifier);
         results.push(Shape {
-            frame: frame_name,
+            frame: frame_name.to_string(),
             empty_best_ns,
             empty_median_ns,
             observer_best_ns,

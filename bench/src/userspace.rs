@@ -16,14 +16,14 @@ use std::{
 
 use anyhow::Context as _;
 use aya::programs::{TestRun as _, TestRunOptions};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use verifier::{
     dataplane::{Dataplane, Netns},
     frames::TcpSegment,
     lab::{self, topology, Scenario},
 };
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct FootprintBench {
     pub migrations: usize,
     pub connections: usize,
@@ -167,7 +167,7 @@ fn footprint_up(
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct FloodBench {
     pub flows_offered: u64,
     pub flows_kept: u64,
