@@ -69,6 +69,19 @@ pub struct MigrationBench {
     pub offloads: bool,
     pub runs: Vec<MigrationRun>,
     pub summary: Vec<VariantSummary>,
+    /// One more migration with migverify's programs attached and the
+    /// kernel's run-time statistics on: what the hooks cost in place.
+    pub hooks_in_place: HooksInPlace,
+}
+
+/// The kernel's own account (`BPF_ENABLE_STATS`) of migverify's hook
+/// programs during one migration; tail-called work counts to the hook.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HooksInPlace {
+    pub migration_ms: u64,
+    pub runs: u64,
+    pub cpu_ms: f64,
+    pub ns_per_run: f64,
 }
 
 fn quiet(_: &str) {}
@@ -107,8 +120,9 @@ pub fn migration(rounds: usize, memory_mib: u64) -> anyhow::Result<MigrationBenc
         }
         Ok(runs)
     })();
+    let in_place = result.and_then(|runs| Ok((runs, hooks_in_place(&config)?)));
     lab::down()?;
-    let runs = result?;
+    let (runs, hooks_in_place) = in_place?;
     let summary = Variant::ALL.iter().map(|v| summarize(*v, &runs)).collect();
     Ok(MigrationBench {
         memory_mib,
@@ -117,6 +131,33 @@ pub fn migration(rounds: usize, memory_mib: u64) -> anyhow::Result<MigrationBenc
         offloads: config.offloads,
         runs,
         summary,
+        hooks_in_place,
+    })
+}
+
+/// A migration with the programs attached and the kernel timing every run
+/// of them (the statistics are on while the returned fd is open).
+fn hooks_in_place(config: &LabConfig) -> anyhow::Result<HooksInPlace> {
+    eprintln!("bench: migration with the kernel's BPF run-time statistics on");
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("turning the kernel's BPF run-time statistics on")?;
+    let mut dataplane = attach(config)?;
+    let outcome = lab::migrate(config, &quiet, &mut |_| Ok(()))?;
+    let slots: Vec<u32> = dataplane.attachments().iter().map(|a| a.slot).collect();
+    let (mut runs, mut time) = (0, Duration::ZERO);
+    for slot in slots {
+        for name in [format!("ingress_{slot:02}"), format!("egress_{slot:02}")] {
+            let info = dataplane.program_mut(&name).info()?;
+            runs += info.run_count();
+            time += info.run_time();
+        }
+    }
+    drop(stats);
+    Ok(HooksInPlace {
+        migration_ms: outcome.total_time_ms,
+        runs,
+        cpu_ms: time.as_secs_f64() * 1000.0,
+        ns_per_run: time.as_nanos() as f64 / runs.max(1) as f64,
     })
 }
 
