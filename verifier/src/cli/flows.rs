@@ -6,10 +6,10 @@ use std::{collections::HashSet, path::PathBuf, time::Duration};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{runtime, seconds, stop_after, Output, Status};
+use super::{runtime, seconds, stop_after, ObserveArgs, Output, Status};
 use crate::{
-    config::{endpoints::endpoints_from_vmi_file, Cidr, Endpoint},
-    dataplane::{AttachSpec, Dataplane},
+    config::endpoints::endpoints_from_vmi_file,
+    dataplane::Dataplane,
     flows::{collect, Collected, FlowTable, SlotInfo},
 };
 
@@ -21,19 +21,11 @@ use crate::{
 /// second and a final table (or JSON) on exit.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Interface to observe, as [ROLE:]IFACE[@NETNS] (ROLE: migration,
-    /// bridge, primary, other). Repeat for more.
-    #[arg(short, long = "iface", value_name = "SPEC", required = true)]
-    ifaces: Vec<AttachSpec>,
+    #[command(flatten)]
+    observe: ObserveArgs,
     /// A VMI document as `oc get vmi NAME -o json` prints it (or a List).
     #[arg(long, value_name = "FILE")]
     vmi: Vec<PathBuf>,
-    /// A target endpoint, ADDR:PORT[=control|memory|disk].
-    #[arg(long, value_name = "ENDPOINT")]
-    endpoint: Vec<Endpoint>,
-    /// A migration network CIDR, or a virt-handler migration address.
-    #[arg(long, value_name = "CIDR")]
-    cidr: Vec<Cidr>,
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(short, long, value_name = "SECONDS")]
     duration: Option<f64>,
@@ -46,20 +38,20 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
-    let mut endpoints = args.endpoint.clone();
+    let mut endpoints = args.observe.endpoint.clone();
     for path in &args.vmi {
         endpoints.extend(endpoints_from_vmi_file(path)?);
     }
     let mut dataplane = Dataplane::load()?;
-    for cidr in &args.cidr {
+    for cidr in &args.observe.cidr {
         dataplane.add_cidr(*cidr)?;
     }
-    dataplane.attach_all(&args.ifaces)?;
+    dataplane.attach_all(&args.observe.ifaces)?;
     eprintln!(
         "migverify: observing {} interface(s), {} endpoint(s), {} CIDR(s); Ctrl-C to stop",
-        args.ifaces.len(),
+        args.observe.ifaces.len(),
         endpoints.len(),
-        args.cidr.len()
+        args.observe.cidr.len()
     );
     let text = args.output == Output::Text;
     let mut last_print = Duration::ZERO;

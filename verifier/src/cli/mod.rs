@@ -14,7 +14,11 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 
-use crate::measure::budget::BudgetSettings;
+use crate::{
+    config::{Cidr, Endpoint},
+    dataplane::AttachSpec,
+    measure::budget::BudgetSettings,
+};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -87,6 +91,23 @@ pub fn main() -> ExitCode {
             Status::Usage.into()
         }
     }
+}
+
+/// Where to observe and what to classify by, shared by `flows`, `verify`
+/// and `watch` (the VMI documents each reads in its own way).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ObserveArgs {
+    /// Interface to observe, as [ROLE:]IFACE[@NETNS] (ROLE: migration,
+    /// bridge, primary, other). Repeat for more.
+    #[arg(short, long = "iface", value_name = "SPEC", required = true)]
+    pub ifaces: Vec<AttachSpec>,
+    /// A target endpoint, ADDR:PORT[=control|memory|disk].
+    #[arg(long, value_name = "ENDPOINT")]
+    pub endpoint: Vec<Endpoint>,
+    /// The migration network's CIDR (the NAD's IPAM range), or a
+    /// virt-handler migration address. Repeat for more.
+    #[arg(long, value_name = "CIDR")]
+    pub cidr: Vec<Cidr>,
 }
 
 /// The migration budgets, as flags (defaults: KubeVirt's).

@@ -5,14 +5,16 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 
-use super::{runtime, seconds, stop_after, BudgetArgs, MetricsArgs, ReportArgs, Status};
+use super::{
+    runtime, seconds, stop_after, BudgetArgs, MetricsArgs, ObserveArgs, ReportArgs, Status,
+};
 use crate::{
     checks,
     config::{
         documents::load_path, endpoints::endpoints_from_vmi_file, quantity::Quantity, Cidr,
         Endpoint,
     },
-    dataplane::{AttachSpec, Dataplane},
+    dataplane::Dataplane,
     flows::{collect, FlowTable},
     measure::{
         budget::{BudgetSettings, VmSize},
@@ -34,20 +36,12 @@ use crate::{
 /// with too few RTT samples; PASS otherwise.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Interface to observe, as [ROLE:]IFACE[@NETNS] (ROLE: migration,
-    /// bridge, primary, other). Repeat for more.
-    #[arg(short, long = "iface", value_name = "SPEC", required = true)]
-    ifaces: Vec<AttachSpec>,
+    #[command(flatten)]
+    observe: ObserveArgs,
     /// A VMI document as `oc get vmi NAME -o json` prints it (or a List):
     /// its published endpoints and its memory size.
     #[arg(long, value_name = "FILE")]
     vmi: Vec<PathBuf>,
-    /// A target endpoint, ADDR:PORT[=control|memory|disk].
-    #[arg(long, value_name = "ENDPOINT")]
-    endpoint: Vec<Endpoint>,
-    /// The migration network's CIDR (the NAD's IPAM range). Repeat for more.
-    #[arg(long, value_name = "CIDR")]
-    cidr: Vec<Cidr>,
     /// The VLAN id the NAD puts migration traffic on.
     #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(1..=4094))]
     vlan: Option<u16>,
@@ -158,7 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
     let idle = seconds("--idle", Some(args.idle))?.expect("given");
     let mut assumptions = Vec::new();
-    let mut endpoints = args.endpoint.clone();
+    let mut endpoints = args.observe.endpoint.clone();
     let mut size = match &args.vm_memory {
         Some(quantity) => Some(VmSize {
             bytes: quantity_bytes(quantity)
@@ -182,10 +176,10 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             .settings
             .map_or_else(|| args.budget.settings(), Ok)?
     };
-    let cidrs = if args.cidr.is_empty() {
+    let cidrs = if args.observe.cidr.is_empty() {
         from_config.cidrs
     } else {
-        args.cidr.clone()
+        args.observe.cidr.clone()
     };
     let vlan = args.vlan.or(from_config.vlan);
     let listener = args.metrics.bind()?;
@@ -193,11 +187,11 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     for cidr in &cidrs {
         dataplane.add_cidr(*cidr)?;
     }
-    dataplane.attach_all(&args.ifaces)?;
+    dataplane.attach_all(&args.observe.ifaces)?;
     eprintln!(
         "migverify: verifying on {} interface(s) with {} endpoint(s) and {} CIDR(s); waiting for migrations \
          (Ctrl-C to stop and judge)",
-        args.ifaces.len(),
+        args.observe.ifaces.len(),
         endpoints.len(),
         cidrs.len()
     );

@@ -17,10 +17,11 @@ use self::{
     render::{Lines, Screen},
     vmi::VmiFiles,
 };
-use super::{runtime, seconds, stop_after, BudgetArgs, MetricsArgs, Output, ReportArgs, Status};
+use super::{
+    runtime, seconds, stop_after, BudgetArgs, MetricsArgs, ObserveArgs, Output, ReportArgs, Status,
+};
 use crate::{
-    config::{Cidr, Endpoint},
-    dataplane::{AttachSpec, Dataplane},
+    dataplane::Dataplane,
     flows::{collect, Request},
     measure::{
         live::{Evaluator, Snapshot},
@@ -45,20 +46,12 @@ use crate::{
 /// keep it current with `oc get vmi NAME -o json > FILE` in a loop.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Interface to observe, as [ROLE:]IFACE[@NETNS] (ROLE: migration,
-    /// bridge, primary, other). Repeat for more.
-    #[arg(short, long = "iface", value_name = "SPEC", required = true)]
-    ifaces: Vec<AttachSpec>,
+    #[command(flatten)]
+    observe: ObserveArgs,
     /// A VMI document as `oc get vmi NAME -o json` prints it (or a List),
     /// read again whenever it changes; it may not exist yet.
     #[arg(long, value_name = "FILE")]
     vmi: Vec<PathBuf>,
-    /// A target endpoint, ADDR:PORT[=control|memory|disk].
-    #[arg(long, value_name = "ENDPOINT")]
-    endpoint: Vec<Endpoint>,
-    /// The migration network's CIDR (the NAD's IPAM range). Repeat for more.
-    #[arg(long, value_name = "CIDR")]
-    cidr: Vec<Cidr>,
     /// The VLAN id the NAD puts migration traffic on.
     #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(1..=4094))]
     vlan: Option<u16>,
@@ -94,7 +87,7 @@ enum View {
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
-    let mut endpoints = args.endpoint.clone();
+    let mut endpoints = args.observe.endpoint.clone();
     let mut vmis = VmiFiles::new(args.vmi.clone());
     let mut size = args.vm_memory.map(|bytes| crate::measure::budget::VmSize {
         bytes,
@@ -109,12 +102,12 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let listener = args.metrics.bind()?;
     let serving = listener.is_some();
     let mut dataplane = Dataplane::load()?;
-    for cidr in &args.cidr {
+    for cidr in &args.observe.cidr {
         dataplane.add_cidr(*cidr)?;
     }
-    dataplane.attach_all(&args.ifaces)?;
+    dataplane.attach_all(&args.observe.ifaces)?;
     let expectations = Expectations {
-        cidrs: args.cidr.clone(),
+        cidrs: args.observe.cidr.clone(),
         vlan: args.vlan,
         expect_traffic: !endpoints.is_empty(),
     };
@@ -128,9 +121,9 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let waiting: Vec<String> = vmis.missing().map(|p| p.display().to_string()).collect();
     eprintln!(
         "migverify: watching {} interface(s) with {} endpoint(s) and {} CIDR(s){}{}; Ctrl-C to stop and judge",
-        args.ifaces.len(),
+        args.observe.ifaces.len(),
         endpoints.len(),
-        args.cidr.len(),
+        args.observe.cidr.len(),
         if waiting.is_empty() {
             String::new()
         } else {
@@ -182,7 +175,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 // the collector's next turn, before this tick is over.
                 match vmis.poll() {
                     Ok(Some(loaded)) => {
-                        let mut all = args.endpoint.clone();
+                        let mut all = args.observe.endpoint.clone();
                         all.extend(loaded.endpoints);
                         if args.vm_memory.is_none() && loaded.size.is_some() {
                             evaluator.size = loaded.size;
