@@ -135,6 +135,15 @@ pub fn migration(rounds: usize, memory_mib: u64) -> anyhow::Result<MigrationBenc
     })
 }
 
+/// [`hooks_in_place`] on a lab of its own.
+pub fn hooks_in_place_alone(memory_mib: u64) -> anyhow::Result<HooksInPlace> {
+    let config = bench_config(memory_mib);
+    lab::up(&config, &quiet)?;
+    let result = hooks_in_place(&config);
+    lab::down()?;
+    result
+}
+
 /// A migration with the programs attached and the kernel timing every run
 /// of them (the statistics are on while the returned fd is open).
 fn hooks_in_place(config: &LabConfig) -> anyhow::Result<HooksInPlace> {

@@ -45,6 +45,8 @@ enum Part {
     Attach,
     Flood,
     Migration,
+    /// One migration with the kernel's run-time statistics on.
+    HooksInPlace,
     Iperf3,
     Footprint,
 }
@@ -129,6 +131,7 @@ fn main() -> anyhow::Result<()> {
             Part::Attach => serde_json::to_value(labbench::attach_time(rounds)?),
             Part::Flood => serde_json::to_value(userspace::flood(100_000)?),
             Part::Migration => serde_json::to_value(labbench::migration(migration_rounds, memory)?),
+            Part::HooksInPlace => serde_json::to_value(labbench::hooks_in_place_alone(memory)?),
             Part::Iperf3 => serde_json::to_value(labbench::iperf(iperf_rounds, iperf_seconds)?),
             Part::Footprint => {
                 serde_json::to_value(userspace::footprint(&migverify, 16, footprint_s)?)

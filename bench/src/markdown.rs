@@ -29,7 +29,7 @@ pub fn render(r: &Results) -> String {
          measured side by side with its baseline in the same run, alternating, and quoted as a median or a \
          ratio: these machines are shared and noisy. The raw figures of every run are in \
          `bench/results/latest.json`. `cargo xtask bench --only PART` (per-packet, attach, flood, migration, \
-         iperf3, footprint) runs one part and prints its figures; `target/release/bench --render \
+         hooks-in-place, iperf3, footprint) runs one part and prints its figures; `target/release/bench --render \
          bench/results/latest.json` writes this page again from a run's figures.\n\n\
          Run: {} on {} ({} CPUs, {:.0} GiB), kernel {}{}.\n",
         m.date,

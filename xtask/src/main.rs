@@ -39,8 +39,9 @@ enum Task {
         /// Few rounds and short runs: a smoke test.
         #[arg(long)]
         quick: bool,
-        /// Run one part (per-packet, attach, flood, migration, iperf3,
-        /// footprint) and print its figures; nothing is written.
+        /// Run one part (per-packet, attach, flood, migration,
+        /// hooks-in-place, iperf3, footprint) and print its figures;
+        /// nothing is written.
         #[arg(long, value_name = "PART")]
         only: Option<String>,
     },
