@@ -559,13 +559,14 @@ pub fn direction_name(direction: u8) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::IpAddr;
 
     use super::*;
     use crate::dataplane::to_addr;
 
-    fn key(src: &str, dst: &str, slot: u8, direction: Direction) -> FlowKey {
+    /// The flow key of `src` -> `dst` at one hook, for tests here and in `measure`.
+    pub(crate) fn key(src: &str, dst: &str, slot: u8, direction: Direction) -> FlowKey {
         let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
         let (s, family) = to_addr(src.ip());
         let (d, _) = to_addr(dst.ip());

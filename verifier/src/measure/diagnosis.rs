@@ -909,13 +909,13 @@ fn no_traffic(
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::HashSet, net::SocketAddr};
+    use std::collections::HashSet;
 
     use verifier_ebpf::{Channel, Direction, FlowKey, FlowStats, Reason as Why};
 
     use super::*;
     use crate::{
-        dataplane::to_addr,
+        flows::tests::key,
         measure::{
             budget::{budget, BudgetSettings, VmSize},
             migration::{figures, group},
@@ -924,22 +924,6 @@ mod tests {
 
     const CLIENT: &str = "10.200.5.11:50000";
     const SERVER: &str = "10.200.5.12:40000";
-
-    fn key(src: &str, dst: &str, slot: u8, direction: Direction) -> FlowKey {
-        let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
-        let (s, family) = to_addr(src.ip());
-        let (d, _) = to_addr(dst.ip());
-        FlowKey {
-            src: s,
-            dst: d,
-            sport: src.port(),
-            dport: dst.port(),
-            family,
-            slot,
-            direction: direction as u8,
-            _pad: 0,
-        }
-    }
 
     fn stats(payload: u64, retransmits: u64, largest: u32, seen: u8) -> FlowStats {
         FlowStats {

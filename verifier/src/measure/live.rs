@@ -401,29 +401,16 @@ fn percentiles(samples: &[u32]) -> (Option<u64>, Option<u64>) {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::HashSet, net::SocketAddr};
+    use std::collections::HashSet;
 
     use verifier_ebpf::{
         Channel, Direction, FlowKey, FlowStats, Reason as Why, SEEN_FIN, SEEN_SYN, SEEN_SYN_ACK,
     };
 
     use super::*;
-    use crate::dataplane::to_addr;
 
     fn key(src: &str, dst: &str) -> FlowKey {
-        let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
-        let (s, family) = to_addr(src.ip());
-        let (d, _) = to_addr(dst.ip());
-        FlowKey {
-            src: s,
-            dst: d,
-            sport: src.port(),
-            dport: dst.port(),
-            family,
-            slot: 0,
-            direction: Direction::Egress as u8,
-            _pad: 0,
-        }
+        crate::flows::tests::key(src, dst, 0, Direction::Egress)
     }
 
     fn evaluator(endpoints: &[&str]) -> Evaluator {
