@@ -60,11 +60,7 @@ pub fn event(
                 .unwrap_or("MigrationNetworkFailed"),
         ),
     };
-    let verdict = match report.verdict {
-        Verdict::Pass => "PASS",
-        Verdict::Warn => "WARN",
-        Verdict::Fail => "FAIL",
-    };
+    let verdict = report.verdict.as_str();
     let mut message = format!(
         "{verdict} on {node} ({}, migration {}): ",
         migration.side.as_str(),

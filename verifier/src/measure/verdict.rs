@@ -28,6 +28,19 @@ pub enum Verdict {
     Fail,
 }
 
+impl Verdict {
+    pub const ALL: [Verdict; 3] = [Verdict::Pass, Verdict::Warn, Verdict::Fail];
+
+    /// As reports, Events and metrics spell it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Warn => "WARN",
+            Verdict::Fail => "FAIL",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Reason {
     pub id: &'static str,

@@ -30,12 +30,6 @@ const RTT_BOUNDS: &[f64] = &[
     50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
     1.0,
 ];
-const VERDICTS: [(Verdict, &str); 3] = [
-    (Verdict::Pass, "PASS"),
-    (Verdict::Warn, "WARN"),
-    (Verdict::Fail, "FAIL"),
-];
-
 /// Per migration, what only grows.
 struct MigrationState {
     throughput: Histogram,
@@ -288,9 +282,9 @@ impl Metrics {
             Kind::Gauge,
             "1 for the verdict the causes that hold now give (PASS, WARN, FAIL), 0 for the others.",
         );
-        for (verdict, name) in VERDICTS {
+        for verdict in Verdict::ALL {
             let value = f64::from(u8::from(snapshot.verdict == verdict));
-            page.sample("migverify_verdict", &[("verdict", name)], value);
+            page.sample("migverify_verdict", &[("verdict", verdict.as_str())], value);
         }
         page.family(
             "migverify_migration_verdict",
@@ -299,11 +293,11 @@ impl Metrics {
         );
         for row in &snapshot.migrations {
             let own = crate::measure::verdict::verdict(&row.causes);
-            for (verdict, name) in VERDICTS {
+            for verdict in Verdict::ALL {
                 let value = f64::from(u8::from(own == verdict));
                 page.sample(
                     "migverify_migration_verdict",
-                    &[("migration", &row.id), ("verdict", name)],
+                    &[("migration", &row.id), ("verdict", verdict.as_str())],
                     value,
                 );
             }

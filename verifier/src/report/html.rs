@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{MigrationReport, Report};
-use crate::measure::verdict::{bytes, rate, Verdict};
+use crate::measure::verdict::{bytes, rate};
 
 const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 220.0;
@@ -173,11 +173,7 @@ fn rtt_bars(migration: &MigrationReport) -> Vec<(String, u64)> {
 }
 
 pub fn render(report: &Report) -> String {
-    let verdict = match report.verdict {
-        Verdict::Pass => "PASS",
-        Verdict::Warn => "WARN",
-        Verdict::Fail => "FAIL",
-    };
+    let verdict = report.verdict.as_str();
     let mut out = String::new();
     let _ = write!(
         out,

@@ -8,11 +8,7 @@ use crate::measure::verdict::{bytes, rate};
 
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    let out_verdict = match report.verdict {
-        crate::measure::verdict::Verdict::Pass => "PASS",
-        crate::measure::verdict::Verdict::Warn => "WARN",
-        crate::measure::verdict::Verdict::Fail => "FAIL",
-    };
+    let out_verdict = report.verdict.as_str();
     let _ = writeln!(out, "verdict: {out_verdict}");
     for reason in &report.reasons {
         let severity = format!("{:?}", reason.severity).to_lowercase();

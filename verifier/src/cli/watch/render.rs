@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::measure::{
     live::{ConnectionRow, MigrationRow, Snapshot},
-    verdict::{bytes, rate, Reason, Severity, Verdict},
+    verdict::{bytes, rate, Reason, Severity},
 };
 
 /// Migrations in these states are shown every refresh in line mode; the
@@ -323,11 +323,7 @@ fn frame(snapshot: &Snapshot, now: SystemTime, notes: &VecDeque<String>) -> Vec<
             "migverify watch   {} UTC   observed {:.0} s   verdict now {}   Ctrl-C: stop and judge",
             &rfc3339(now)[..19].replace('T', " "),
             snapshot.at_ms as f64 / 1000.0,
-            match snapshot.verdict {
-                Verdict::Pass => "PASS",
-                Verdict::Warn => "WARN",
-                Verdict::Fail => "FAIL",
-            }
+            snapshot.verdict.as_str()
         ),
         String::new(),
     ];
