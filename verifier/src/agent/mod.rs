@@ -26,7 +26,7 @@ use std::{
 
 use futures_util::StreamExt as _;
 use kube::Client;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::{
     sync::{mpsc, oneshot, watch},
     task::JoinSet,
@@ -185,12 +185,7 @@ fn watch_handler(client: &Client, settings: &Settings) -> watch::Receiver<Option
                     continue;
                 }
             };
-            let text = |p: &str| {
-                pod.pointer(p)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
+            let text = |pointer: &str| tracker::text(&pod, pointer);
             let uid = text("/metadata/uid");
             let running = text("/status/phase") == "Running"
                 && pod["metadata"]["deletionTimestamp"].is_null();

@@ -104,7 +104,8 @@ pub struct Tracker {
     judged: VecDeque<String>,
 }
 
-fn text(value: &Value, pointer: &str) -> String {
+/// The string at `pointer` in an API object, empty when absent.
+pub(super) fn text(value: &Value, pointer: &str) -> String {
     value
         .pointer(pointer)
         .and_then(Value::as_str)

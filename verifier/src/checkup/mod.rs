@@ -20,13 +20,12 @@ use std::{
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::{
-    api::{
-        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, LogParams, Patch, PatchParams,
-        PostParams,
-    },
+    api::{DeleteParams, LogParams, Patch, PatchParams, PostParams},
     Api, Client,
 };
 use serde_json::{json, Value};
+
+use crate::cluster::{api_message, not_found, objects};
 
 use self::{
     config::Config,
@@ -67,22 +66,6 @@ pub struct ConfigMapError {
     pub namespace: String,
     pub name: String,
     pub message: String,
-}
-
-fn api_message(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) => format!(
-            "{} {} ({})",
-            status.code,
-            status.reason,
-            status.message.trim()
-        ),
-        other => other.to_string(),
-    }
-}
-
-fn not_found(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
 /// Now, as Kubernetes writes times (RFC 3339, UTC, seconds).
@@ -246,12 +229,7 @@ async fn execute(
     };
     // The migration network must exist: a clear reason beats a pod stuck
     // in ContainerCreating.
-    let nad = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition"),
-        "network-attachment-definitions",
-    );
-    let nads: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &config.nad_namespace, &nad);
+    let nads = objects::NAD.api(client, Some(&config.nad_namespace));
     match nads.get(&config.nad_name).await {
         Ok(_) => {}
         Err(e) if not_found(&e) => {

@@ -2,11 +2,9 @@
 //! between two nodes, configured by a ConfigMap and writing its status back
 //! into it (docs/checkup.md).
 
-use std::path::PathBuf;
-
 use anyhow::Context as _;
 
-use super::{runtime, Output, Status};
+use super::{runtime, ClusterArgs, Output, Status};
 use crate::checkup::{self, Identity, Target};
 
 /// Benchmark the migration network between two nodes, as a Job.
@@ -27,9 +25,8 @@ pub struct Args {
     /// The ConfigMap's namespace [default: $CONFIGMAP_NAMESPACE].
     #[arg(long, value_name = "NAMESPACE")]
     configmap_namespace: Option<String>,
-    /// A kubeconfig file (default: KUBECONFIG, ~/.kube/config, else the pod's service account).
-    #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// The image of the bench pods [default: $MIGVERIFY_IMAGE, else the checkup's own pod's image].
     #[arg(long, value_name = "IMAGE")]
     image: Option<String>,
@@ -56,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         image: flag_or_env(args.image, "MIGVERIFY_IMAGE"),
     };
     let written = runtime()?.block_on(async {
-        let client = crate::cluster::connect(args.kubeconfig.as_deref()).await?;
+        let client = args.cluster.connect().await?;
         anyhow::Ok(checkup::run(client, &target, &identity).await?)
     })?;
     match args.output {

@@ -31,18 +31,28 @@ impl ClusterError {
     /// An API call's failure, naming what was asked and the server's answer
     /// (status code and message when there is one).
     pub fn api(what: impl Into<String>, error: kube::Error) -> Self {
-        let message = match &error {
-            kube::Error::Api(status) => format!(
-                "{} {} ({})",
-                status.code,
-                status.reason,
-                status.message.trim()
-            ),
-            other => other.to_string(),
-        };
         ClusterError::Api {
             what: what.into(),
-            message,
+            message: api_message(&error),
         }
     }
+}
+
+/// The server's answer to a failed call: status code, reason and message
+/// when there is one.
+pub fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!(
+            "{} {} ({})",
+            status.code,
+            status.reason,
+            status.message.trim()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Whether a call failed because the object (or the kind) does not exist.
+pub fn not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
 }

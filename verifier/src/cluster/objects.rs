@@ -157,7 +157,7 @@ pub async fn list(
     loop {
         let page = match api.list(&params).await {
             Ok(page) => page,
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
+            Err(error) if super::not_found(&error) => return Ok(None),
             Err(error) => {
                 return Err(ClusterError::api(
                     format!("listing {}", resource.name()),
