@@ -320,9 +320,10 @@ impl Dataplane {
     }
 
     fn detach(&mut self, attachments: Vec<Attachment>) {
-        for attachment in attachments {
+        let slots: Vec<u32> = attachments.iter().map(|a| a.slot).collect();
+        let (_, mut programs) = split_programs(&mut self.ebpf, &slots, false);
+        for (attachment, programs) in attachments.into_iter().zip(programs.iter_mut()) {
             let spec = attachment.spec.clone();
-            let programs = &mut split_programs(&mut self.ebpf, &[attachment.slot], false).1[0];
             let error =
                 match netns::run_in(spec.netns.as_ref(), || detach_slot(programs, attachment)) {
                     Ok(Ok(())) => continue,
