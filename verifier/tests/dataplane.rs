@@ -513,29 +513,39 @@ mod classification {
         assert!(stats(&dp, "10.200.5.11:5", "10.200.5.12:49152", INGRESS).is_none());
     }
 
+    /// Segments `(seq, payload length)` of one connection to a published
+    /// endpoint through `program`, and what its flow entry holds after.
+    fn one_flow(program: &str, direction: u8, segments: &[(u32, usize)]) -> FlowStats {
+        let mut dp = loaded();
+        dp.add_endpoint(&"10.200.5.12:49152".parse().unwrap())
+            .unwrap();
+        let seg = TcpSegment::new(v4("10.200.5.11:50000"), v4("10.200.5.12:49152"));
+        for &(seq, len) in segments {
+            run(
+                &mut dp,
+                program,
+                &seg.clone().seq(seq).payload(&vec![0; len]).frame(),
+            );
+        }
+        stats(&dp, "10.200.5.11:50000", "10.200.5.12:49152", direction).unwrap()
+    }
+
     #[test]
     fn payload_counts_once_and_retransmissions_are_counted_apart() {
         if !privileged("payload_counts_once_and_retransmissions_are_counted_apart") {
             return;
         }
-        let mut dp = loaded();
-        dp.add_endpoint(&"10.200.5.12:49152".parse().unwrap())
-            .unwrap();
-        let seg = TcpSegment::new(v4("10.200.5.11:50000"), v4("10.200.5.12:49152"));
-        for (seq, len) in [
-            (1000, 100),
-            (1100, 100),
-            (1000, 100),
-            (1150, 100),
-            (1300, 0),
-        ] {
-            run(
-                &mut dp,
-                "egress_00",
-                &seg.clone().seq(seq).payload(&vec![0; len]).frame(),
-            );
-        }
-        let s = stats(&dp, "10.200.5.11:50000", "10.200.5.12:49152", EGRESS).unwrap();
+        let s = one_flow(
+            "egress_00",
+            EGRESS,
+            &[
+                (1000, 100),
+                (1100, 100),
+                (1000, 100),
+                (1150, 100),
+                (1300, 0),
+            ],
+        );
         // 1000..1250 moved forward; 100 bytes resent, 50 of the last overlap.
         assert_eq!(s.unique_payload_bytes, 250);
         assert_eq!(s.retransmitted_bytes, 150);
@@ -548,27 +558,20 @@ mod classification {
         if !privileged("late_segments_fill_the_gap_a_reordering_left") {
             return;
         }
-        let mut dp = loaded();
-        dp.add_endpoint(&"10.200.5.12:49152".parse().unwrap())
-            .unwrap();
-        let seg = TcpSegment::new(v4("10.200.5.11:50000"), v4("10.200.5.12:49152"));
         // 1300.. arrives before 1100..1300, whose two halves come late and
         // in reverse order; then 1100.. is sent again, a real retransmission.
-        for (seq, len) in [
-            (1000, 100),
-            (1300, 100),
-            (1200, 100),
-            (1100, 100),
-            (1100, 100),
-            (1400, 100),
-        ] {
-            run(
-                &mut dp,
-                "ingress_00",
-                &seg.clone().seq(seq).payload(&vec![0; len]).frame(),
-            );
-        }
-        let s = stats(&dp, "10.200.5.11:50000", "10.200.5.12:49152", INGRESS).unwrap();
+        let s = one_flow(
+            "ingress_00",
+            INGRESS,
+            &[
+                (1000, 100),
+                (1300, 100),
+                (1200, 100),
+                (1100, 100),
+                (1100, 100),
+                (1400, 100),
+            ],
+        );
         assert_eq!(s.unique_payload_bytes, 500);
         assert_eq!(s.retransmitted_bytes, 100);
         assert_eq!(s.retransmits, 1);
