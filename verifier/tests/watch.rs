@@ -637,9 +637,22 @@ fn metrics_are_scraped_while_a_migration_runs() {
     let migrate = thread::spawn(move || migverify(&["lab", "migrate", "-o", "json"]));
     let mut scrapes = Vec::new();
     let mut verify_scrape = None;
+    let moved_on_migration = |series: &BTreeMap<String, f64>| {
+        series.iter().any(|(s, v)| {
+            s.starts_with("migverify_migration_bytes_total{")
+                && s.contains("role=\"migration\"")
+                && *v > 0.0
+        })
+    };
     while !migrate.is_finished() {
         scrapes.push(parse_exposition(&scrape(addr)));
-        if scrapes.len() == 6 {
+        // Mid-migration: once watch has seen migration bytes (QEMU takes a
+        // few seconds to start), and a refresh later for verify's page.
+        let watch_saw_bytes = scrapes
+            .iter()
+            .filter(|(_, s)| moved_on_migration(s))
+            .count();
+        if verify_scrape.is_none() && watch_saw_bytes == 3 {
             verify_scrape = Some(parse_exposition(&scrape("127.0.0.1:19465")));
         }
         thread::sleep(Duration::from_millis(500));
