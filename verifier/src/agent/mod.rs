@@ -58,8 +58,6 @@ const IDLE_END: Duration = Duration::from_secs(60);
 const RETRY: Duration = Duration::from_secs(2);
 /// Tries per Event, one to four seconds apart.
 const EVENT_TRIES: u32 = 4;
-/// How often the metrics page is brought up to date.
-const METRICS_REFRESH: Duration = Duration::from_secs(1);
 
 /// What the agent is told on the command line.
 pub struct Settings {
@@ -610,7 +608,7 @@ impl Epoch<'_> {
         if let Some(evaluator) = self.evaluator.as_mut() {
             if self
                 .last_metrics
-                .is_none_or(|last| tick.at >= last + METRICS_REFRESH)
+                .is_none_or(|last| tick.at >= last + crate::metrics::REFRESH)
             {
                 self.last_metrics = Some(tick.at);
                 let snapshot = evaluator.evaluate_tick(tick);

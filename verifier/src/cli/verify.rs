@@ -74,9 +74,6 @@ pub struct Args {
     report: ReportArgs,
 }
 
-/// How often the metrics page is brought up to date.
-const METRICS_REFRESH: Duration = Duration::from_secs(1);
-
 /// When to stop waiting for migrations.
 struct StopRule {
     migrations: Option<usize>,
@@ -239,7 +236,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 stop_after(duration),
                 |tick| {
                     if let Some((evaluator, metrics)) = live.as_mut() {
-                        if last_metrics.is_none_or(|last| tick.at >= last + METRICS_REFRESH) {
+                        if last_metrics.is_none_or(|last| tick.at >= last + crate::metrics::REFRESH)
+                        {
                             last_metrics = Some(tick.at);
                             let snapshot = evaluator.evaluate_tick(tick);
                             page.set(metrics.render(&snapshot, tick));

@@ -30,6 +30,9 @@ const RTT_BOUNDS: &[f64] = &[
     50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
     1.0,
 ];
+/// How often a long-running command brings its metrics page up to date.
+pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Per migration, what only grows.
 struct MigrationState {
     throughput: Histogram,
