@@ -82,6 +82,10 @@ pub struct HooksInPlace {
     pub runs: u64,
     pub cpu_ms: f64,
     pub ns_per_run: f64,
+    /// Segments of kept flows that missed their CPU's flow cache and paid
+    /// for a hash lookup.
+    #[serde(default)]
+    pub flow_cache_misses: u64,
 }
 
 fn quiet(_: &str) {}
@@ -162,11 +166,13 @@ fn hooks_in_place(config: &LabConfig) -> anyhow::Result<HooksInPlace> {
         }
     }
     drop(stats);
+    let flow_cache_misses = dataplane.stats()?.flow_cache_misses;
     Ok(HooksInPlace {
         migration_ms: outcome.total_time_ms,
         runs,
         cpu_ms: time.as_secs_f64() * 1000.0,
         ns_per_run: time.as_nanos() as f64 / runs.max(1) as f64,
+        flow_cache_misses,
     })
 }
 

@@ -180,7 +180,7 @@ pub struct FloodBench {
 }
 
 /// 100 000 flows inside the migration CIDR through the classifier: the
-/// IPv4 flow table (65 536 entries) fills, the rest is counted, and a
+/// flow table (65 536 entries) fills, the rest is counted, and a
 /// migration flow made before keeps being counted.
 pub fn flood(flows: u32) -> anyhow::Result<FloodBench> {
     let mut dataplane = Dataplane::load()?;

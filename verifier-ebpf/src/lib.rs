@@ -253,6 +253,36 @@ pub struct FlowStats {
     pub _pad3: [u8; 4],
 }
 
+/// Entries of the flow table: flows x hooks x directions, both families.
+pub const MAX_FLOWS: u32 = 65536;
+
+/// One entry of the `FLOW_ENTRIES` array: a kept flow's key and counters.
+/// An all-zero key (family 0) marks a free entry.
+///
+/// The flow's entry is found by index, not by hashing its key: each CPU
+/// remembers where the last flows it saw live (`FLOW_CACHE`), and a
+/// segment whose key matches the entry there is accounted without a hash
+/// lookup. The hash tables (`FLOW_INDEX_V4`/`_V6`) map keys to indexes for
+/// the rest.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEntry {
+    pub key: FlowKey,
+    pub stats: FlowStats,
+}
+
+/// Entries of each CPU's `FLOW_CACHE` (a power of two).
+pub const FLOW_CACHE_ENTRIES: u32 = 4096;
+
+/// Where a flow sits in a CPU's `FLOW_CACHE`: its ports spread the flows
+/// between two hosts, its hook the same flow seen at several hooks.
+#[inline(always)]
+pub fn flow_cache_slot(key: &FlowKey) -> u32 {
+    let ports = u32::from(key.sport ^ key.dport);
+    let hook = u32::from(key.slot) << 1 | u32::from(key.direction);
+    (ports ^ hook.wrapping_mul(0x9e5)) & (FLOW_CACHE_ENTRIES - 1)
+}
+
 /// Key of the `NEIGHBORS` map: an IPv4 address at one hook, either asked
 /// for in an ARP request or answering in an ARP reply. ARP is how an
 /// unreachable peer shows on the wire when no SYN ever leaves: the
@@ -386,7 +416,10 @@ pub mod stat {
     pub const CLASSIFIED: u32 = 7;
     /// Packets a hook could not hand to the classifier (not in place).
     pub const UNCLASSIFIED: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// Segments of kept flows whose entry was not where this CPU's flow
+    /// cache said: each paid for a hash lookup. Not a loss.
+    pub const FLOW_CACHE_MISSES: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
 #[cfg(feature = "user")]
@@ -398,6 +431,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowKeyV4 {}
     unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::FlowEntry {}
     unsafe impl aya::Pod for super::FlowEvent {}
     unsafe impl aya::Pod for super::EndpointKey {}
     unsafe impl aya::Pod for super::EndpointInfo {}

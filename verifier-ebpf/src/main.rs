@@ -5,8 +5,9 @@
 //! and any program attached after us still decides its fate.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
-// Atomic adds: the BPF target has no AtomicU64::fetch_add.
-#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+// Atomic adds: the BPF target has no AtomicU64::fetch_add (intrinsics for
+// plain adds, inline assembly for the fetching one).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics, asm_experimental_arch))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]

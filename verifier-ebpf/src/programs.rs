@@ -19,16 +19,18 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{classifier, map},
     maps::{
-        lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf,
+        lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, Queue,
+        RingBuf,
     },
     programs::TcContext,
 };
 use verifier_ebpf::{
-    hook_index, stat, Addr, Channel, CidrData, CidrTable, Direction, EndpointInfo, EndpointKey,
-    FlowEvent, FlowKey, FlowKeyV4, FlowStats, HookCounters, NeighborKey, NeighborStats, Reason,
-    SlotConfig, SlotRole, CLASSIFIER_INDEX, EVENT_NEW_FLOW, EVENT_RST, EVENT_RTT, EVENT_WRONG_ROLE,
-    FAMILY_V4, FAMILY_V6, FAST_CIDRS, HOOK_ENTRIES, MAX_SLOTS, NEIGHBOR_ENTRIES, PORT_FILTER_WORDS,
-    RTT_SAMPLE_SPACING_NS, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK,
+    flow_cache_slot, hook_index, stat, Addr, Channel, CidrData, CidrTable, Direction, EndpointInfo,
+    EndpointKey, FlowEntry, FlowEvent, FlowKey, FlowKeyV4, FlowStats, HookCounters, NeighborKey,
+    NeighborStats, Reason, SlotConfig, SlotRole, CLASSIFIER_INDEX, EVENT_NEW_FLOW, EVENT_RST,
+    EVENT_RTT, EVENT_WRONG_ROLE, FAMILY_V4, FAMILY_V6, FAST_CIDRS, FLOW_CACHE_ENTRIES,
+    HOOK_ENTRIES, MAX_FLOWS, MAX_SLOTS, NEIGHBOR_ENTRIES, PORT_FILTER_WORDS, RTT_SAMPLE_SPACING_NS,
+    SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK,
 };
 
 /// Per-CPU so concurrent CPUs never contend; user space sums the CPUs.
@@ -52,12 +54,33 @@ static MIGRATION_CIDRS: LpmTrie<CidrData, u8> = LpmTrie::with_max_entries(1024, 
 #[map]
 static CIDR_TABLE: Array<CidrTable> = Array::with_max_entries(1, 0);
 
-/// Flow tables, one per family: IPv4 keys are short and hash fast.
+/// The kept flows, found by index (see [`FlowEntry`]).
 #[map]
-static FLOWS_V4: HashMap<FlowKeyV4, FlowStats> = HashMap::with_max_entries(65536, 0);
+static FLOW_ENTRIES: Array<FlowEntry> = Array::with_max_entries(MAX_FLOWS, 0);
+
+/// Flow keys to their index in `FLOW_ENTRIES`, one table per family:
+/// IPv4 keys are short and hash fast.
+#[map]
+static FLOW_INDEX_V4: HashMap<FlowKeyV4, u32> = HashMap::with_max_entries(MAX_FLOWS, 0);
 
 #[map]
-static FLOWS_V6: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(65536, 0);
+static FLOW_INDEX_V6: HashMap<FlowKey, u32> = HashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// The first entry never handed out; new flows take it by fetch-add, so
+/// user space reads no further than this.
+#[map]
+static NEXT_FLOW: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Entries user space freed (a judged migration's flows), handed out again
+/// before new ones.
+#[map]
+static FREE_FLOWS: Queue<u32> = Queue::with_max_entries(MAX_FLOWS, 0);
+
+/// Per CPU, at [`flow_cache_slot`]: the `FLOW_ENTRIES` index of the last
+/// flow seen there. Most segments find their flow through it, without a
+/// hash lookup.
+#[map]
+static FLOW_CACHE: PerCpuArray<u32> = PerCpuArray::with_max_entries(FLOW_CACHE_ENTRIES, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
@@ -234,7 +257,7 @@ fn observe(ctx: &TcContext, hook: u32) -> i32 {
     // pass the cheap prefilters pay for that lookup.
     let candidate = is_candidate(&segment.key);
     if candidate {
-        if let Some(stats) = flow(&segment.key) {
+        if let Some(stats) = kept_flow(&segment.key) {
             // SAFETY: a live flow table value.
             unsafe {
                 segment.channel = (*stats).channel;
@@ -625,37 +648,97 @@ fn account(ctx: &TcContext, segment: &Segment, stats: *mut FlowStats) {
     }
 }
 
-/// The kept entry of a flow, from the table of its family.
+/// The entry of a kept flow: where this CPU's flow cache points if the key
+/// there matches, else through the index table of its family (and the
+/// cache remembers it).
 #[inline(always)]
-fn flow(key: &FlowKey) -> Option<*mut FlowStats> {
-    if key.family == FAMILY_V4 {
-        FLOWS_V4.get_ptr_mut(FlowKeyV4::from_key(key))
-    } else {
-        FLOWS_V6.get_ptr_mut(key)
+fn kept_flow(key: &FlowKey) -> Option<*mut FlowStats> {
+    let cached = FLOW_CACHE.get_ptr_mut(flow_cache_slot(key))?;
+    // SAFETY: this CPU's own cache entry; TC runs with preemption off.
+    let index = unsafe { *cached };
+    if let Some(entry) = FLOW_ENTRIES.get_ptr_mut(index) {
+        // SAFETY: a live array value. A freed or reused entry holds another
+        // key (or none), so a stale index only misses.
+        if unsafe { same_key(&(*entry).key, key) } {
+            return Some(unsafe { &raw mut (*entry).stats });
+        }
     }
+    // SAFETY: the value is copied out at once.
+    let index = unsafe {
+        if key.family == FAMILY_V4 {
+            FLOW_INDEX_V4.get(FlowKeyV4::from_key(key)).copied()
+        } else {
+            FLOW_INDEX_V6.get(key).copied()
+        }
+    }?;
+    bump(stat::FLOW_CACHE_MISSES);
+    // SAFETY: as above.
+    unsafe { *cached = index };
+    let entry = FLOW_ENTRIES.get_ptr_mut(index)?;
+    // SAFETY: a live array value.
+    Some(unsafe { &raw mut (*entry).stats })
 }
 
-/// A new flow entry, announced on the ring buffer. Kept out of line: its
-/// stack frame (a fresh value, an event) must not add to the hot path's.
+/// Key equality in five word compares, without branches or `memcmp`.
+#[inline(always)]
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    const { assert!(core::mem::size_of::<FlowKey>() == 40 && core::mem::align_of::<FlowKey>() == 8) };
+    // SAFETY: a FlowKey is five aligned words, per the assertion.
+    let (a, b) = unsafe {
+        (
+            &*(a as *const FlowKey as *const [u64; 5]),
+            &*(b as *const FlowKey as *const [u64; 5]),
+        )
+    };
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
+}
+
+/// An unused `FLOW_ENTRIES` index: one user space freed, else one never
+/// handed out.
+#[inline(always)]
+fn allocate_flow() -> Option<u32> {
+    if let Ok(Some(index)) = FREE_FLOWS.pop() {
+        return Some(index);
+    }
+    let next = NEXT_FLOW.get_ptr_mut(0)?;
+    // SAFETY: a live array value.
+    let index = unsafe { fetch_add(next, 1) };
+    (index < u64::from(MAX_FLOWS)).then_some(index as u32)
+}
+
+/// The entry of a flow just classified: a new one, announced on the ring
+/// buffer, unless the flow is kept already. Kept out of line: its stack
+/// frame (an event) must not add to the hot path's.
 #[inline(never)]
 fn insert_flow(segment: &Segment) -> Option<*mut FlowStats> {
     let key = &segment.key;
+    // Flows the prefilters do not see (a CIDR in the trie) come here with
+    // every segment.
+    if let Some(stats) = kept_flow(key) {
+        return Some(stats);
+    }
+    let Some(entry) = allocate_flow().and_then(|i| Some((i, FLOW_ENTRIES.get_ptr_mut(i)?))) else {
+        bump(stat::FLOW_TABLE_FULL);
+        return None;
+    };
+    let (index, entry) = entry;
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let mut fresh = core::mem::MaybeUninit::<FlowStats>::uninit();
-    // SAFETY: a local, all-zero is a valid FlowStats; used only after zeroing.
-    let fresh = unsafe {
-        zero_in_place(fresh.as_mut_ptr());
-        &mut *fresh.as_mut_ptr()
-    };
-    fresh.first_seen_ns = now;
-    fresh.channel = segment.channel;
-    fresh.reason = segment.reason;
-    fresh.vlan = segment.vlan;
+    // SAFETY: an entry no other flow owns; all-zero is a valid FlowStats.
+    // The key goes in last: until then no cache can match the entry.
+    unsafe {
+        let stats = &raw mut (*entry).stats;
+        zero_in_place(stats);
+        (*stats).first_seen_ns = now;
+        (*stats).channel = segment.channel;
+        (*stats).reason = segment.reason;
+        (*stats).vlan = segment.vlan;
+        (*entry).key = *key;
+    }
     let inserted = if key.family == FAMILY_V4 {
-        FLOWS_V4.insert(FlowKeyV4::from_key(key), *fresh, u64::from(BPF_NOEXIST))
+        FLOW_INDEX_V4.insert(FlowKeyV4::from_key(key), index, u64::from(BPF_NOEXIST))
     } else {
-        FLOWS_V6.insert(key, *fresh, u64::from(BPF_NOEXIST))
+        FLOW_INDEX_V6.insert(key, index, u64::from(BPF_NOEXIST))
     };
     if inserted.is_ok() {
         bump(stat::CLASSIFIED);
@@ -666,9 +749,15 @@ fn insert_flow(segment: &Segment) -> Option<*mut FlowStats> {
         if role == SlotRole::Primary as u8 || role == SlotRole::Other as u8 {
             emit(segment, &EventTag::new(EVENT_WRONG_ROLE, now));
         }
+    } else {
+        // Another CPU kept the flow first (or the index table is full):
+        // the entry goes back. The queue holds every index, so it has room.
+        // SAFETY: the entry is still this run's alone; an all-zero key is free.
+        unsafe { zero_in_place(&raw mut (*entry).key) };
+        let _ = FREE_FLOWS.push(index, 0);
     }
-    // Another CPU may have inserted it first; either way, look again.
-    let stats = flow(key);
+    // Either way, look again.
+    let stats = kept_flow(key);
     if stats.is_none() {
         bump(stat::FLOW_TABLE_FULL);
     }
@@ -776,6 +865,29 @@ unsafe fn add(counter: *mut u64, value: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, value) };
 }
 
+/// Adds to a counter shared by every CPU and returns what it held before
+/// (BPF_ATOMIC_ADD with BPF_FETCH, kernel 5.12). LLVM emits the fetching
+/// form only for BPF CPU v3, and aya-build fixes the CPU to `generic`; the
+/// kernel checks the instruction, not the CPU it was built for.
+///
+/// # Safety
+/// `counter` points into a live map value.
+#[inline(always)]
+unsafe fn fetch_add(counter: *mut u64, value: u64) -> u64 {
+    let mut value = value;
+    // SAFETY: per the function's contract; the instruction touches only
+    // `*counter` and the register it returns in.
+    unsafe {
+        core::arch::asm!(
+            "{value} = atomic_fetch_add((u64 *)({counter} + 0), {value})",
+            value = inout(reg) value,
+            counter = in(reg) counter,
+            options(nostack),
+        )
+    };
+    value
+}
+
 /// Round-trip times from TCP timestamps, as the hook sees them: a TSval
 /// leaving in one direction, then its echo (TSecr) coming back the other
 /// way. Works wherever the hook sits: on a host, a bridge or a forwarder.
@@ -815,7 +927,7 @@ unsafe fn track_rtt(stats: *mut FlowStats, segment: &Segment) {
         direction: key.direction ^ 1,
         _pad: 0,
     };
-    let Some(sent) = flow(&reverse) else {
+    let Some(sent) = kept_flow(&reverse) else {
         return;
     };
     // SAFETY: `sent` points into a live flow table value; `stats` per contract.

@@ -553,6 +553,62 @@ mod classification {
         assert_eq!(s.packets, 5);
     }
 
+    /// The flow table fills, the overflow is counted, and the entries of
+    /// forgotten (judged) migrations serve new flows. A CPU's flow cache
+    /// still pointing at a freed or reused entry never counts a segment
+    /// into another flow.
+    #[test]
+    fn forgotten_flows_free_their_entries_for_new_ones() {
+        if !privileged("forgotten_flows_free_their_entries_for_new_ones") {
+            return;
+        }
+        let mut dp = loaded();
+        dp.add_cidr("10.0.0.0/8".parse().unwrap()).unwrap();
+        let judged = v4("10.9.0.2:49152");
+        let segment = |i: u32, server: SocketAddr| {
+            let client = SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 40000));
+            TcpSegment::new(client, server).payload(&[1; 10]).frame()
+        };
+        // Ten flows of the migration to be judged, the rest to another.
+        let capacity = verifier_ebpf::MAX_FLOWS;
+        for i in 0..capacity {
+            let server = if i < 10 { judged } else { v4("10.9.0.1:49152") };
+            run(&mut dp, "ingress_00", &segment(i, server));
+        }
+        assert_eq!(dp.flows().unwrap().len(), capacity as usize);
+        assert_eq!(dp.stats().unwrap().flow_table_full, 0);
+        run(&mut dp, "ingress_00", &segment(0, v4("10.9.0.4:49152")));
+        assert_eq!(dp.stats().unwrap().flow_table_full, 1, "overflow counted");
+
+        dp.forget(&[judged].into_iter().collect()).unwrap();
+        assert_eq!(dp.flows().unwrap().len(), capacity as usize - 10);
+        // Flow 0 again: its CPU's cache points at a cleared entry, so it is
+        // a new flow with fresh counters, not the old entry revived.
+        run(&mut dp, "ingress_00", &segment(0, judged));
+        let flow0 = stats(&dp, "10.1.0.0:40000", "10.9.0.2:49152", INGRESS).expect("flow 0 kept");
+        assert_eq!(flow0.packets, 1);
+        // Nine more freed entries, then full again.
+        let new_server = v4("10.9.0.3:49152");
+        for i in 0..10 {
+            run(&mut dp, "ingress_00", &segment(i, new_server));
+        }
+        assert_eq!(dp.flows().unwrap().len(), capacity as usize);
+        assert_eq!(
+            dp.stats().unwrap().flow_table_full,
+            2,
+            "only the tenth new flow lost"
+        );
+        // The reused entries count for their new flows only.
+        run(&mut dp, "ingress_00", &segment(0, judged));
+        let flow0 = stats(&dp, "10.1.0.0:40000", "10.9.0.2:49152", INGRESS).unwrap();
+        assert_eq!(flow0.packets, 2);
+        for i in 0..9 {
+            let client = format!("10.1.0.{i}:40000");
+            let s = stats(&dp, &client, "10.9.0.3:49152", INGRESS).expect("new flow kept");
+            assert_eq!((s.packets, s.unique_payload_bytes), (1, 10), "flow {i}");
+        }
+    }
+
     #[test]
     fn late_segments_fill_the_gap_a_reordering_left() {
         if !privileged("late_segments_fill_the_gap_a_reordering_left") {

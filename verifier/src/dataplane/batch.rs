@@ -1,10 +1,11 @@
-//! Reading a whole hash map in a few `BPF_MAP_LOOKUP_BATCH` calls.
+//! Reading the first entries of an array map in a few
+//! `BPF_MAP_LOOKUP_BATCH` calls.
 //!
-//! The collector reads the flow tables ten times a second. Iterating them
-//! through `BPF_MAP_GET_NEXT_KEY` and `BPF_MAP_LOOKUP_ELEM` costs two system
-//! calls per entry: with 16 migrations (over a thousand entries) that alone
-//! kept a few percent of a core busy. A batch call returns thousands of
-//! entries at once. aya has no batch API, hence the raw call.
+//! The collector reads the flow table ten times a second. Reading it entry
+//! by entry through `BPF_MAP_LOOKUP_ELEM` costs a system call per entry:
+//! with 16 migrations (over a thousand entries) that alone kept a few
+//! percent of a core busy. A batch call returns thousands of entries at
+//! once. aya has no batch API, hence the raw call.
 
 use std::{
     io,
@@ -33,35 +34,37 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Every entry of `map`, a `BPF_MAP_TYPE_HASH` of `K` to `V`. Entries
-/// added or removed while it reads may or may not be in the result; each
-/// bucket is read whole under its lock.
+/// Entries `0..len` of `map`, a `BPF_MAP_TYPE_ARRAY` of `V` (`len` at
+/// most its size), with their indexes. Each value is copied whole, but may
+/// be updated by the programs while it is copied.
 ///
 /// Fails with `EINVAL` on kernels before 5.6, which have no batch calls.
-pub fn read_hash_map<K: Pod, V: Pod>(map: &MapData) -> io::Result<Vec<(K, V)>> {
+pub fn read_array<V: Pod>(map: &MapData, len: u32) -> io::Result<Vec<(u32, V)>> {
+    let chunk = (len as usize).min(BATCH);
+    let mut keys = vec![0u32; chunk];
     // SAFETY: `Pod` types are valid for any bit pattern, zeroes included.
-    let zeroed_keys = || vec![unsafe { std::mem::zeroed::<K>() }; BATCH];
-    // SAFETY: as above.
-    let zeroed_values = || vec![unsafe { std::mem::zeroed::<V>() }; BATCH];
-    let (mut keys, mut values) = (zeroed_keys(), zeroed_values());
-    // The position to go on from: for hash maps, a bucket index.
-    let mut token = [0u64; 1];
-    let mut next = [0u64; 1];
-    let mut entries = Vec::new();
-    let mut first = true;
-    loop {
+    let mut values = vec![unsafe { std::mem::zeroed::<V>() }; chunk];
+    // An array's position to go on from: the next index.
+    let mut token = 0u32;
+    let mut next = 0u32;
+    let mut entries = Vec::with_capacity(len as usize);
+    while (entries.len() as u32) < len {
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { token.as_ptr() as u64 },
-            out_batch: next.as_mut_ptr() as u64,
+            in_batch: if entries.is_empty() {
+                0
+            } else {
+                &token as *const u32 as u64
+            },
+            out_batch: &mut next as *mut u32 as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
-            count: BATCH as u32,
+            count: (len - entries.len() as u32).min(chunk as u32),
             map_fd: map.fd().as_fd().as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: the attribute points at buffers of `count` keys and
-        // values of the map's sizes, and at two 8-byte tokens (a hash
-        // map's token is a 4-byte bucket index); all outlive the call.
+        // SAFETY: the attribute points at buffers of at least `count` keys
+        // (an array's are u32) and values of the map's value size, and at
+        // two 4-byte tokens; all outlive the call.
         let result = unsafe {
             libc::syscall(
                 libc::SYS_bpf,
@@ -79,12 +82,13 @@ pub fn read_hash_map<K: Pod, V: Pod>(map: &MapData) -> io::Result<Vec<(K, V)>> {
                 .zip(values[..filled].iter().copied()),
         );
         match error {
-            None => {}
+            None if filled > 0 => {}
             // The end of the map.
+            None => return Ok(entries),
             Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(entries),
             Some(e) => return Err(e),
         }
         token = next;
-        first = false;
     }
+    Ok(entries)
 }

@@ -3,11 +3,11 @@
 
 use std::net::IpAddr;
 
-use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, Queue, RingBuf};
 use verifier_ebpf::{
-    stat, Addr, CidrData, CidrTable, EndpointInfo, EndpointKey, FastCidr, FlowKey, FlowKeyV4,
-    FlowStats, NeighborKey, NeighborStats, Reason, SlotConfig, SlotRole, FAMILY_V4, FAMILY_V6,
-    FAST_CIDRS,
+    stat, Addr, CidrData, CidrTable, EndpointInfo, EndpointKey, FastCidr, FlowEntry, FlowKey,
+    FlowKeyV4, FlowStats, NeighborKey, NeighborStats, Reason, SlotConfig, SlotRole, FAMILY_V4,
+    FAMILY_V6, FAST_CIDRS, MAX_FLOWS,
 };
 
 use super::{batch, Dataplane, DataplaneError, Role};
@@ -50,6 +50,9 @@ pub struct DataplaneStats {
     pub flows_classified: u64,
     /// Packets a hook could not hand to the classifier.
     pub unclassified: u64,
+    /// Segments of kept flows that missed their CPU's flow cache and paid
+    /// for a hash lookup (not a loss).
+    pub flow_cache_misses: u64,
 }
 
 impl DataplaneStats {
@@ -143,34 +146,14 @@ impl Dataplane {
             servers.contains(&SocketAddr::new(from_addr(&key.src, key.family), key.sport))
                 || servers.contains(&SocketAddr::new(from_addr(&key.dst, key.family), key.dport))
         };
-        {
-            const MAP: &str = "FLOWS_V4";
-            let err = |source| DataplaneError::Map { map: MAP, source };
-            let mut map =
-                HashMap::<_, FlowKeyV4, FlowStats>::try_from(self.map_mut(MAP)).map_err(err)?;
-            let gone: Vec<FlowKeyV4> = map
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| touches(&k.to_key()))
-                .collect();
-            for key in gone {
-                // Removed meanwhile by nobody else: a miss is not an error.
-                let _ = map.remove(&key);
-            }
-        }
-        {
-            const MAP: &str = "FLOWS_V6";
-            let err = |source| DataplaneError::Map { map: MAP, source };
-            let mut map =
-                HashMap::<_, FlowKey, FlowStats>::try_from(self.map_mut(MAP)).map_err(err)?;
-            let gone: Vec<FlowKey> = map
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| touches(k))
-                .collect();
-            for key in gone {
-                let _ = map.remove(&key);
-            }
+        let gone: Vec<(u32, FlowKey)> = self
+            .flow_entries()?
+            .into_iter()
+            .filter(|(_, entry)| touches(&entry.key))
+            .map(|(index, entry)| (index, entry.key))
+            .collect();
+        for (index, key) in gone {
+            self.free_flow(index, &key)?;
         }
         const MAP: &str = "ENDPOINTS";
         let err = |source| DataplaneError::Map { map: MAP, source };
@@ -242,42 +225,82 @@ impl Dataplane {
         array.set(0, table, 0).map_err(err)
     }
 
-    /// Every flow entry the programs keep, both families.
+    /// Every flow the programs keep, both families.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowStats)>, DataplaneError> {
-        let v4 = self.read_hash_map::<FlowKeyV4, FlowStats>("FLOWS_V4")?;
-        let v6 = self.read_hash_map::<FlowKey, FlowStats>("FLOWS_V6")?;
-        Ok(v4
+        Ok(self
+            .flow_entries()?
             .into_iter()
-            .map(|(key, stats)| (key.to_key(), stats))
-            .chain(v6)
+            .map(|(_, entry)| (entry.key, entry.stats))
             .collect())
     }
 
-    /// Every entry of a hash map: in batches where the kernel has them
-    /// (5.6), else entry by entry.
-    fn read_hash_map<K: aya::Pod, V: aya::Pod>(
-        &self,
-        name: &'static str,
-    ) -> Result<Vec<(K, V)>, DataplaneError> {
-        let map = self.map(name);
-        let err = |source| DataplaneError::Map { map: name, source };
-        let aya::maps::Map::HashMap(data) = map else {
-            panic!("{name} is a hash map in the eBPF object");
+    /// The entries in use, with their indexes: those handed out so far
+    /// (in a few batch calls where the kernel has them, 5.6), less the
+    /// free ones.
+    fn flow_entries(&self) -> Result<Vec<(u32, FlowEntry)>, DataplaneError> {
+        let handed_out = {
+            const MAP: &str = "NEXT_FLOW";
+            let err = |source| DataplaneError::Map { map: MAP, source };
+            let next = Array::<_, u64>::try_from(self.map(MAP))
+                .and_then(|array| array.get(&0, 0))
+                .map_err(err)?;
+            next.min(u64::from(MAX_FLOWS)) as u32
         };
-        match batch::read_hash_map(data) {
-            Ok(entries) => Ok(entries),
+        const MAP: &str = "FLOW_ENTRIES";
+        let err = |source| DataplaneError::Map { map: MAP, source };
+        let map = self.map(MAP);
+        let aya::maps::Map::Array(data) = map else {
+            panic!("{MAP} is an array in the eBPF object");
+        };
+        let entries = match batch::read_array::<FlowEntry>(data, handed_out) {
+            Ok(entries) => entries,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                let map = HashMap::<_, K, V>::try_from(map).map_err(err)?;
-                // An entry deleted between listing and reading is simply gone.
-                Ok(map.iter().filter_map(Result::ok).collect())
+                let array = Array::<_, FlowEntry>::try_from(map).map_err(err)?;
+                (0..handed_out)
+                    .map(|index| Ok((index, array.get(&index, 0).map_err(err)?)))
+                    .collect::<Result<_, DataplaneError>>()?
             }
-            Err(io_error) => Err(err(aya::maps::MapError::SyscallError(
-                aya::sys::SyscallError {
-                    call: "bpf_map_lookup_batch",
-                    io_error,
-                },
-            ))),
+            Err(io_error) => {
+                return Err(err(aya::maps::MapError::SyscallError(
+                    aya::sys::SyscallError {
+                        call: "bpf_map_lookup_batch",
+                        io_error,
+                    },
+                )))
+            }
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|(_, entry)| entry.key.family != 0)
+            .collect())
+    }
+
+    /// Frees the entry at `index`, which holds `key`: out of the index
+    /// table first, so no new segment finds it; then cleared, so no CPU's
+    /// flow cache matches it; then offered to new flows.
+    fn free_flow(&mut self, index: u32, key: &FlowKey) -> Result<(), DataplaneError> {
+        // Removed meanwhile by nobody else: a miss is not an error.
+        if key.family == FAMILY_V4 {
+            const MAP: &str = "FLOW_INDEX_V4";
+            let mut map = HashMap::<_, FlowKeyV4, u32>::try_from(self.map_mut(MAP))
+                .map_err(|source| DataplaneError::Map { map: MAP, source })?;
+            let _ = map.remove(&FlowKeyV4::from_key(key));
+        } else {
+            const MAP: &str = "FLOW_INDEX_V6";
+            let mut map = HashMap::<_, FlowKey, u32>::try_from(self.map_mut(MAP))
+                .map_err(|source| DataplaneError::Map { map: MAP, source })?;
+            let _ = map.remove(key);
         }
+        {
+            const MAP: &str = "FLOW_ENTRIES";
+            let err = |source| DataplaneError::Map { map: MAP, source };
+            let mut array = Array::<_, FlowEntry>::try_from(self.map_mut(MAP)).map_err(err)?;
+            array.set(index, FlowEntry::default(), 0).map_err(err)?;
+        }
+        const MAP: &str = "FREE_FLOWS";
+        let err = |source| DataplaneError::Map { map: MAP, source };
+        let mut free = Queue::<_, u32>::try_from(self.map_mut(MAP)).map_err(err)?;
+        free.push(index, 0).map_err(err)
     }
 
     /// ARP requests and replies per IPv4 address and hook.
@@ -314,6 +337,7 @@ impl Dataplane {
             endpoints_full: read(stat::ENDPOINTS_FULL)?,
             flows_classified: read(stat::CLASSIFIED)?,
             unclassified: read(stat::UNCLASSIFIED)?,
+            flow_cache_misses: read(stat::FLOW_CACHE_MISSES)?,
         })
     }
 
