@@ -100,23 +100,31 @@ pub fn run(rounds: usize) -> anyhow::Result<Vec<Shape>> {
         ("non-ip (arp)", frames::arp_frame(), Some(10)),
     ];
 
-    let mut results = Vec::new();
-    for (frame_name, frame, target) in shapes {
-        let (mut floor, mut observer, mut naive_ns) = (Vec::new(), Vec::new(), Vec::new());
-        let mut classifier = Vec::new();
-        for _ in 0..rounds {
-            floor.push(ns_per_packet(dataplane.program_mut("empty"), &frame)?);
-            observer.push(ns_per_packet(dataplane.program_mut("ingress_00"), &frame)?);
+    // Rounds outside, shapes inside: a disturbance on the machine (the
+    // previous process's maps being freed, say) spreads over every shape
+    // instead of landing on the first, and the median drops it.
+    let mut samples = vec![[const { Vec::new() }; 4]; shapes.len()];
+    for _ in 0..rounds {
+        for ((_, frame, _), [floor, observer, classifier, naive_ns]) in
+            shapes.iter().zip(samples.iter_mut())
+        {
+            floor.push(ns_per_packet(dataplane.program_mut("empty"), frame)?);
+            observer.push(ns_per_packet(dataplane.program_mut("ingress_00"), frame)?);
             classifier.push(ns_per_packet(
                 dataplane.program_mut("classify_packet"),
-                &frame,
+                frame,
             )?);
-            naive_ns.push(ns_per_packet(naive, &frame)?);
+            naive_ns.push(ns_per_packet(naive, frame)?);
         }
-        let (empty_best_ns, empty_median_ns) = best_and_median(&mut floor);
-        let (observer_best_ns, observer_median_ns) = best_and_median(&mut observer);
-        let (_, baseline_median_ns) = best_and_median(&mut naive_ns);
-        let (_, classifier_median_ns) = best_and_median(&mut classifier);
+    }
+    let mut results = Vec::new();
+    for ((frame_name, _, target), [floor, observer, classifier, naive_ns]) in
+        shapes.into_iter().zip(samples.iter_mut())
+    {
+        let (empty_best_ns, empty_median_ns) = best_and_median(floor);
+        let (observer_best_ns, observer_median_ns) = best_and_median(observer);
+        let (_, baseline_median_ns) = best_and_median(naive_ns);
+        let (_, classifier_median_ns) = best_and_median(classifier);
         results.push(Shape {
             frame: frame_name.to_string(),
             empty_best_ns,
