@@ -770,17 +770,22 @@ fn insert_flow(segment: &Segment) -> Option<*mut FlowStats> {
 #[inline(always)]
 fn arp_of_interest(ctx: &TcContext, offset: usize) -> Option<(u32, bool)> {
     let arp = bytes::<28>(ctx, offset)?;
-    // Ethernet hardware addresses, IPv4 protocol addresses.
-    if be16([arp[0], arp[1]]) != 1
-        || be16([arp[2], arp[3]]) != ETH_P_IP
+    // Ethernet hardware addresses (type 1, length 6), IPv4 protocol
+    // addresses (0x0800, length 4), an opcode below 256: byte compares, as
+    // the BPF target reads the packet byte by byte anyway.
+    if arp[0] != 0
+        || arp[1] != 1
+        || arp[2] != 8
+        || arp[3] != 0
         || arp[4] != 6
         || arp[5] != 4
+        || arp[6] != 0
     {
         return None;
     }
     let sender = [arp[14], arp[15], arp[16], arp[17]];
     let target = [arp[24], arp[25], arp[26], arp[27]];
-    let (addr, reply) = match be16([arp[6], arp[7]]) {
+    let (addr, reply) = match u16::from(arp[7]) {
         // A probe (sender 0.0.0.0) checks an address is free: no answer is due.
         ARP_REQUEST if sender == [0; 4] => return None,
         // Gratuitous: the sender announces itself, as good as a reply.
