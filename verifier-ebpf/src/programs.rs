@@ -496,13 +496,15 @@ fn in_fast_cidr(key: &FlowKey) -> bool {
     false
 }
 
-/// Whether an IPv4 address (as in the packet) is inside a fast CIDR.
+/// Whether an IPv4 address (its bytes as in the packet, read as one
+/// native word) is inside a fast CIDR.
 #[inline(always)]
-fn v4_in_fast_cidr(addr: &[u8; 4]) -> bool {
+fn v4_in_fast_cidr(addr: u32) -> bool {
     let Some(table) = CIDR_TABLE.get(0) else {
         return false;
     };
-    let word = u64::from_ne_bytes([addr[0], addr[1], addr[2], addr[3], 0, 0, 0, 0]);
+    let [a, b, c, d] = addr.to_ne_bytes();
+    let word = u64::from_ne_bytes([a, b, c, d, 0, 0, 0, 0]);
     for i in 0..FAST_CIDRS {
         if i as u32 >= table.fast {
             break;
@@ -783,18 +785,19 @@ fn arp_of_interest(ctx: &TcContext, offset: usize) -> Option<(u32, bool)> {
     {
         return None;
     }
-    let sender = [arp[14], arp[15], arp[16], arp[17]];
-    let target = [arp[24], arp[25], arp[26], arp[27]];
+    // Words from here on: the compares and the CIDR check work on them.
+    let sender = u32::from_ne_bytes([arp[14], arp[15], arp[16], arp[17]]);
+    let target = u32::from_ne_bytes([arp[24], arp[25], arp[26], arp[27]]);
     let (addr, reply) = match u16::from(arp[7]) {
         // A probe (sender 0.0.0.0) checks an address is free: no answer is due.
-        ARP_REQUEST if sender == [0; 4] => return None,
+        ARP_REQUEST if sender == 0 => return None,
         // Gratuitous: the sender announces itself, as good as a reply.
         ARP_REQUEST if sender == target => (sender, true),
         ARP_REQUEST => (target, false),
         ARP_REPLY => (sender, true),
         _ => return None,
     };
-    v4_in_fast_cidr(&addr).then_some((u32::from_ne_bytes(addr), reply))
+    v4_in_fast_cidr(addr).then_some((addr, reply))
 }
 
 /// Slot and direction in one argument (BPF calls take at most five).
