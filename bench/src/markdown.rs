@@ -252,7 +252,7 @@ pub fn render(r: &Results) -> String {
          - memory: {:.1} MiB of the peak is there one second after start, attached and before any traffic \
            (the embedded object parsed, the maps and the ring buffer mapped); the rest grows with the \
            connections' histories and the report.\n\
-         - CPU: the collector reads the flow tables every 100 ms: {} entries here.\n",
+         - CPU: the collector reads the flow table every 100 ms: {} entries here.\n",
         r.attach.hook_programs,
         f.rss_attached_mib,
         f.flow_entries

@@ -204,7 +204,7 @@ impl State {
         Ok(self.table.take_servers(&servers))
     }
 
-    /// Reads the flow tables into the connection table; returns when.
+    /// Reads the flow table into the connection table; returns when.
     fn read_flows(&mut self, dataplane: &Dataplane) -> Result<Duration, DataplaneError> {
         let at = self.started.elapsed();
         self.table
