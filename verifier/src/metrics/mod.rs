@@ -446,6 +446,11 @@ fn dataplane_families(page: &mut Page, stats: &DataplaneStats, events_dropped: u
             "Flow entries made (one per connection x interface x direction).",
             stats.flows_classified,
         ),
+        (
+            "migverify_flow_cache_misses_total",
+            "Segments of kept flows that missed their CPU's flow cache and paid for a hash lookup.",
+            stats.flow_cache_misses,
+        ),
     ] {
         page.family(name, Kind::Counter, help);
         page.sample(name, &[], value as f64);
