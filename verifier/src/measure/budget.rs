@@ -141,10 +141,12 @@ pub struct BudgetReport {
     pub completion_timeout_s: u64,
     /// The least sustained rate that moves `size_bytes` within the budget.
     pub min_rate_bps: u64,
-    /// The rate the projection uses: the median interval rate observed.
+    /// The median interval rate observed.
     pub observed_rate_bps: u64,
-    /// How long `size_bytes` takes at the observed rate (`None`: nothing moved).
+    /// How long `size_bytes` takes (`None`: nothing moved).
     pub projected_s: Option<f64>,
+    /// What `projected_s` rests on.
+    pub projection: Projection,
     pub longest_stall_s: f64,
     pub progress_timeout_s: u64,
     /// bandwidthPerMigration, bits per second; `None` is unlimited.
@@ -161,6 +163,16 @@ pub fn size_units(bytes: u64) -> u64 {
     bytes.div_ceil(GIGA)
 }
 
+/// What a budget's projected completion rests on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Projection {
+    /// The migration moved its whole size and closed: how long it took.
+    Duration,
+    /// Extrapolated from the median interval rate.
+    MedianRate,
+}
+
 pub fn budget(settings: &BudgetSettings, size: &VmSize, figures: &Figures) -> BudgetReport {
     let units = size_units(size.bytes);
     let completion_timeout_s = settings.completion_timeout_per_gib * units;
@@ -170,7 +182,19 @@ pub fn budget(settings: &BudgetSettings, size: &VmSize, figures: &Figures) -> Bu
         (u128::from(size.bytes) * 8).div_ceil(u128::from(completion_timeout_s)) as u64
     };
     let observed = figures.throughput_bps.p50;
-    let projected_s = (observed > 0).then(|| size.bytes as f64 * 8.0 / observed as f64);
+    // A migration that is over took what it took. Extrapolating from its
+    // intervals would misjudge a short one: the few intervals of its
+    // connection and TLS set-up can be half of them, and its median rate
+    // then a set-up rate.
+    let (projected_s, projection) = if figures.closed && figures.forward_payload_bytes >= size.bytes
+    {
+        (Some(figures.duration_s), Projection::Duration)
+    } else {
+        (
+            (observed > 0).then(|| size.bytes as f64 * 8.0 / observed as f64),
+            Projection::MedianRate,
+        )
+    };
     let best = figures.throughput_bps.p95;
     BudgetReport {
         size_bytes: size.bytes,
@@ -181,6 +205,7 @@ pub fn budget(settings: &BudgetSettings, size: &VmSize, figures: &Figures) -> Bu
         min_rate_bps,
         observed_rate_bps: observed,
         projected_s,
+        projection,
         longest_stall_s: figures.longest_stall_s,
         progress_timeout_s: settings.progress_timeout_s,
         bandwidth_per_migration_bps: settings.bandwidth_per_migration.map(|b| b * 8),

@@ -917,7 +917,7 @@ mod tests {
     use crate::{
         flows::tests::key,
         measure::{
-            budget::{budget, BudgetSettings, VmSize},
+            budget::{budget, BudgetSettings, Projection, VmSize},
             migration::{figures, group},
         },
     };
@@ -1254,6 +1254,60 @@ mod tests {
         });
         let found = causes(&t, Phase::Live, 3000, &[]);
         assert_eq!(ids(&found), [id::RECEIVER_BOUND], "{found:#?}");
+    }
+
+    /// A short migration's intervals are half set-up: once it has moved
+    /// its size and closed, its budget rests on how long it took, not on
+    /// its median interval rate (here a set-up rate).
+    #[test]
+    fn a_finished_migration_is_judged_on_how_long_it_took() {
+        let size = VmSize {
+            bytes: 256 << 20,
+            source: "test".into(),
+        };
+        let endpoints = vec![Endpoint {
+            addr: SERVER.parse().unwrap(),
+            channel: Channel::Memory,
+            migration: Some("default/vm".into()),
+        }];
+        // 400 ms of set-up at 5 kB a tick, the size in 300 ms, then nothing;
+        // closed at 800 ms, or not.
+        let run = |closes: bool| {
+            let t = table(10, |ms| {
+                let payload = if ms <= 400 {
+                    ms * 50
+                } else {
+                    20_000 + (ms - 400).min(300) * (size.bytes / 300)
+                };
+                let seen = if closes && ms >= 800 {
+                    HANDSHAKE | SEEN_FIN
+                } else {
+                    HANDSHAKE
+                };
+                vec![
+                    (
+                        key(CLIENT, SERVER, 0, Direction::Egress),
+                        stats(payload, 0, 1448, seen),
+                    ),
+                    (
+                        key(SERVER, CLIENT, 0, Direction::Ingress),
+                        stats(100, 0, 100, seen),
+                    ),
+                ]
+            });
+            let groups = group(&t, &endpoints);
+            let f = figures(&groups[0], &slots(), 100);
+            budget(&BudgetSettings::default(), &size, &f)
+        };
+        let finished = run(true);
+        assert_eq!(finished.projection, Projection::Duration);
+        let took = finished.projected_s.unwrap();
+        assert!((0.6..=0.9).contains(&took), "{finished:#?}");
+        // Still open, the same intervals extrapolate from the set-up rate:
+        // far beyond the 150 s budget.
+        let open = run(false);
+        assert_eq!(open.projection, Projection::MedianRate);
+        assert!(open.projected_s.unwrap() > 150.0, "{open:#?}");
     }
 
     #[test]

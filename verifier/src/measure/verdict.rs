@@ -7,7 +7,10 @@ use std::net::IpAddr;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{budget::BudgetReport, migration::Figures};
+use super::{
+    budget::{BudgetReport, Projection},
+    migration::Figures,
+};
 use crate::config::Cidr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -183,6 +186,7 @@ fn judge_one(judged: &Judged, expectations: &Expectations, reasons: &mut Vec<Rea
         let limit = b.completion_timeout_s as f64;
         let evidence = json!({
             "projected_s": projected,
+            "projection": b.projection,
             "completion_timeout_s": b.completion_timeout_s,
             "observed_rate_bps": b.observed_rate_bps,
             "min_rate_bps": b.min_rate_bps,
@@ -194,7 +198,16 @@ fn judge_one(judged: &Judged, expectations: &Expectations, reasons: &mut Vec<Rea
                 Severity::Error,
                 // Histograms record at least 1 bit/s: a median of 1 is no
                 // rate, it is a migration that stood still most of the time.
-                if b.observed_rate_bps <= 1 {
+                if b.projection == Projection::Duration {
+                    format!(
+                        "the {} migration took {projected:.1} s, beyond its completion budget of {limit:.0} s \
+                         (completionTimeoutPerGiB {} x {} units of 10^9 bytes); it needs at least {}",
+                        bytes(b.size_bytes),
+                        b.completion_timeout_per_gib,
+                        b.size_units,
+                        rate(b.min_rate_bps)
+                    )
+                } else if b.observed_rate_bps <= 1 {
                     format!(
                         "no payload moved in most intervals (median rate 0): at that rate a {} migration never \
                          completes within its budget of {limit:.0} s; it needs at least {}",
@@ -218,10 +231,16 @@ fn judge_one(judged: &Judged, expectations: &Expectations, reasons: &mut Vec<Rea
             add(
                 "budget.completion-near",
                 Severity::Warning,
-                format!(
-                    "at the observed {} the migration takes {projected:.0} s, over 80% of its {limit:.0} s budget",
-                    rate(b.observed_rate_bps)
-                ),
+                if b.projection == Projection::Duration {
+                    format!(
+                        "the migration took {projected:.1} s, over 80% of its {limit:.0} s budget"
+                    )
+                } else {
+                    format!(
+                        "at the observed {} the migration takes {projected:.0} s, over 80% of its {limit:.0} s budget",
+                        rate(b.observed_rate_bps)
+                    )
+                },
                 evidence,
             );
         }
