@@ -92,8 +92,8 @@ pub struct FlowKey {
     pub _pad: u8,
 }
 
-/// The IPv4 form of a [`FlowKey`], for the IPv4 flow table: a third the
-/// size, so hashing it on every packet costs a third.
+/// The IPv4 form of a [`FlowKey`], for the IPv4 index table: a third the
+/// size, so hashing it costs a third.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKeyV4 {
@@ -108,7 +108,7 @@ pub struct FlowKeyV4 {
 }
 
 impl FlowKeyV4 {
-    /// Word reads: this runs on every IPv4 migration segment.
+    /// Word reads: this runs on every flow-cache miss of an IPv4 segment.
     #[inline(always)]
     pub fn from_key(key: &FlowKey) -> FlowKeyV4 {
         let word = |addr: &Addr| u32::from_ne_bytes([addr[0], addr[1], addr[2], addr[3]]);
@@ -121,20 +121,6 @@ impl FlowKeyV4 {
             direction: key.direction,
             _pad: [0; 2],
         }
-    }
-
-    pub fn to_key(&self) -> FlowKey {
-        let mut key = FlowKey {
-            sport: self.sport,
-            dport: self.dport,
-            family: FAMILY_V4,
-            slot: self.slot,
-            direction: self.direction,
-            ..FlowKey::default()
-        };
-        key.src[..4].copy_from_slice(&self.src.to_ne_bytes());
-        key.dst[..4].copy_from_slice(&self.dst.to_ne_bytes());
-        key
     }
 }
 
