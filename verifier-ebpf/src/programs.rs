@@ -673,25 +673,32 @@ fn kept_flow(key: &FlowKey) -> Option<*mut FlowStats> {
             FLOW_INDEX_V6.get(key).copied()
         }
     }?;
+    let entry = FLOW_ENTRIES.get_ptr_mut(index)?;
+    // SAFETY: a live array value. The index and the entry can disagree for
+    // an instant while user space frees the flow: then it is gone.
+    if unsafe { !same_key(&(*entry).key, key) } {
+        return None;
+    }
     bump(stat::FLOW_CACHE_MISSES);
     // SAFETY: as above.
-    unsafe { *cached = index };
-    let entry = FLOW_ENTRIES.get_ptr_mut(index)?;
-    // SAFETY: a live array value.
-    Some(unsafe { &raw mut (*entry).stats })
+    unsafe {
+        *cached = index;
+        Some(&raw mut (*entry).stats)
+    }
+}
+
+/// A key as the five words it is made of.
+#[inline(always)]
+fn key_words(key: &FlowKey) -> &[u64; 5] {
+    const { assert!(core::mem::size_of::<FlowKey>() == 40 && core::mem::align_of::<FlowKey>() == 8) };
+    // SAFETY: a FlowKey is five aligned words, per the assertion.
+    unsafe { &*(key as *const FlowKey as *const [u64; 5]) }
 }
 
 /// Key equality in five word compares, without branches or `memcmp`.
 #[inline(always)]
 fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
-    const { assert!(core::mem::size_of::<FlowKey>() == 40 && core::mem::align_of::<FlowKey>() == 8) };
-    // SAFETY: a FlowKey is five aligned words, per the assertion.
-    let (a, b) = unsafe {
-        (
-            &*(a as *const FlowKey as *const [u64; 5]),
-            &*(b as *const FlowKey as *const [u64; 5]),
-        )
-    };
+    let (a, b) = (key_words(a), key_words(b));
     (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
 }
 
@@ -727,15 +734,22 @@ fn insert_flow(segment: &Segment) -> Option<*mut FlowStats> {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: an entry no other flow owns; all-zero is a valid FlowStats.
-    // The key goes in last: until then no cache can match the entry.
+    // The key goes in last, in volatile stores the compiler keeps after the
+    // others, so a CPU whose cache still points here matches only a
+    // finished entry (on x86; weakly ordered CPUs may see the stores in
+    // another order, which needs that CPU to meet the same flow at the same
+    // index within this run).
     unsafe {
         let stats = &raw mut (*entry).stats;
         zero_in_place(stats);
-        (*stats).first_seen_ns = now;
-        (*stats).channel = segment.channel;
-        (*stats).reason = segment.reason;
-        (*stats).vlan = segment.vlan;
-        (*entry).key = *key;
+        core::ptr::write_volatile(&raw mut (*stats).first_seen_ns, now);
+        core::ptr::write_volatile(&raw mut (*stats).channel, segment.channel);
+        core::ptr::write_volatile(&raw mut (*stats).reason, segment.reason);
+        core::ptr::write_volatile(&raw mut (*stats).vlan, segment.vlan);
+        let words = &raw mut (*entry).key as *mut u64;
+        for (i, word) in key_words(key).iter().enumerate() {
+            core::ptr::write_volatile(words.add(i), *word);
+        }
     }
     let inserted = if key.family == FAMILY_V4 {
         FLOW_INDEX_V4.insert(FlowKeyV4::from_key(key), index, u64::from(BPF_NOEXIST))
@@ -751,14 +765,20 @@ fn insert_flow(segment: &Segment) -> Option<*mut FlowStats> {
         if role == SlotRole::Primary as u8 || role == SlotRole::Other as u8 {
             emit(segment, &EventTag::new(EVENT_WRONG_ROLE, now));
         }
-    } else {
-        // Another CPU kept the flow first (or the index table is full):
-        // the entry goes back. The queue holds every index, so it has room.
-        // SAFETY: the entry is still this run's alone; an all-zero key is free.
-        unsafe { zero_in_place(&raw mut (*entry).key) };
-        let _ = FREE_FLOWS.push(index, 0);
+        if let Some(cached) = FLOW_CACHE.get_ptr_mut(flow_cache_slot(key)) {
+            // SAFETY: this CPU's own cache entry.
+            unsafe { *cached = index };
+        }
+        // SAFETY: the entry just made.
+        return Some(unsafe { &raw mut (*entry).stats });
     }
-    // Either way, look again.
+    // Another CPU kept the flow first (or the index table is full): the
+    // entry goes back, and the other CPU's is looked up. The queue holds
+    // every index and takes pushes under a plain spin lock, so it has room
+    // and does not fail.
+    // SAFETY: the entry is still this run's alone; an all-zero key is free.
+    unsafe { zero_in_place(&raw mut (*entry).key) };
+    let _ = FREE_FLOWS.push(index, 0);
     let stats = kept_flow(key);
     if stats.is_none() {
         bump(stat::FLOW_TABLE_FULL);

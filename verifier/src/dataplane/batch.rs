@@ -44,7 +44,8 @@ pub fn read_array<V: Pod>(map: &MapData, len: u32) -> io::Result<Vec<(u32, V)>> 
     let mut keys = vec![0u32; chunk];
     // SAFETY: `Pod` types are valid for any bit pattern, zeroes included.
     let mut values = vec![unsafe { std::mem::zeroed::<V>() }; chunk];
-    // An array's position to go on from: the next index.
+    // Where to go on from: the kernel returns the last index it copied and
+    // starts after the one it is given back.
     let mut token = 0u32;
     let mut next = 0u32;
     let mut entries = Vec::with_capacity(len as usize);

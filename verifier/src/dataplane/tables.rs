@@ -238,9 +238,8 @@ impl Dataplane {
             .collect())
     }
 
-    /// The entries in use, with their indexes: those handed out so far
-    /// (in a few batch calls where the kernel has them, 5.6), less the
-    /// free ones.
+    /// The entries in use, with their indexes: those handed out so far, in
+    /// a few batch calls, less the free ones.
     fn flow_entries(&self) -> Result<Vec<(u32, FlowEntry)>, DataplaneError> {
         let handed_out = {
             const MAP: &str = "NEXT_FLOW";
@@ -252,48 +251,42 @@ impl Dataplane {
         };
         const MAP: &str = "FLOW_ENTRIES";
         let err = |source| DataplaneError::Map { map: MAP, source };
-        let map = self.map(MAP);
-        let aya::maps::Map::Array(data) = map else {
+        let aya::maps::Map::Array(data) = self.map(MAP) else {
             panic!("{MAP} is an array in the eBPF object");
         };
-        let entries = match batch::read_array::<FlowEntry>(data, handed_out) {
-            Ok(entries) => entries,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                let array = Array::<_, FlowEntry>::try_from(map).map_err(err)?;
-                (0..handed_out)
-                    .map(|index| Ok((index, array.get(&index, 0).map_err(err)?)))
-                    .collect::<Result<_, DataplaneError>>()?
-            }
-            Err(io_error) => {
-                return Err(err(aya::maps::MapError::SyscallError(
-                    aya::sys::SyscallError {
-                        call: "bpf_map_lookup_batch",
-                        io_error,
-                    },
-                )))
-            }
-        };
+        let entries = batch::read_array::<FlowEntry>(data, handed_out).map_err(|io_error| {
+            err(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_lookup_batch",
+                io_error,
+            }))
+        })?;
         Ok(entries
             .into_iter()
             .filter(|(_, entry)| entry.key.family != 0)
             .collect())
     }
 
-    /// Frees the entry at `index`, which holds `key`: out of the index
-    /// table first, so no new segment finds it; then cleared, so no CPU's
-    /// flow cache matches it; then offered to new flows.
+    /// Frees the entry at `index`, which held `key` when it was read: out
+    /// of the index table first, so no new segment finds it; then cleared,
+    /// so no CPU's flow cache matches it; then offered to new flows. An
+    /// entry the index does not name is left alone: a CPU that lost the
+    /// race to make the same flow holds it for an instant, and gives it
+    /// back itself.
     fn free_flow(&mut self, index: u32, key: &FlowKey) -> Result<(), DataplaneError> {
-        // Removed meanwhile by nobody else: a miss is not an error.
-        if key.family == FAMILY_V4 {
+        let indexed = if key.family == FAMILY_V4 {
             const MAP: &str = "FLOW_INDEX_V4";
-            let mut map = HashMap::<_, FlowKeyV4, u32>::try_from(self.map_mut(MAP))
-                .map_err(|source| DataplaneError::Map { map: MAP, source })?;
-            let _ = map.remove(&FlowKeyV4::from_key(key));
+            let err = |source| DataplaneError::Map { map: MAP, source };
+            let mut map = HashMap::<_, FlowKeyV4, u32>::try_from(self.map_mut(MAP)).map_err(err)?;
+            let v4 = FlowKeyV4::from_key(key);
+            map.get(&v4, 0).ok() == Some(index) && map.remove(&v4).is_ok()
         } else {
             const MAP: &str = "FLOW_INDEX_V6";
-            let mut map = HashMap::<_, FlowKey, u32>::try_from(self.map_mut(MAP))
-                .map_err(|source| DataplaneError::Map { map: MAP, source })?;
-            let _ = map.remove(key);
+            let err = |source| DataplaneError::Map { map: MAP, source };
+            let mut map = HashMap::<_, FlowKey, u32>::try_from(self.map_mut(MAP)).map_err(err)?;
+            map.get(key, 0).ok() == Some(index) && map.remove(key).is_ok()
+        };
+        if !indexed {
+            return Ok(());
         }
         {
             const MAP: &str = "FLOW_ENTRIES";

@@ -167,7 +167,8 @@ pub fn size_units(bytes: u64) -> u64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Projection {
-    /// The migration moved its whole size and closed: how long it took.
+    /// The migration moved its whole size and closed cleanly: how long it
+    /// took.
     Duration,
     /// Extrapolated from the median interval rate.
     MedianRate,
@@ -185,16 +186,18 @@ pub fn budget(settings: &BudgetSettings, size: &VmSize, figures: &Figures) -> Bu
     // A migration that is over took what it took. Extrapolating from its
     // intervals would misjudge a short one: the few intervals of its
     // connection and TLS set-up can be half of them, and its median rate
-    // then a set-up rate.
-    let (projected_s, projection) = if figures.closed && figures.forward_payload_bytes >= size.bytes
-    {
-        (Some(figures.duration_s), Projection::Duration)
-    } else {
-        (
-            (observed > 0).then(|| size.bytes as f64 * 8.0 / observed as f64),
-            Projection::MedianRate,
-        )
-    };
+    // then a set-up rate. Over means closed cleanly with at least its size
+    // moved; a reset or a short one (aborted, or mostly zero pages) is
+    // still extrapolated.
+    let (projected_s, projection) =
+        if figures.finished && figures.forward_payload_bytes >= size.bytes {
+            (Some(figures.duration_s), Projection::Duration)
+        } else {
+            (
+                (observed > 0).then(|| size.bytes as f64 * 8.0 / observed as f64),
+                Projection::MedianRate,
+            )
+        };
     let best = figures.throughput_bps.p95;
     BudgetReport {
         size_bytes: size.bytes,

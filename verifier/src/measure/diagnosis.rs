@@ -1271,16 +1271,16 @@ mod tests {
             migration: Some("default/vm".into()),
         }];
         // 400 ms of set-up at 5 kB a tick, the size in 300 ms, then nothing;
-        // closed at 800 ms, or not.
-        let run = |closes: bool| {
+        // at 800 ms `end` (FIN, RST or nothing) is seen.
+        let run = |end: u8| {
             let t = table(10, |ms| {
                 let payload = if ms <= 400 {
                     ms * 50
                 } else {
                     20_000 + (ms - 400).min(300) * (size.bytes / 300)
                 };
-                let seen = if closes && ms >= 800 {
-                    HANDSHAKE | SEEN_FIN
+                let seen = if ms >= 800 {
+                    HANDSHAKE | end
                 } else {
                     HANDSHAKE
                 };
@@ -1299,15 +1299,17 @@ mod tests {
             let f = figures(&groups[0], &slots(), 100);
             budget(&BudgetSettings::default(), &size, &f)
         };
-        let finished = run(true);
+        let finished = run(SEEN_FIN);
         assert_eq!(finished.projection, Projection::Duration);
         let took = finished.projected_s.unwrap();
         assert!((0.6..=0.9).contains(&took), "{finished:#?}");
-        // Still open, the same intervals extrapolate from the set-up rate:
-        // far beyond the 150 s budget.
-        let open = run(false);
-        assert_eq!(open.projection, Projection::MedianRate);
-        assert!(open.projected_s.unwrap() > 150.0, "{open:#?}");
+        // Still open, or reset (aborted, say), the same intervals
+        // extrapolate from the set-up rate: far beyond the 150 s budget.
+        for end in [0, SEEN_RST] {
+            let b = run(end);
+            assert_eq!(b.projection, Projection::MedianRate, "{end}");
+            assert!(b.projected_s.unwrap() > 150.0, "{b:#?}");
+        }
     }
 
     #[test]

@@ -92,9 +92,10 @@ pub struct Figures {
     pub rtt_us: Rtt,
     /// From the first payload to the last (or to the end, while open).
     pub duration_s: f64,
-    /// Every connection has closed (FIN or RST).
+    /// Every connection closed with a FIN, none was reset, and every
+    /// interval of them is kept: `duration_s` is the whole migration's.
     #[serde(skip)]
-    pub closed: bool,
+    pub finished: bool,
     pub longest_stall_s: f64,
     pub retransmits: u64,
     pub zero_windows: u64,
@@ -183,8 +184,10 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
         throughput_bps: series::throughput(&progress),
         rtt_us,
         duration_s: duration_ms as f64 / 1000.0,
-        closed: !group.connections.is_empty()
-            && group.connections.iter().all(|c| c.closed_at_ms.is_some()),
+        finished: !group.connections.is_empty()
+            && group.connections.iter().all(|c| {
+                c.closed_at_ms.is_some() && c.state() == "closed" && c.history_dropped == 0
+            }),
         longest_stall_s: series::longest_stall_s(&progress),
         retransmits: group.connections.iter().map(|c| c.retransmits()).sum(),
         zero_windows: group.connections.iter().map(|c| c.zero_windows()).sum(),
