@@ -761,8 +761,8 @@ fn metrics_are_scraped_while_a_migration_runs() {
     assert_eq!(attached, lab.interfaces().len());
     assert_eq!(value("migverify_events_lost_total"), 0.0);
     assert_eq!(value("migverify_flow_table_full_total"), 0.0);
-    // The flow cache serves the bulk: a flow entry misses it at its first
-    // segments, the traffic after that does not.
+    // The flow cache serves the bulk: a flow misses it when it shows up on
+    // another CPU or meets a colliding flow, not segment by segment.
     let packets: f64 = last
         .iter()
         .filter(|(s, _)| s.starts_with("migverify_interface_packets_total{"))
@@ -770,7 +770,7 @@ fn metrics_are_scraped_while_a_migration_runs() {
         .sum();
     let misses = value("migverify_flow_cache_misses_total");
     assert!(
-        misses > 0.0 && misses * 100.0 < packets,
+        misses * 100.0 < packets,
         "{misses} flow cache misses in {packets} packets"
     );
 }
