@@ -72,8 +72,8 @@ pub fn render(r: &Results) -> String {
         );
     }
     out.push_str(
-        "\nA kept flow's segment is found through its CPU's flow cache: the slot for its ports and hook names the \
-         flow-table entry of the last flow seen there, and five word compares confirm the key. BPF_PROG_TEST_RUN \
+        "\nA kept flow's segment is found through its CPU's flow cache: the two slots a hash of its ports and hook \
+         picks name the flow-table entries of the last two flows seen there, and five word compares confirm the key. BPF_PROG_TEST_RUN \
          repeats one frame, so every repeat after the first takes that path; a segment that misses the cache pays \
          for the hash lookup in the index table as well (about 23 ns for an IPv4 key on this kind of machine). How \
          often segments miss in a real migration is measured below (the kernel's run-time statistics).\n",

@@ -257,16 +257,21 @@ pub struct FlowEntry {
     pub stats: FlowStats,
 }
 
-/// Entries of each CPU's `FLOW_CACHE` (a power of two).
-pub const FLOW_CACHE_ENTRIES: u32 = 4096;
+/// Each CPU's `FLOW_CACHE` is 2^FLOW_CACHE_SET_BITS sets of two slots.
+pub const FLOW_CACHE_SET_BITS: u32 = 12;
+pub const FLOW_CACHE_ENTRIES: u32 = 2 << FLOW_CACHE_SET_BITS;
 
-/// Where a flow sits in a CPU's `FLOW_CACHE`: its ports spread the flows
-/// between two hosts, its hook the same flow seen at several hooks.
+/// The first of the two `FLOW_CACHE` slots a flow may sit in (the other is
+/// the next one): a multiplicative hash of its ports and hook. A
+/// migration's channels have neighbouring ports, which plain XOR put in
+/// colliding slots; two ways keep two flows that share a set from evicting
+/// each other.
 #[inline(always)]
-pub fn flow_cache_slot(key: &FlowKey) -> u32 {
-    let ports = u32::from(key.sport ^ key.dport);
+pub fn flow_cache_set(key: &FlowKey) -> u32 {
+    let ports = u32::from(key.sport) << 16 | u32::from(key.dport);
     let hook = u32::from(key.slot) << 1 | u32::from(key.direction);
-    (ports ^ hook.wrapping_mul(0x9e5)) & (FLOW_CACHE_ENTRIES - 1)
+    let mixed = (ports ^ hook.wrapping_mul(0x9e37_79b9)).wrapping_mul(0x9e37_79b1);
+    (mixed >> (32 - FLOW_CACHE_SET_BITS)) << 1
 }
 
 /// Key of the `NEIGHBORS` map: an IPv4 address at one hook, either asked

@@ -25,7 +25,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use verifier_ebpf::{
-    flow_cache_slot, hook_index, stat, Addr, Channel, CidrData, CidrTable, Direction, EndpointInfo,
+    flow_cache_set, hook_index, stat, Addr, Channel, CidrData, CidrTable, Direction, EndpointInfo,
     EndpointKey, FlowEntry, FlowEvent, FlowKey, FlowKeyV4, FlowStats, HookCounters, NeighborKey,
     NeighborStats, Reason, SlotConfig, SlotRole, CLASSIFIER_INDEX, EVENT_NEW_FLOW, EVENT_RST,
     EVENT_RTT, EVENT_WRONG_ROLE, FAMILY_V4, FAMILY_V6, FAST_CIDRS, FLOW_CACHE_ENTRIES,
@@ -76,9 +76,9 @@ static NEXT_FLOW: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 static FREE_FLOWS: Queue<u32> = Queue::with_max_entries(MAX_FLOWS, 0);
 
-/// Per CPU, at [`flow_cache_slot`]: the `FLOW_ENTRIES` index of the last
-/// flow seen there. Most segments find their flow through it, without a
-/// hash lookup.
+/// Per CPU, two slots at [`flow_cache_set`]: the `FLOW_ENTRIES` indexes of
+/// the last two flows seen there. Most segments find their flow through
+/// them, without a hash lookup.
 #[map]
 static FLOW_CACHE: PerCpuArray<u32> = PerCpuArray::with_max_entries(FLOW_CACHE_ENTRIES, 0);
 
@@ -655,15 +655,12 @@ fn account(ctx: &TcContext, segment: &Segment, stats: *mut FlowStats) {
 /// cache remembers it).
 #[inline(always)]
 fn kept_flow(key: &FlowKey) -> Option<*mut FlowStats> {
-    let cached = FLOW_CACHE.get_ptr_mut(flow_cache_slot(key))?;
-    // SAFETY: this CPU's own cache entry; TC runs with preemption off.
-    let index = unsafe { *cached };
-    if let Some(entry) = FLOW_ENTRIES.get_ptr_mut(index) {
-        // SAFETY: a live array value. A freed or reused entry holds another
-        // key (or none), so a stale index only misses.
-        if unsafe { same_key(&(*entry).key, key) } {
-            return Some(unsafe { &raw mut (*entry).stats });
-        }
+    let set = flow_cache_set(key);
+    if let Some(stats) = cached_flow(FLOW_CACHE.get_ptr_mut(set)?, key) {
+        return Some(stats);
+    }
+    if let Some(stats) = cached_flow(FLOW_CACHE.get_ptr_mut(set + 1)?, key) {
+        return Some(stats);
     }
     // SAFETY: the value is copied out at once.
     let index = unsafe {
@@ -680,10 +677,33 @@ fn kept_flow(key: &FlowKey) -> Option<*mut FlowStats> {
         return None;
     }
     bump(stat::FLOW_CACHE_MISSES);
+    remember(set, index);
     // SAFETY: as above.
-    unsafe {
-        *cached = index;
-        Some(&raw mut (*entry).stats)
+    Some(unsafe { &raw mut (*entry).stats })
+}
+
+/// The entry a cache slot points to, if it holds `key`.
+#[inline(always)]
+fn cached_flow(slot: *mut u32, key: &FlowKey) -> Option<*mut FlowStats> {
+    // SAFETY: this CPU's own cache slot; TC runs with preemption off.
+    let entry = FLOW_ENTRIES.get_ptr_mut(unsafe { *slot })?;
+    // SAFETY: a live array value. A freed or reused entry holds another key
+    // (or none), so a stale index only misses.
+    unsafe { same_key(&(*entry).key, key).then_some(&raw mut (*entry).stats) }
+}
+
+/// Puts `index` in the first slot of cache set `set`, moving the flow
+/// there to the second, which forgets its own.
+#[inline(always)]
+fn remember(set: u32, index: u32) {
+    if let (Some(first), Some(second)) =
+        (FLOW_CACHE.get_ptr_mut(set), FLOW_CACHE.get_ptr_mut(set + 1))
+    {
+        // SAFETY: this CPU's own cache slots.
+        unsafe {
+            *second = *first;
+            *first = index;
+        }
     }
 }
 
@@ -765,10 +785,7 @@ fn insert_flow(segment: &Segment) -> Option<*mut FlowStats> {
         if role == SlotRole::Primary as u8 || role == SlotRole::Other as u8 {
             emit(segment, &EventTag::new(EVENT_WRONG_ROLE, now));
         }
-        if let Some(cached) = FLOW_CACHE.get_ptr_mut(flow_cache_slot(key)) {
-            // SAFETY: this CPU's own cache entry.
-            unsafe { *cached = index };
-        }
+        remember(flow_cache_set(key), index);
         // SAFETY: the entry just made.
         return Some(unsafe { &raw mut (*entry).stats });
     }
