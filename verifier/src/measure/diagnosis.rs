@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use verifier_ebpf::{NeighborKey, NeighborStats, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK};
 
 use super::{
-    budget::BudgetReport,
+    budget::{BudgetReport, Projection},
     migration::{Figures, Group},
     series::Interval,
     verdict::{bytes, rate, Expectations, Reason, Severity},
@@ -520,6 +520,11 @@ fn receiver_bound(
         return;
     }
     let (stalled_s, rate_bps) = match scene.phase {
+        // A finished migration ran at what it averaged: the median interval
+        // of a short one is its set-up (as for the budget's projection).
+        Phase::Final if b.projection == Projection::Duration => {
+            (f.longest_stall_s, f.throughput_bps.mean)
+        }
         Phase::Final => (f.longest_stall_s, f.throughput_bps.p50),
         Phase::Live => (
             current_stall_ms(&f.progress, scene.now_ms) as f64 / 1000.0,
@@ -917,7 +922,7 @@ mod tests {
     use crate::{
         flows::tests::key,
         measure::{
-            budget::{budget, BudgetSettings, Projection, VmSize},
+            budget::{budget, BudgetSettings, VmSize},
             migration::{figures, group},
         },
     };
@@ -1310,6 +1315,36 @@ mod tests {
             assert_eq!(b.projection, Projection::MedianRate, "{end}");
             assert!(b.projected_s.unwrap() > 150.0, "{b:#?}");
         }
+    }
+
+    /// Zero windows in a short migration that finished within its budget
+    /// do not make it receiver-bound, though its median interval (set-up)
+    /// is below the rate the budget needs; open, the same figures do.
+    #[test]
+    fn a_finished_migration_is_not_judged_slow_on_its_set_up() {
+        let run = |end: u8| {
+            table(10, |ms| {
+                let payload = if ms <= 400 {
+                    ms * 50
+                } else {
+                    20_000 + (ms - 400).min(300) * ((256 << 20) / 300)
+                };
+                let seen = if ms >= 800 { HANDSHAKE | end } else { HANDSHAKE };
+                let mut back = stats(100, 0, 100, seen);
+                back.zero_windows = ms / 10;
+                vec![
+                    (
+                        key(CLIENT, SERVER, 0, Direction::Egress),
+                        stats(payload, 0, 1448, seen),
+                    ),
+                    (key(SERVER, CLIENT, 0, Direction::Ingress), back),
+                ]
+            })
+        };
+        let found = causes(&run(SEEN_FIN), Phase::Final, 1000, &[]);
+        assert!(found.is_empty(), "{found:#?}");
+        let found = causes(&run(0), Phase::Final, 1000, &[]);
+        assert_eq!(ids(&found), [id::RECEIVER_BOUND], "{found:#?}");
     }
 
     #[test]
