@@ -1329,7 +1329,11 @@ mod tests {
                 } else {
                     20_000 + (ms - 400).min(300) * ((256 << 20) / 300)
                 };
-                let seen = if ms >= 800 { HANDSHAKE | end } else { HANDSHAKE };
+                let seen = if ms >= 800 {
+                    HANDSHAKE | end
+                } else {
+                    HANDSHAKE
+                };
                 let mut back = stats(100, 0, 100, seen);
                 back.zero_windows = ms / 10;
                 vec![
