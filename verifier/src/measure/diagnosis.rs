@@ -1261,6 +1261,33 @@ mod tests {
         assert_eq!(ids(&found), [id::RECEIVER_BOUND], "{found:#?}");
     }
 
+    /// A short migration of 256 MiB: 400 ms of set-up at 5 kB a tick, the
+    /// size in 300 ms, then nothing; at 800 ms `end` (FIN, RST or nothing)
+    /// is seen. The target closes its window every 10 ms.
+    fn short_migration(end: u8) -> FlowTable {
+        table(10, |ms| {
+            let payload = if ms <= 400 {
+                ms * 50
+            } else {
+                20_000 + (ms - 400).min(300) * ((256 << 20) / 300)
+            };
+            let seen = if ms >= 800 {
+                HANDSHAKE | end
+            } else {
+                HANDSHAKE
+            };
+            let mut back = stats(100, 0, 100, seen);
+            back.zero_windows = ms / 10;
+            vec![
+                (
+                    key(CLIENT, SERVER, 0, Direction::Egress),
+                    stats(payload, 0, 1448, seen),
+                ),
+                (key(SERVER, CLIENT, 0, Direction::Ingress), back),
+            ]
+        })
+    }
+
     /// A short migration's intervals are half set-up: once it has moved
     /// its size and closed, its budget rests on how long it took, not on
     /// its median interval rate (here a set-up rate).
@@ -1275,31 +1302,8 @@ mod tests {
             channel: Channel::Memory,
             migration: Some("default/vm".into()),
         }];
-        // 400 ms of set-up at 5 kB a tick, the size in 300 ms, then nothing;
-        // at 800 ms `end` (FIN, RST or nothing) is seen.
         let run = |end: u8| {
-            let t = table(10, |ms| {
-                let payload = if ms <= 400 {
-                    ms * 50
-                } else {
-                    20_000 + (ms - 400).min(300) * (size.bytes / 300)
-                };
-                let seen = if ms >= 800 {
-                    HANDSHAKE | end
-                } else {
-                    HANDSHAKE
-                };
-                vec![
-                    (
-                        key(CLIENT, SERVER, 0, Direction::Egress),
-                        stats(payload, 0, 1448, seen),
-                    ),
-                    (
-                        key(SERVER, CLIENT, 0, Direction::Ingress),
-                        stats(100, 0, 100, seen),
-                    ),
-                ]
-            });
+            let t = short_migration(end);
             let groups = group(&t, &endpoints);
             let f = figures(&groups[0], &slots(), 100);
             budget(&BudgetSettings::default(), &size, &f)
@@ -1322,32 +1326,9 @@ mod tests {
     /// is below the rate the budget needs; open, the same figures do.
     #[test]
     fn a_finished_migration_is_not_judged_slow_on_its_set_up() {
-        let run = |end: u8| {
-            table(10, |ms| {
-                let payload = if ms <= 400 {
-                    ms * 50
-                } else {
-                    20_000 + (ms - 400).min(300) * ((256 << 20) / 300)
-                };
-                let seen = if ms >= 800 {
-                    HANDSHAKE | end
-                } else {
-                    HANDSHAKE
-                };
-                let mut back = stats(100, 0, 100, seen);
-                back.zero_windows = ms / 10;
-                vec![
-                    (
-                        key(CLIENT, SERVER, 0, Direction::Egress),
-                        stats(payload, 0, 1448, seen),
-                    ),
-                    (key(SERVER, CLIENT, 0, Direction::Ingress), back),
-                ]
-            })
-        };
-        let found = causes(&run(SEEN_FIN), Phase::Final, 1000, &[]);
+        let found = causes(&short_migration(SEEN_FIN), Phase::Final, 1000, &[]);
         assert!(found.is_empty(), "{found:#?}");
-        let found = causes(&run(0), Phase::Final, 1000, &[]);
+        let found = causes(&short_migration(0), Phase::Final, 1000, &[]);
         assert_eq!(ids(&found), [id::RECEIVER_BOUND], "{found:#?}");
     }
 
