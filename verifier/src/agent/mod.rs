@@ -34,18 +34,18 @@ use tokio::{
 
 use self::tracker::{Action, Tracker};
 use crate::{
-    checks,
     cluster::{
         events::{self, EventType, Involved},
         objects,
         watch::{virt_handler_pods, vmis_of_node, Change},
     },
     config::{Cidr, Endpoint},
-    dataplane::{AttachSpec, Dataplane, Netns, Role},
-    flows::{collect, Collected, FlowTable, Request},
-    measure::{budget::BudgetSettings, live::Evaluator, verdict::Expectations},
+    dataplane::{AttachSpec, Netns, Role},
+    flows::{Collected, FlowTable, Request},
+    intent::{self, Limits},
+    measure::{judge::Expectations, live::Evaluator},
     metrics::{Exposition, Metrics},
-    report,
+    session::{Criteria, Session},
 };
 
 /// After the API says a migration ended, how long its last segments (FIN,
@@ -74,7 +74,7 @@ pub struct Settings {
     pub cidrs: Vec<Cidr>,
     pub vlan: Option<u16>,
     /// Budget flags; `None`: the cluster's, else KubeVirt's defaults.
-    pub budget: Option<BudgetSettings>,
+    pub budget: Option<Limits>,
     pub interval_ms: u64,
     pub metrics: Option<std::net::TcpListener>,
 }
@@ -94,7 +94,7 @@ struct FromCluster {
     bridge: Option<String>,
     cidrs: Vec<Cidr>,
     vlan: Option<u16>,
-    settings: Option<BudgetSettings>,
+    limits: Option<Limits>,
     assumptions: Vec<String>,
 }
 
@@ -111,7 +111,7 @@ async fn read_cluster(client: &Client) -> FromCluster {
         bridge: None,
         cidrs: Vec::new(),
         vlan: None,
-        settings: None,
+        limits: None,
         assumptions: Vec::new(),
     };
     let objects = match objects::read_objects(client, &objects::CONFIGURATION, "cluster").await {
@@ -131,16 +131,14 @@ async fn read_cluster(client: &Client) -> FromCluster {
             return from;
         }
     };
-    let checked = checks::check_objects(&objects, &checks::Options::default());
-    from.settings = checked.limits.as_ref().map(|(source, limits)| {
-        BudgetSettings::from_limits(source.clone(), limits, &mut from.assumptions)
-    });
-    match checked.migration_nad.and_then(|i| checked.nads.get(i)) {
+    let intent = intent::read(&objects);
+    from.limits = intent.limits;
+    from.assumptions = intent.assumptions;
+    match &intent.network {
         Some(nad) => {
             log(&format!(
-                "migration network: NetworkAttachmentDefinition {}/{} ({}{}{})",
-                nad.namespace.as_deref().unwrap_or("?"),
-                nad.name.as_deref().unwrap_or("?"),
+                "migration network: NetworkAttachmentDefinition {} ({}{}{})",
+                nad.id(),
                 nad.plugin.as_deref().unwrap_or("?"),
                 nad.master
                     .as_deref()
@@ -153,11 +151,8 @@ async fn read_cluster(client: &Client) -> FromCluster {
             ));
             from.master = nad.master.clone();
             from.bridge = nad.bridge.clone();
-            from.cidrs = nad.ipam.as_ref().map(|i| i.ranges.clone()).unwrap_or_default();
-            from.vlan = nad
-                .vlan
-                .and_then(|v| u16::try_from(v).ok())
-                .filter(|v| *v > 0);
+            from.cidrs = nad.ranges().to_vec();
+            from.vlan = nad.vlan;
         }
         None => log("no migration network is configured (HyperConverged/KubeVirt name no NAD): migrations use the pod network"),
     }
@@ -360,21 +355,20 @@ pub async fn run(
         let budget = settings
             .budget
             .clone()
-            .or_else(|| from.settings.clone())
+            .or_else(|| from.limits.clone())
             .unwrap_or_default();
         let specs = attach_specs(&settings, &from, &found.netns);
-        let mut dataplane = Dataplane::load()?;
-        for cidr in &cidrs {
-            dataplane.add_cidr(*cidr)?;
-        }
-        if let Err(error) = dataplane.attach_all(&specs) {
-            // The namespace may have gone with its pod: look again.
-            log(&format!(
-                "attaching: {error}; looking for virt-handler again"
-            ));
-            tokio::time::sleep(RETRY).await;
-            continue;
-        }
+        let mut session = match Session::start(&specs, &cidrs) {
+            Ok(session) => session,
+            Err(error) => {
+                // The namespace may have gone with its pod: look again.
+                log(&format!(
+                    "attaching: {error}; looking for virt-handler again"
+                ));
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
         for spec in &specs {
             log(&format!("attached to {spec}"));
         }
@@ -383,6 +377,7 @@ pub async fn run(
             cidrs: &cidrs,
             vlan,
             budget: &budget,
+            assumptions: &from.assumptions,
             interval_ms: settings.interval_ms,
             epoch,
             pending_loads: Vec::new(),
@@ -424,28 +419,28 @@ pub async fn run(
             }
         };
         let initial = tracker.endpoints();
-        let result = collect(
-            &mut dataplane,
-            &initial,
-            std::time::Duration::from_millis(settings.interval_ms),
-            receiver,
-            stop,
-            |tick| {
-                epoch_state.tick(
-                    tick,
-                    &mut tracker,
-                    &mut vmis,
-                    &requests,
-                    &client,
-                    &mut posts,
-                    &page,
-                    &mut metrics,
-                );
-                false
-            },
-        )
-        .await;
-        dataplane.detach_all();
+        let result = session
+            .collect(
+                &initial,
+                std::time::Duration::from_millis(settings.interval_ms),
+                receiver,
+                stop,
+                |tick| {
+                    epoch_state.tick(
+                        tick,
+                        &mut tracker,
+                        &mut vmis,
+                        &requests,
+                        &client,
+                        &mut posts,
+                        &page,
+                        &mut metrics,
+                    );
+                    false
+                },
+            )
+            .await;
+        session.detach();
         if let Err(error) = result {
             log(&format!("the data plane: {error}"));
         }
@@ -469,7 +464,9 @@ struct Epoch<'a> {
     node: &'a str,
     cidrs: &'a [Cidr],
     vlan: Option<u16>,
-    budget: &'a BudgetSettings,
+    budget: &'a Limits,
+    /// What the cluster's configuration left out and was assumed.
+    assumptions: &'a [String],
     interval_ms: u64,
     epoch: u32,
     pending_loads: Vec<PendingLoad>,
@@ -651,20 +648,17 @@ impl Epoch<'_> {
         if self.epoch > 1 {
             assumptions.push("virt-handler changed during this agent's life: a migration in flight then is seen from the new attachment on".into());
         }
-        let expectations = Expectations {
+        assumptions.extend_from_slice(self.assumptions);
+        let mut criteria = Criteria::new(self.budget.clone(), self.interval_ms);
+        criteria.endpoints = migration.endpoints.clone();
+        criteria.expectations = Expectations {
             cidrs: self.cidrs.to_vec(),
             vlan: self.vlan,
             expect_traffic: !migration.endpoints.is_empty(),
         };
-        let report = report::build(report::Inputs {
-            collected: &collected,
-            endpoints: &migration.endpoints,
-            settings: self.budget,
-            size: migration.size.clone(),
-            expectations: &expectations,
-            interval_ms: self.interval_ms,
-            assumptions,
-        });
+        criteria.size = migration.size.clone();
+        criteria.assumptions = assumptions;
+        let report = criteria.report(&collected);
         let (event_type, reason, message) = verdict::event(&report, &migration, outcome, self.node);
         println!(
             "{}",

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::{
     cluster::watch::Change,
     config::{endpoints::endpoints_from_vmi, Endpoint},
-    measure::budget::VmSize,
+    intent::VmSize,
 };
 
 /// Judged migrations remembered, so a VMI that keeps its finished

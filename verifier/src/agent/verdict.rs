@@ -3,40 +3,13 @@
 
 use crate::{
     cluster::events::EventType,
-    measure::verdict::{bytes, rate, Severity, Verdict},
+    measure::reasons::{EVENT_FAILED, EVENT_VERIFIED},
     report::Report,
+    units::{bytes, rate},
+    verdict::{Severity, Verdict},
 };
 
 use super::tracker::{Migration, Outcome};
-
-/// The Event reason of a verdict reason id; `None`: the generic failure.
-fn reason_of(id: &str) -> Option<&'static str> {
-    Some(match id {
-        "fallback.primary-network" | "fallback.outside-cidr" => "MigrationNetworkFallback",
-        "vlan.mismatch" => "MigrationNetworkVlanMismatch",
-        "budget.stall" | "cause.blackhole" | "cause.mtu-blackhole" | "cause.receiver-bound" => {
-            "MigrationStalled"
-        }
-        "cause.peer-unreachable" => "MigrationPeerUnreachable",
-        "cause.reset-after-connect" => "MigrationConnectionReset",
-        "budget.completion" | "cause.rate-cap" => "MigrationOverBudget",
-        "traffic.none" => "MigrationTrafficNotSeen",
-        _ => return None,
-    })
-}
-
-/// Every Event reason the agent posts, for the documentation's table.
-pub const REASONS: &[&str] = &[
-    "MigrationNetworkVerified",
-    "MigrationNetworkFallback",
-    "MigrationNetworkVlanMismatch",
-    "MigrationStalled",
-    "MigrationPeerUnreachable",
-    "MigrationConnectionReset",
-    "MigrationOverBudget",
-    "MigrationTrafficNotSeen",
-    "MigrationNetworkFailed",
-];
 
 /// The Event for a judged migration: PASS is `MigrationNetworkVerified`
 /// (Normal), WARN the same as a Warning, FAIL the reason of its first error.
@@ -51,13 +24,13 @@ pub fn event(
         .iter()
         .find(|r| r.severity == Severity::Error);
     let (event_type, reason) = match report.verdict {
-        Verdict::Pass => (EventType::Normal, "MigrationNetworkVerified"),
-        Verdict::Warn => (EventType::Warning, "MigrationNetworkVerified"),
+        Verdict::Pass => (EventType::Normal, EVENT_VERIFIED),
+        Verdict::Warn => (EventType::Warning, EVENT_VERIFIED),
         Verdict::Fail => (
             EventType::Warning,
             first_error
-                .and_then(|r| reason_of(r.id))
-                .unwrap_or("MigrationNetworkFailed"),
+                .and_then(|r| r.kind.event)
+                .unwrap_or(EVENT_FAILED),
         ),
     };
     let verdict = report.verdict.as_str();
@@ -91,7 +64,7 @@ pub fn event(
         .iter()
         .find(|r| r.severity >= Severity::Warning)
     {
-        message.push_str(&format!(". {}: {}", first.id, first.message));
+        message.push_str(&format!(". {}: {}", first.id(), first.message));
     }
     (event_type, reason, message)
 }

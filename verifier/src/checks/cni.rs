@@ -11,27 +11,10 @@ use serde_json::{Map, Value};
 use super::{
     fields::{field, Ctx},
     findings::*,
-    ipam::{self, Ipam},
+    ipam,
     networks::MainNetworks,
 };
 use crate::config::documents::Object;
-
-/// What a NetworkAttachmentDefinition sets up, for the cross-object checks.
-#[derive(Clone, Debug, Default)]
-pub struct Nad {
-    pub name: Option<String>,
-    pub namespace: Option<String>,
-    /// The interface-making plugin (the first of a list).
-    pub plugin: Option<String>,
-    /// `None` when the config has no `ipam` at all.
-    pub ipam: Option<Ipam>,
-    pub vlan: Option<i64>,
-    pub mtu: Option<i64>,
-    pub master: Option<String>,
-    pub bridge: Option<String>,
-    /// Where the main plugin sits: `spec.config` or `spec.config.plugins[0]`.
-    pub plugin_path: String,
-}
 
 /// CNI specification versions the reference plugins implement.
 const CNI_VERSIONS: &[&str] = &[
@@ -80,13 +63,9 @@ const BRIDGE_FIELDS: &[&str] = &[
 const MACVLAN_FIELDS: &[&str] = &["master", "mode", "mtu", "linkInContainer", "mac"];
 const MACVLAN_MODES: &[&str] = &["bridge", "private", "vepa", "passthru"];
 
-pub fn check_nad(object: &Object, findings: &mut Findings, main: &MainNetworks) -> Nad {
-    let mut nad = Nad {
-        name: object.name.clone(),
-        namespace: object.namespace.clone(),
-        plugin_path: "spec.config".into(),
-        ..Nad::default()
-    };
+/// Lints a NetworkAttachmentDefinition as Multus, libcni and the plugins
+/// read it (what it sets up is [`crate::intent::Nad::read`]'s).
+pub fn check_nad(object: &Object, findings: &mut Findings, main: &MainNetworks) {
     let located;
     let mut ctx = Ctx {
         object,
@@ -94,7 +73,7 @@ pub fn check_nad(object: &Object, findings: &mut Findings, main: &MainNetworks) 
         reader: "Multus",
     };
     let Some(root) = object.value.as_object() else {
-        return nad;
+        return;
     };
     let spec = ctx.map(root, "spec", "");
     let parsed;
@@ -108,7 +87,7 @@ pub fn check_nad(object: &Object, findings: &mut Findings, main: &MainNetworks) 
                     .into(),
                 "put the CNI config in `spec.config` as a JSON string".into(),
             );
-            return nad;
+            return;
         }
         Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
             Ok(value) => {
@@ -132,7 +111,7 @@ pub fn check_nad(object: &Object, findings: &mut Findings, main: &MainNetworks) 
                      YAML value keep the JSON's double quotes intact)"
                         .into(),
                 );
-                return nad;
+                return;
             }
         },
         Some(other @ Value::Object(_)) => {
@@ -156,7 +135,7 @@ pub fn check_nad(object: &Object, findings: &mut Findings, main: &MainNetworks) 
                 "write `config: '{\"cniVersion\": \"0.3.1\", \"name\": ..., \"type\": ...}'`"
                     .into(),
             );
-            return nad;
+            return;
         }
     };
     let Some(conf) = config.as_object() else {
@@ -166,7 +145,7 @@ pub fn check_nad(object: &Object, findings: &mut Findings, main: &MainNetworks) 
             format!("`spec.config` holds {}, not a JSON object", crate::config::documents::kind_of(config)),
             "write the CNI config as a JSON object: `{\"cniVersion\": \"0.3.1\", \"name\": ..., \"type\": ...}`".into(),
         );
-        return nad;
+        return;
     };
     ctx.reader = "libcni";
     check_version_and_name(&mut ctx, conf);
@@ -190,29 +169,10 @@ pub fn check_nad(object: &Object, findings: &mut Findings, main: &MainNetworks) 
             let Some(plugin) = ctx.as_map(plugin, &path) else {
                 continue;
             };
-            let info = check_plugin(&mut ctx, plugin, &path, main, false);
-            if n == 0 {
-                nad = Nad {
-                    plugin_path: path,
-                    ..info.with_identity(&nad)
-                };
-            }
+            check_plugin(&mut ctx, plugin, &path, main, false);
         }
     } else {
-        let info = check_plugin(&mut ctx, conf, "spec.config", main, true);
-        nad = info.with_identity(&nad);
-    }
-    nad
-}
-
-impl Nad {
-    fn with_identity(self, from: &Nad) -> Nad {
-        Nad {
-            name: from.name.clone(),
-            namespace: from.namespace.clone(),
-            plugin_path: from.plugin_path.clone(),
-            ..self
-        }
+        check_plugin(&mut ctx, conf, "spec.config", main, true);
     }
 }
 
@@ -268,8 +228,7 @@ fn check_plugin(
     path: &str,
     main: &MainNetworks,
     top: bool,
-) -> Nad {
-    let mut nad = Nad::default();
+) {
     let Some(kind) = ctx.str(plugin, "type", path) else {
         if field(plugin, "type").is_none() {
             ctx.raise(
@@ -279,9 +238,8 @@ fn check_plugin(
                 "add `\"type\": \"macvlan\"` (or bridge, ...)".into(),
             );
         }
-        return nad;
+        return;
     };
-    nad.plugin = Some(kind.to_string());
     let own: &[&str] = match kind {
         "bridge" => BRIDGE_FIELDS,
         "macvlan" => MACVLAN_FIELDS,
@@ -308,20 +266,21 @@ fn check_plugin(
             .collect();
         ctx.unknown_fields(plugin, &known, path, true);
     }
-    nad.mtu = mtu(ctx, plugin, path);
+    mtu(ctx, plugin, path);
     match kind {
-        "bridge" => bridge(ctx, plugin, path, &mut nad),
-        "macvlan" => macvlan(ctx, plugin, path, &mut nad),
+        "bridge" => bridge(ctx, plugin, path),
+        "macvlan" => macvlan(ctx, plugin, path),
         _ => {}
     }
     if let Some(section) = ctx.map(plugin, "ipam", path) {
-        nad.ipam = Some(ipam::check(ctx, section, &format!("{path}.ipam"), main));
+        ipam::check(ctx, section, &format!("{path}.ipam"), main);
     }
-    nad
 }
 
-fn mtu(ctx: &mut Ctx, plugin: &Map<String, Value>, path: &str) -> Option<i64> {
-    let mtu = ctx.int(plugin, "mtu", path)?;
+fn mtu(ctx: &mut Ctx, plugin: &Map<String, Value>, path: &str) {
+    let Some(mtu) = ctx.int(plugin, "mtu", path) else {
+        return;
+    };
     if mtu != 0 && !(68..=65535).contains(&mtu) {
         ctx.raise(
             NAD_MTU_RANGE,
@@ -329,15 +288,14 @@ fn mtu(ctx: &mut Ctx, plugin: &Map<String, Value>, path: &str) -> Option<i64> {
             format!("`mtu` {mtu} is outside what Linux accepts (68 to 65535; 0 keeps the kernel's default)"),
             "set the MTU of the migration NICs and switches, e.g. `\"mtu\": 9000`, or remove `mtu`".into(),
         );
-        return None;
     }
-    (mtu != 0).then_some(mtu)
 }
 
-fn bridge(ctx: &mut Ctx, conf: &Map<String, Value>, path: &str, nad: &mut Nad) {
+fn bridge(ctx: &mut Ctx, conf: &Map<String, Value>, path: &str) {
     let at = |key: &str| format!("{path}.{key}");
     let flag = |ctx: &mut Ctx, key: &str| ctx.bool(conf, key, path);
-    nad.bridge = Some(ctx.str(conf, "bridge", path).unwrap_or("cni0").to_string());
+    let bridge = ctx.str(conf, "bridge", path).unwrap_or("cni0");
+    let mut vlan: Option<i64> = None;
     let is_gateway = flag(ctx, "isGateway");
     let is_default_gateway = flag(ctx, "isDefaultGateway").unwrap_or(false);
     let ip_masq = flag(ctx, "ipMasq").unwrap_or(false);
@@ -406,8 +364,7 @@ fn bridge(ctx: &mut Ctx, conf: &Map<String, Value>, path: &str, nad: &mut Nad) {
         );
     }
 
-    let vlan = ctx.int(conf, "vlan", path);
-    match vlan {
+    match ctx.int(conf, "vlan", path) {
         Some(v) if !(0..=4094).contains(&v) => ctx.raise(
             BRIDGE_VLAN_RANGE,
             &at("vlan"),
@@ -421,14 +378,14 @@ fn bridge(ctx: &mut Ctx, conf: &Map<String, Value>, path: &str, nad: &mut Nad) {
             "remove `vlan`, or set the VLAN id the migration NICs carry".into(),
         ),
         Some(v) => {
-            nad.vlan = Some(v);
+            vlan = Some(v);
             ctx.raise(
                 BRIDGE_UPLINK_VLAN,
                 &at("vlan"),
                 format!(
                     "`vlan` {v}: the plugin tags the pod's port and turns on vlan_filtering on bridge {}; other \
                      nodes are reached only if the uplink NIC is a member of VLAN {v} too",
-                    nad.bridge.as_deref().unwrap_or("cni0")
+                    bridge
                 ),
                 format!("on every node: `bridge vlan add vid {v} dev UPLINK` (UPLINK: the NIC enslaved to the bridge)"),
             );
@@ -436,7 +393,7 @@ fn bridge(ctx: &mut Ctx, conf: &Map<String, Value>, path: &str, nad: &mut Nad) {
         None => {}
     }
     let trunk = trunk(ctx, conf, path);
-    if nad.vlan.is_some() && trunk.is_some() {
+    if vlan.is_some() && trunk.is_some() {
         ctx.raise(
             BRIDGE_VLAN_AND_TRUNK,
             &at("vlanTrunk"),
@@ -446,7 +403,7 @@ fn bridge(ctx: &mut Ctx, conf: &Map<String, Value>, path: &str, nad: &mut Nad) {
             "keep `vlan` for an access port (the usual migration network), or only `vlanTrunk`".into(),
         );
     }
-    if preserve.is_some() && nad.vlan.is_none() && trunk.is_none() {
+    if preserve.is_some() && vlan.is_none() && trunk.is_none() {
         ctx.raise(
             BRIDGE_PRESERVE_DEFAULT_VLAN_ALONE,
             &at("preserveDefaultVlan"),
@@ -519,8 +476,8 @@ fn trunk(ctx: &mut Ctx, conf: &Map<String, Value>, path: &str) -> Option<Vec<(i6
     (!entries.is_empty()).then(|| ranges.into_iter().map(|(lo, hi, _)| (lo, hi)).collect())
 }
 
-fn macvlan(ctx: &mut Ctx, conf: &Map<String, Value>, path: &str, nad: &mut Nad) {
-    nad.master = ctx.str(conf, "master", path).map(str::to_string);
+fn macvlan(ctx: &mut Ctx, conf: &Map<String, Value>, path: &str) {
+    ctx.str(conf, "master", path);
     if field(conf, "master").is_none() {
         ctx.raise(
             MACVLAN_NO_MASTER,

@@ -8,21 +8,24 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 
 use super::{
-    budget::{self, Budget, Limits},
-    cni::Nad,
+    budget::BudgetLine,
     fields::{field, Ctx},
     findings::*,
-    ipam::IpamKind,
     networks::MainNetworks,
 };
-use crate::config::{
-    documents::{join, Object},
-    quantity::Quantity,
-    Cidr,
+use crate::{
+    config::{
+        documents::{join, Object},
+        quantity::Quantity,
+        Cidr,
+    },
+    intent::{
+        limits::{self, LimitsSet, MigrationConfig, Source},
+        network::{lookup, IpamKind, Lookup, Nad},
+        VmSize,
+    },
+    units::rate_and_bytes,
 };
-
-/// Where HyperConverged lives when a manifest does not say (OpenShift).
-pub const HCO_DEFAULT_NAMESPACE: &str = "openshift-cnv";
 
 const HCO_FIELDS: &[&str] = &[
     "allowAutoConverge",
@@ -50,32 +53,10 @@ const POLICY_FIELDS: &[&str] = &[
     "completionTimeoutPerGiB",
 ];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Source {
-    HyperConverged,
-    KubeVirt,
-    Policy,
-}
-
-/// One object's migration settings.
-struct MigrationConfig<'a> {
-    object: &'a Object,
-    source: Source,
-    /// `spec.liveMigrationConfig`, `spec.configuration.migrations`, `spec`.
-    path: &'static str,
-    /// Where KubeVirt looks for the NAD; `None` when the manifest has no namespace.
-    install_namespace: Option<String>,
-    network: Option<String>,
-    limits: Limits,
-}
-
 /// What the cross-object checks found besides findings.
 pub struct Cross {
     /// For `--vm-memory` and for each VMI of known memory.
-    pub budgets: Vec<Budget>,
-    /// The limits in force and the object they come from: a given
-    /// MigrationPolicy over the cluster's, else HyperConverged, else KubeVirt.
-    pub limits: Option<(String, Limits)>,
+    pub budgets: Vec<BudgetLine>,
     /// The index in `nads` of the migration network in force.
     pub migration_nad: Option<usize>,
 }
@@ -88,63 +69,39 @@ pub fn check(
     vm_memory: Option<&Quantity>,
     findings: &mut Findings,
 ) -> Cross {
-    let mut configs = Vec::new();
-    for object in objects {
-        let source = match object.kind.as_str() {
-            "HyperConverged" => Source::HyperConverged,
-            "KubeVirt" => Source::KubeVirt,
-            "MigrationPolicy" => Source::Policy,
-            _ => continue,
-        };
-        configs.push(read_config(object, source, findings));
+    let configs = limits::configs(objects);
+    for config in &configs {
+        lint_config(config, findings);
     }
+    let cluster = limits::cluster(&configs);
     let mut migration_ranges: Vec<Cidr> = Vec::new();
     let mut migration_nad = None;
-    let has_hco = configs.iter().any(|c| c.source == Source::HyperConverged);
-    for config in &configs {
-        // HyperConverged overwrites the KubeVirt CR's network: judge the one in force.
-        if config.source == Source::Policy || (config.source == Source::KubeVirt && has_hco) {
-            continue;
-        }
-        if let Some(index) = check_network(config, nads, findings) {
-            migration_ranges.extend(
-                nads[index]
-                    .ipam
-                    .iter()
-                    .flat_map(|i| i.ranges.iter().copied()),
-            );
-            migration_nad = migration_nad.or(Some(index));
-        }
+    // HyperConverged overwrites the KubeVirt CR's network: judge the one in force.
+    if let Some(index) = cluster.and_then(|config| check_network(config, nads, findings)) {
+        migration_ranges.extend(nads[index].ranges());
+        migration_nad = Some(index);
     }
     check_agreement(&configs, findings);
     // Without a named migration network, every NAD range given is a candidate.
     let ranges_named = !migration_ranges.is_empty();
     if !ranges_named {
-        migration_ranges.extend(
-            nads.iter()
-                .flat_map(|n| n.ipam.iter().flat_map(|i| i.ranges.iter().copied())),
-        );
+        migration_ranges.extend(nads.iter().flat_map(|n| n.ranges().iter().copied()));
     }
 
     let mut budgets = Vec::new();
-    let cluster = configs
-        .iter()
-        .find(|c| c.source == Source::HyperConverged)
-        .or_else(|| configs.iter().find(|c| c.source == Source::KubeVirt));
-    if let Some(size) = vm_memory {
-        let sources: Vec<&MigrationConfig> = configs.iter().collect();
-        if sources.is_empty() {
-            budgets.extend(Budget::compute(
+    if let Some(size) = vm_memory.and_then(bytes_of) {
+        let vm = vm_memory.map(ToString::to_string).unwrap_or_default();
+        if configs.is_empty() {
+            budgets.extend(BudgetLine::new(
                 "KubeVirt defaults (no HyperConverged, KubeVirt or MigrationPolicy given)".into(),
-                size.to_string(),
+                vm.clone(),
                 size,
-                &Limits::default(),
+                &LimitsSet::default(),
             ));
         }
-        for config in sources {
-            let limits = effective(config, cluster);
-            if let Some(budget) =
-                Budget::compute(config.object.describe(), size.to_string(), size, &limits)
+        for config in &configs {
+            let set = limits::effective(config, cluster);
+            if let Some(budget) = BudgetLine::new(config.object.describe(), vm.clone(), size, &set)
             {
                 unreachable_budget(config, &budget, findings);
                 budgets.push(budget);
@@ -179,30 +136,23 @@ pub fn check(
             _ => {}
         }
     }
-    let policy = configs.iter().find(|c| c.source == Source::Policy);
-    let limits = policy
-        .or(cluster)
-        .map(|config| (config.object.describe(), effective(config, cluster)));
     Cross {
         budgets,
-        limits,
         migration_nad,
     }
 }
 
-fn read_config<'a>(
-    object: &'a Object,
-    source: Source,
-    findings: &mut Findings,
-) -> MigrationConfig<'a> {
-    let (path, reader, known): (&'static str, _, Vec<&str>) = match source {
-        Source::HyperConverged => (
-            "spec.liveMigrationConfig",
-            "the HyperConverged API",
-            HCO_FIELDS.to_vec(),
-        ),
+/// A quantity in bytes, when it is a non-negative one that fits.
+fn bytes_of(quantity: &Quantity) -> Option<u64> {
+    quantity.value().and_then(|v| u64::try_from(v).ok())
+}
+
+/// The types and values of one object's migration settings, as the API
+/// server and KubeVirt would take them.
+fn lint_config(config: &MigrationConfig, findings: &mut Findings) {
+    let (reader, known): (_, Vec<&str>) = match config.source {
+        Source::HyperConverged => ("the HyperConverged API", HCO_FIELDS.to_vec()),
         Source::KubeVirt => (
-            "spec.configuration.migrations",
             "the KubeVirt API",
             HCO_FIELDS
                 .iter()
@@ -210,14 +160,15 @@ fn read_config<'a>(
                 .copied()
                 .collect(),
         ),
-        Source::Policy => ("spec", "the MigrationPolicy API", POLICY_FIELDS.to_vec()),
+        Source::Policy => ("the MigrationPolicy API", POLICY_FIELDS.to_vec()),
     };
+    let path = config.path;
     let mut ctx = Ctx {
-        object,
+        object: config.object,
         findings,
         reader,
     };
-    let mut map: Option<&Map<String, Value>> = object.value.as_object();
+    let mut map: Option<&Map<String, Value>> = config.object.value.as_object();
     let mut walked = String::new();
     for key in path.split('.') {
         map = match map {
@@ -226,15 +177,6 @@ fn read_config<'a>(
         };
         walked = join(&walked, key);
     }
-    let install_namespace = match source {
-        Source::HyperConverged => Some(
-            object
-                .namespace
-                .clone()
-                .unwrap_or_else(|| HCO_DEFAULT_NAMESPACE.into()),
-        ),
-        _ => object.namespace.clone(),
-    };
     let empty = Map::new();
     let map = map.unwrap_or(&empty);
     ctx.unknown_fields(map, &known, path, false);
@@ -247,37 +189,19 @@ fn read_config<'a>(
     ] {
         ctx.bool(map, key, path);
     }
-    let network = match source {
-        Source::Policy => None,
-        _ => ctx
-            .str(map, "network", path)
-            .filter(|n| !n.is_empty())
-            .map(str::to_string),
-    };
-    let mut limits = Limits {
-        completion_timeout_per_gib: positive(&mut ctx, map, path, "completionTimeoutPerGiB"),
-        progress_timeout: match source {
-            Source::Policy => None,
-            _ => positive(&mut ctx, map, path, "progressTimeout"),
-        },
-        ..Limits::default()
-    };
-    if source != Source::Policy {
-        limits.parallel_per_cluster = parallel(&mut ctx, map, path, "parallelMigrationsPerCluster");
-        limits.parallel_outbound_per_node =
-            parallel(&mut ctx, map, path, "parallelOutboundMigrationsPerNode");
+    if config.source != Source::Policy {
+        ctx.str(map, "network", path);
+    }
+    positive(&mut ctx, map, path, "completionTimeoutPerGiB");
+    if config.source != Source::Policy {
+        positive(&mut ctx, map, path, "progressTimeout");
+        let set_cluster = parallel(&mut ctx, map, path, "parallelMigrationsPerCluster");
+        let set_node = parallel(&mut ctx, map, path, "parallelOutboundMigrationsPerNode");
         let (cluster, node) = (
-            limits
-                .parallel_per_cluster
-                .unwrap_or(budget::DEFAULT_PARALLEL_PER_CLUSTER),
-            limits
-                .parallel_outbound_per_node
-                .unwrap_or(budget::DEFAULT_PARALLEL_OUTBOUND_PER_NODE),
+            set_cluster.unwrap_or(limits::DEFAULT_PARALLEL_PER_CLUSTER as i64),
+            set_node.unwrap_or(limits::DEFAULT_PARALLEL_OUTBOUND_PER_NODE as i64),
         );
-        if node > cluster
-            && (limits.parallel_per_cluster.is_some()
-                || limits.parallel_outbound_per_node.is_some())
-        {
+        if node > cluster && (set_cluster.is_some() || set_node.is_some()) {
             let assumed = |set: Option<i64>| if set.is_some() { "" } else { " (default)" };
             ctx.raise(
                 MIG_PARALLEL_LIMITS,
@@ -285,28 +209,19 @@ fn read_config<'a>(
                 format!(
                     "parallelOutboundMigrationsPerNode {node}{} is above parallelMigrationsPerCluster {cluster}{}: \
                      a node can never send that many at once",
-                    assumed(limits.parallel_outbound_per_node),
-                    assumed(limits.parallel_per_cluster)
+                    assumed(set_node),
+                    assumed(set_cluster)
                 ),
                 format!("set parallelOutboundMigrationsPerNode to at most {cluster}, or raise parallelMigrationsPerCluster"),
             );
         }
     }
-    limits.bandwidth = bandwidth(&mut ctx, map, path, source);
-    MigrationConfig {
-        object,
-        source,
-        path,
-        install_namespace,
-        network,
-        limits,
-    }
+    bandwidth(&mut ctx, map, path, config.source);
 }
 
 /// A timeout in seconds, which must be positive.
-fn positive(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, key: &str) -> Option<i64> {
-    let value = ctx.int(map, key, path)?;
-    if value <= 0 {
+fn positive(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, key: &str) {
+    if let Some(value) = ctx.int(map, key, path).filter(|v| *v <= 0) {
         ctx.raise(
             MIG_TIMEOUT,
             &join(path, key),
@@ -315,9 +230,7 @@ fn positive(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, key: &str) -> O
             ),
             format!("set `{key}` to seconds above 0 (KubeVirt's default is 150), or remove it"),
         );
-        return None;
     }
-    Some(value)
 }
 
 /// A parallelism limit (an unsigned count), which must be at least 1.
@@ -335,17 +248,20 @@ fn parallel(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, key: &str) -> O
     Some(value)
 }
 
-/// `bandwidthPerMigration` in bytes per second (0 = unlimited).
-fn bandwidth(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, source: Source) -> Option<i128> {
+/// `bandwidthPerMigration`: a quantity of bytes per second (0 = unlimited).
+fn bandwidth(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, source: Source) {
     let at = join(path, "bandwidthPerMigration");
-    let text = match field(map, "bandwidthPerMigration")? {
+    let Some(value) = field(map, "bandwidthPerMigration") else {
+        return;
+    };
+    let text = match value {
         Value::String(s) => s.clone(),
         // KubeVirt's Quantity also takes a bare number; HCO's field is a string.
         Value::Number(n) if source != Source::HyperConverged => n.to_string(),
         _ => {
             // Not text: raises the wrong-type finding.
             ctx.str(map, "bandwidthPerMigration", path);
-            return None;
+            return;
         }
     };
     let invalid = |ctx: &mut Ctx, why: String| {
@@ -355,7 +271,6 @@ fn bandwidth(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, source: Source
             format!("`bandwidthPerMigration` {text:?} {why}; the API server refuses the object"),
             "write a quantity in bytes per second such as \"64Mi\" (0 is unlimited)".into(),
         );
-        None
     };
     let quantity = match text.parse::<Quantity>() {
         Ok(q) => q,
@@ -378,7 +293,6 @@ fn bandwidth(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, source: Source
             format!("write the unit: \"{text}Mi\" is {text} MiB/s (0 is unlimited)"),
         );
     }
-    Some(bytes)
 }
 
 /// The named migration NAD must exist in the install namespace and be able
@@ -386,32 +300,27 @@ fn bandwidth(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, source: Source
 fn check_network(config: &MigrationConfig, nads: &[Nad], findings: &mut Findings) -> Option<usize> {
     let object = config.object;
     let at = format!("{}.network", config.path);
-    let Some(name) = &config.network else {
-        findings.object(
-            object,
-            MIG_NO_NETWORK,
-            &at,
-            "no migration network: virt-handler advertises its pod IP and every migration crosses the pod network"
-                .into(),
-            format!(
-                "create a NetworkAttachmentDefinition for the migration NICs and name it in `{at}` (docs/examples/migration-nad.yaml)"
-            ),
-        );
-        return None;
-    };
-    let in_namespace = |nad: &&Nad| {
-        nad.name.as_deref() == Some(name)
-            && match (&config.install_namespace, &nad.namespace) {
-                (Some(want), Some(have)) => want == have,
-                _ => true,
-            }
-    };
+    let name = config.network.as_deref().unwrap_or_default();
     let namespace = config
         .install_namespace
         .as_deref()
         .unwrap_or("(the install namespace)");
-    let Some(index) = nads.iter().position(|n| in_namespace(&n)) else {
-        if let Some(other) = nads.iter().find(|n| n.name.as_deref() == Some(name)) {
+    let index = match lookup(config, nads) {
+        Lookup::Found(index) => index,
+        Lookup::NoNetwork => {
+            findings.object(
+                object,
+                MIG_NO_NETWORK,
+                &at,
+                "no migration network: virt-handler advertises its pod IP and every migration crosses the pod network"
+                    .into(),
+                format!(
+                    "create a NetworkAttachmentDefinition for the migration NICs and name it in `{at}` (docs/examples/migration-nad.yaml)"
+                ),
+            );
+            return None;
+        }
+        Lookup::WrongNamespace(other) => {
             findings.object(
                 object,
                 MIG_NAD_WRONG_NAMESPACE,
@@ -419,11 +328,13 @@ fn check_network(config: &MigrationConfig, nads: &[Nad], findings: &mut Findings
                 format!(
                     "NetworkAttachmentDefinition {name} is in namespace {}, but KubeVirt looks for it in {namespace}; \
                      virt-handler pods would not start",
-                    other.namespace.as_deref().unwrap_or("?")
+                    nads[other].namespace.as_deref().unwrap_or("?")
                 ),
                 format!("create the NetworkAttachmentDefinition in namespace {namespace}"),
             );
-        } else if nads.is_empty() {
+            return None;
+        }
+        Lookup::Missing if nads.is_empty() => {
             findings.object(
                 object,
                 MIG_NAD_NOT_GIVEN,
@@ -431,7 +342,9 @@ fn check_network(config: &MigrationConfig, nads: &[Nad], findings: &mut Findings
                 format!("the migration network {namespace}/{name} was not among the inputs, so it was not checked"),
                 format!("add it: `oc get net-attach-def {name} -n {namespace} -o yaml > nad.yaml` and pass nad.yaml too"),
             );
-        } else {
+            return None;
+        }
+        Lookup::Missing => {
             findings.object(
                 object,
                 MIG_NAD_NOT_FOUND,
@@ -439,15 +352,12 @@ fn check_network(config: &MigrationConfig, nads: &[Nad], findings: &mut Findings
                 format!(
                     "no NetworkAttachmentDefinition {namespace}/{name} among the inputs (there are: {}); virt-handler \
                      pods would fail to start",
-                    nads.iter()
-                        .map(|n| format!("{}/{}", n.namespace.as_deref().unwrap_or("?"), n.name.as_deref().unwrap_or("?")))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    nads.iter().map(Nad::id).collect::<Vec<_>>().join(", ")
                 ),
                 format!("set `{at}` to the NetworkAttachmentDefinition's name, or create {namespace}/{name}"),
             );
+            return None;
         }
-        return None;
     };
     let ipam_problem = match nads[index].ipam.as_ref().map(|i| &i.kind) {
         None | Some(IpamKind::None) => Some(
@@ -501,28 +411,11 @@ fn check_agreement(configs: &[MigrationConfig], findings: &mut Findings) {
     }
 }
 
-/// A MigrationPolicy's own limits over the cluster's.
-fn effective(config: &MigrationConfig, cluster: Option<&MigrationConfig>) -> Limits {
-    let mut limits = config.limits.clone();
-    if config.source == Source::Policy {
-        if let Some(cluster) = cluster {
-            let c = &cluster.limits;
-            limits.completion_timeout_per_gib = limits
-                .completion_timeout_per_gib
-                .or(c.completion_timeout_per_gib);
-            limits.progress_timeout = c.progress_timeout;
-            limits.parallel_per_cluster = c.parallel_per_cluster;
-            limits.parallel_outbound_per_node = c.parallel_outbound_per_node;
-            limits.bandwidth = limits.bandwidth.or(c.bandwidth);
-        }
-    }
-    limits
-}
-
-fn unreachable_budget(config: &MigrationConfig, budget: &Budget, findings: &mut Findings) {
-    if !budget.capped_below_need() {
+fn unreachable_budget(config: &MigrationConfig, line: &BudgetLine, findings: &mut Findings) {
+    if !line.capped_below_need() {
         return;
     }
+    let budget = &line.budget;
     findings.object(
         config.object,
         MIG_BUDGET_UNREACHABLE,
@@ -530,62 +423,45 @@ fn unreachable_budget(config: &MigrationConfig, budget: &Budget, findings: &mut 
         format!(
             "bandwidthPerMigration caps a migration at {}, but a {} VM needs at least {} to finish within its {} s \
              budget ({} s/GiB x {} units of 10^9 bytes): it would always be cancelled",
-            budget::rate(budget.bandwidth_bytes_per_s.unwrap_or(0).unsigned_abs()),
-            budget.vm,
-            budget::rate(budget.min_rate_bytes_per_s),
+            rate_and_bytes(line.bandwidth_per_migration_bps.unwrap_or(0)),
+            line.vm,
+            rate_and_bytes(budget.min_rate_bps),
             budget.completion_timeout_s,
-            budget.completion_timeout_per_gib_s,
+            budget.completion_timeout_per_gib,
             budget.size_units
         ),
         format!(
             "raise bandwidthPerMigration above {} (or \"0\" for unlimited), or raise completionTimeoutPerGiB",
-            budget::rate(budget.min_rate_bytes_per_s)
+            rate_and_bytes(budget.min_rate_bps)
         ),
     );
 }
 
 /// The budget of a VMI of known memory, under the limits KubeVirt applied
 /// (`status.migrationState.migrationConfiguration`) or the cluster's.
-fn vmi_budget(object: &Object, cluster: Option<&MigrationConfig>) -> Option<Budget> {
-    let domain = &object.value["spec"]["domain"];
-    let memory = domain["memory"]["guest"]
-        .as_str()
-        .map(str::to_string)
-        .or_else(|| {
-            domain["resources"]["requests"]["memory"]
-                .as_str()
-                .map(str::to_string)
-        })?;
-    let size: Quantity = memory.parse().ok()?;
-    let applied = &object.value["status"]["migrationState"]["migrationConfiguration"];
-    let (limits, source) = if applied.is_object() {
-        let number = |key: &str| applied[key].as_i64();
-        (
-            Limits {
-                completion_timeout_per_gib: number("completionTimeoutPerGiB"),
-                progress_timeout: number("progressTimeout"),
-                parallel_per_cluster: number("parallelMigrationsPerCluster"),
-                parallel_outbound_per_node: number("parallelOutboundMigrationsPerNode"),
-                bandwidth: applied["bandwidthPerMigration"]
-                    .as_str()
-                    .and_then(|b| b.parse::<Quantity>().ok())
-                    .and_then(|q| q.value()),
-            },
+fn vmi_budget(object: &Object, cluster: Option<&MigrationConfig>) -> Option<BudgetLine> {
+    let size = VmSize::of_vmi(&object.value).ok().flatten()?;
+    let memory = size.source.rsplit(' ').next().unwrap_or_default();
+    let applied = object
+        .value
+        .pointer("/status/migrationState/migrationConfiguration")
+        .and_then(Value::as_object);
+    let (set, source) = match (applied, cluster) {
+        (Some(applied), _) => (
+            LimitsSet::read(applied, Source::KubeVirt),
             format!(
                 "{} status.migrationState.migrationConfiguration",
                 object.describe()
             ),
-        )
-    } else if let Some(cluster) = cluster {
-        (cluster.limits.clone(), cluster.object.describe())
-    } else {
-        (Limits::default(), "KubeVirt defaults".into())
+        ),
+        (None, Some(cluster)) => (cluster.set.clone(), cluster.object.describe()),
+        (None, None) => (LimitsSet::default(), limits::DEFAULTS_SOURCE.into()),
     };
-    Budget::compute(
+    BudgetLine::new(
         source,
         format!("{} ({memory})", object.describe()),
-        &size,
-        &limits,
+        size.bytes,
+        &set,
     )
 }
 

@@ -7,24 +7,7 @@
 use serde::Serialize;
 
 use crate::config::documents::Object;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Error,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        }
-    }
-}
+pub use crate::verdict::Severity;
 
 /// One kind of finding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -327,10 +310,6 @@ impl Findings {
             message,
             fix,
         });
-    }
-
-    pub fn worst(&self) -> Option<Severity> {
-        self.0.iter().map(|f| f.severity).max()
     }
 
     pub fn ids(&self) -> Vec<&'static str> {

@@ -22,14 +22,13 @@ use std::{
 };
 
 use super::{
-    cni::Nad,
     findings::*,
-    ipam::{Ipam, IpamKind},
     netlink::{self, Address, Link, RT_SCOPE_UNIVERSE},
 };
 use crate::{
     config::Cidr,
     dataplane::{netns::run_in, AttachSpec, Netns, Role},
+    intent::network::{Ipam, IpamKind, Nad},
     lab::{topology, Cni, LabConfig},
 };
 
@@ -309,7 +308,7 @@ fn check_node(plan: &HostPlan, node: &NodePlan, findings: &mut Findings) -> Resu
         }
     }
     if let Some(mtu) = plan.nad.as_ref().and_then(|n| n.mtu) {
-        if i64::from(migration.mtu) != mtu {
+        if migration.mtu != mtu {
             raise(
                 HOST_MTU_NAD,
                 mig_name.clone(),
@@ -325,7 +324,7 @@ fn check_node(plan: &HostPlan, node: &NodePlan, findings: &mut Findings) -> Resu
     check_path(plan, node, migration, &mut raise)?;
     let vlan = plan.nad.as_ref().and_then(|n| n.vlan);
     for (port, vid) in node.port_vlans.iter().flatten() {
-        if let Some(want) = vlan.filter(|want| *want != i64::from(*vid)) {
+        if let Some(want) = vlan.filter(|want| want != vid) {
             raise(
                 HOST_VLAN_MISMATCH,
                 port.clone(),
@@ -508,7 +507,7 @@ fn check_path(
             .find(|p| p.index == link.index)
             .map(|p| &p.vids);
         if let Some(vids) = memberships.filter(|v| !v.is_empty()) {
-            if link.master.is_some() && !vids.iter().any(|v| i64::from(*v) == vid) {
+            if link.master.is_some() && !vids.contains(&vid) {
                 raise(
                     HOST_VLAN_MISMATCH,
                     name,
@@ -689,8 +688,8 @@ pub fn lab_plan(config: &LabConfig, timeout: Duration) -> (HostPlan, Nad) {
             kind: IpamKind::Whereabouts,
             ranges: vec![range],
         }),
-        vlan: (config.cni == Cni::Bridge).then_some(i64::from(config.vid_a)),
-        mtu: config.jumbo_mtu.map(i64::from),
+        vlan: (config.cni == Cni::Bridge).then_some(config.vid_a),
+        mtu: config.jumbo_mtu,
         master: (config.cni == Cni::Macvlan).then(|| "eth1".into()),
         bridge: (config.cni == Cni::Bridge).then(|| "br-mig".into()),
         plugin_path: "spec.config".into(),

@@ -15,26 +15,7 @@ use super::{
     },
     networks::MainNetworks,
 };
-use crate::config::Cidr;
-
-/// What an IPAM section hands out, as far as migverify can tell.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ipam {
-    pub kind: IpamKind,
-    /// The (masked) networks addresses come from.
-    pub ranges: Vec<Cidr>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IpamKind {
-    Whereabouts,
-    HostLocal,
-    Static,
-    Dhcp,
-    Other(String),
-    /// An empty `ipam` (L2 only) or a section without `type`.
-    None,
-}
+use crate::config::{endpoints::number_of, Cidr};
 
 const WHEREABOUTS_FIELDS: &[&str] = &[
     "type",
@@ -92,11 +73,9 @@ const DHCP_FIELDS: &[&str] = &[
 ];
 
 /// Checks an `ipam` section at `path` (e.g. `spec.config.ipam`).
-pub fn check(ctx: &mut Ctx, ipam: &Map<String, Value>, path: &str, main: &MainNetworks) -> Ipam {
-    let mut found = Ipam {
-        kind: IpamKind::None,
-        ranges: Vec::new(),
-    };
+pub fn check(ctx: &mut Ctx, ipam: &Map<String, Value>, path: &str, main: &MainNetworks) {
+    // The ranges as this pass reads them, to check them against the main networks.
+    let mut ranges: Vec<Cidr> = Vec::new();
     let Some(kind) = ctx.str(ipam, "type", path) else {
         if !ipam.is_empty() {
             ctx.raise(
@@ -110,35 +89,31 @@ pub fn check(ctx: &mut Ctx, ipam: &Map<String, Value>, path: &str, main: &MainNe
                 ),
             );
         }
-        return found;
+        return;
     };
     ctx.reader = "the IPAM plugin";
     match kind {
         "whereabouts" => {
-            found.kind = IpamKind::Whereabouts;
             ctx.unknown_fields(ipam, WHEREABOUTS_FIELDS, path, true);
             let listed = ctx
                 .list(ipam, "ipRanges", path)
                 .cloned()
                 .unwrap_or_default();
             if ipam.contains_key("range") || listed.is_empty() {
-                found.ranges.extend(whereabouts_range(ctx, ipam, path));
+                ranges.extend(whereabouts_range(ctx, ipam, path));
             }
             for (n, entry) in listed.iter().enumerate() {
                 let entry_path = format!("{path}.ipRanges[{n}]");
                 if let Some(entry) = ctx.as_map(entry, &entry_path) {
                     ctx.unknown_fields(entry, WHEREABOUTS_RANGE_FIELDS, &entry_path, true);
-                    found
-                        .ranges
-                        .extend(whereabouts_range(ctx, entry, &entry_path));
+                    ranges.extend(whereabouts_range(ctx, entry, &entry_path));
                 }
             }
         }
         "host-local" => {
-            found.kind = IpamKind::HostLocal;
             ctx.unknown_fields(ipam, HOST_LOCAL_FIELDS, path, true);
             if ipam.contains_key("subnet") {
-                found.ranges.extend(host_local_range(ctx, ipam, path));
+                ranges.extend(host_local_range(ctx, ipam, path));
             }
             for (n, set) in ctx
                 .list(ipam, "ranges", path)
@@ -161,13 +136,11 @@ pub fn check(ctx: &mut Ctx, ipam: &Map<String, Value>, path: &str, main: &MainNe
                     let range_path = format!("{set_path}[{m}]");
                     if let Some(range) = ctx.as_map(range, &range_path) {
                         ctx.unknown_fields(range, HOST_LOCAL_RANGE_FIELDS, &range_path, true);
-                        found
-                            .ranges
-                            .extend(host_local_range(ctx, range, &range_path));
+                        ranges.extend(host_local_range(ctx, range, &range_path));
                     }
                 }
             }
-            if found.ranges.is_empty() {
+            if ranges.is_empty() {
                 ctx.raise(
                     IPAM_RANGE_INVALID,
                     &format!("{path}.subnet"),
@@ -177,16 +150,13 @@ pub fn check(ctx: &mut Ctx, ipam: &Map<String, Value>, path: &str, main: &MainNe
             }
         }
         "static" => {
-            found.kind = IpamKind::Static;
             ctx.unknown_fields(ipam, STATIC_FIELDS, path, true);
-            found.ranges.extend(static_addresses(ctx, ipam, path));
+            ranges.extend(static_addresses(ctx, ipam, path));
         }
         "dhcp" => {
-            found.kind = IpamKind::Dhcp;
             ctx.unknown_fields(ipam, DHCP_FIELDS, path, true);
         }
         other => {
-            found.kind = IpamKind::Other(other.to_string());
             ctx.raise(
                 IPAM_TYPE_UNKNOWN,
                 &format!("{path}.type"),
@@ -195,7 +165,7 @@ pub fn check(ctx: &mut Ctx, ipam: &Map<String, Value>, path: &str, main: &MainNe
             );
         }
     }
-    for cidr in &found.ranges {
+    for cidr in &ranges {
         if let Some(network) = main.overlapping(cidr) {
             ctx.raise(
                 IPAM_OVERLAPS_MAIN_NETWORK,
@@ -209,7 +179,6 @@ pub fn check(ctx: &mut Ctx, ipam: &Map<String, Value>, path: &str, main: &MainNe
             );
         }
     }
-    found
 }
 
 /// One whereabouts range (`range`, `range_start`, `range_end`, `exclude`).
@@ -274,7 +243,7 @@ fn whereabouts_range(ctx: &mut Ctx, map: &Map<String, Value>, path: &str) -> Opt
             );
             continue;
         }
-        let (lo, hi) = span(masked(excluded_cidr));
+        let (lo, hi) = excluded_cidr.bounds();
         excluded.push((lo.max(first), hi.min(last)));
     }
     exhaustion(ctx, cidr, first, last, &excluded, path);
@@ -319,7 +288,7 @@ fn static_addresses(ctx: &mut Ctx, map: &Map<String, Value>, path: &str) -> Vec<
         ctx.unknown_fields(entry, &["address", "gateway"], &entry_path, true);
         let address = ctx.str(entry, "address", &entry_path);
         match address.map(|a| (a, a.parse::<Cidr>())) {
-            Some((text, Ok(cidr))) if text.contains('/') => networks.push(masked(cidr)),
+            Some((text, Ok(cidr))) if text.contains('/') => networks.push(cidr.network()),
             _ => ctx.raise(
                 IPAM_STATIC_ADDRESSES,
                 &format!("{entry_path}.address"),
@@ -351,7 +320,7 @@ fn parse_cidr(ctx: &mut Ctx, text: &str, path: &str, what: &str) -> Option<Cidr>
         bad(ctx);
         return None;
     };
-    let network = masked(cidr);
+    let network = cidr.network();
     if network != cidr {
         ctx.raise(
             IPAM_HOST_BITS,
@@ -399,7 +368,7 @@ fn bounds(
     path: &str,
     names: (&str, &str),
 ) -> (u128, u128) {
-    let (network, broadcast) = span(cidr);
+    let (network, broadcast) = cidr.bounds();
     // IPv4 ranges skip the network and broadcast addresses (not for /31, /32).
     let (low, high) = if cidr.addr.is_ipv4() && cidr.prefix < 31 {
         (network + 1, broadcast - 1)
@@ -408,8 +377,8 @@ fn bounds(
     } else {
         (network, broadcast)
     };
-    let first = start.map_or(low, number);
-    let last = end.map_or(high, number);
+    let first = start.map_or(low, number_of);
+    let last = end.map_or(high, number_of);
     if first > last {
         ctx.raise(
             IPAM_RANGE_BOUNDS,
@@ -469,42 +438,5 @@ fn exhaustion(
             ),
             "widen the range or the range_start/range_end bounds, or exclude less".into(),
         );
-    }
-}
-
-/// The CIDR with host bits cleared.
-pub fn masked(cidr: Cidr) -> Cidr {
-    let (network, _) = span(cidr);
-    Cidr {
-        addr: address(network, cidr.addr.is_ipv4()),
-        prefix: cidr.prefix,
-    }
-}
-
-/// First and last address of a prefix, as numbers.
-fn span(cidr: Cidr) -> (u128, u128) {
-    let width = if cidr.addr.is_ipv4() { 32 } else { 128 };
-    let host_bits = width - u32::from(cidr.prefix);
-    let host_mask = if host_bits == 128 {
-        u128::MAX
-    } else {
-        (1u128 << host_bits) - 1
-    };
-    let n = number(cidr.addr);
-    (n & !host_mask, n | host_mask)
-}
-
-fn number(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(a) => u128::from(u32::from(a)),
-        IpAddr::V6(a) => u128::from(a),
-    }
-}
-
-fn address(n: u128, v4: bool) -> IpAddr {
-    if v4 {
-        IpAddr::V4((n as u32).into())
-    } else {
-        IpAddr::V6(n.into())
     }
 }

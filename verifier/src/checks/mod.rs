@@ -6,7 +6,8 @@
 //! One module per concern: `findings` holds the catalogue of checks,
 //! `fields` the typed reads, `cni` and `ipam` the CNI config semantics,
 //! `networks` the main networks, `crossobject` what spans objects, `budget`
-//! the migration budget, `host` and `netlink` the node.
+//! the budget lines, `host` and `netlink` the node. What the objects mean
+//! (limits, the migration network, budgets) is [`crate::intent`]'s.
 
 pub mod budget;
 pub mod cni;
@@ -17,18 +18,23 @@ pub mod host;
 pub mod ipam;
 pub(crate) mod netlink;
 pub mod networks;
+pub mod render;
 #[cfg(test)]
 mod tests;
 
 use self::{
-    budget::Budget,
+    budget::BudgetLine,
     findings::{
         Findings, INPUT_NOT_AN_OBJECT, INPUT_NO_NAME, INPUT_UNSUPPORTED_KIND,
         IPAM_MAIN_NETWORKS_UNKNOWN,
     },
     networks::MainNetworks,
 };
-use crate::config::{documents::Object, quantity::Quantity};
+use crate::{
+    config::{documents::Object, quantity::Quantity},
+    intent::Nad,
+    verdict::{Severity, Verdict},
+};
 
 /// The kinds `check` reads.
 pub const KINDS: &[&str] = &[
@@ -54,15 +60,28 @@ pub struct Options {
 #[derive(Debug, Default)]
 pub struct Report {
     pub findings: Findings,
-    pub budgets: Vec<Budget>,
-    /// The migration limits in force and where they come from.
-    pub limits: Option<(String, budget::Limits)>,
+    pub budgets: Vec<BudgetLine>,
     /// The main networks in force, from flags and objects.
     pub main: MainNetworks,
-    /// The NetworkAttachmentDefinitions, as read (the host checks use them).
-    pub nads: Vec<cni::Nad>,
+    /// What the NetworkAttachmentDefinitions set up (the host checks use them).
+    pub nads: Vec<Nad>,
     /// Which of `nads` HyperConverged or KubeVirt names as the migration network.
     pub migration_nad: Option<usize>,
+}
+
+impl Report {
+    /// FAIL with an error-level finding, WARN with warnings, else PASS.
+    pub fn verdict(&self) -> Verdict {
+        Verdict::of(self.findings.0.iter().map(|f| f.severity))
+    }
+
+    pub fn count(&self, severity: Severity) -> usize {
+        self.findings
+            .0
+            .iter()
+            .filter(|f| f.severity == severity)
+            .count()
+    }
 }
 
 /// Runs every object check over `objects`.
@@ -105,14 +124,15 @@ pub fn check_objects(objects: &[Object], options: &Options) -> Report {
             );
         }
     }
-    let nads: Vec<cni::Nad> = objects
+    let nads: Vec<Nad> = objects
         .iter()
         .filter(|o| o.kind == "NetworkAttachmentDefinition")
-        .map(|o| cni::check_nad(o, &mut findings, &main))
+        .map(|o| {
+            cni::check_nad(o, &mut findings, &main);
+            Nad::read(o)
+        })
         .collect();
-    let has_ranges = nads
-        .iter()
-        .any(|n| n.ipam.as_ref().is_some_and(|i| !i.ranges.is_empty()));
+    let has_ranges = nads.iter().any(|n| !n.ranges().is_empty());
     if has_ranges && main.is_empty() {
         if let Some(first) = objects
             .iter()
@@ -139,7 +159,6 @@ pub fn check_objects(objects: &[Object], options: &Options) -> Report {
     Report {
         findings,
         budgets: cross.budgets,
-        limits: cross.limits,
         main,
         nads,
         migration_nad: cross.migration_nad,

@@ -638,7 +638,7 @@ fn budgets_for_a_vm_size_and_for_each_vmi() {
     let by_vm: Vec<_> = report
         .budgets
         .iter()
-        .map(|b| (b.vm.as_str(), b.completion_timeout_s))
+        .map(|b| (b.vm.as_str(), b.budget.completion_timeout_s))
         .collect();
     // 16Gi = 17.18e9 bytes: 18 units x 800 s (the seed's completionTimeoutPerGiB).
     assert_eq!(
@@ -654,7 +654,7 @@ fn budgets_for_a_vm_size_and_for_each_vmi() {
         .all(|a| !a.contains("not set: KubeVirt's default 150")));
     let defaults = run_with(&[example("bridge-net.yaml")], &options);
     assert_eq!(defaults.budgets.len(), 1);
-    assert_eq!(defaults.budgets[0].completion_timeout_s, 2700);
+    assert_eq!(defaults.budgets[0].budget.completion_timeout_s, 2700);
     assert!(defaults.budgets[0].source.starts_with("KubeVirt defaults"));
 }
 

@@ -1,11 +1,13 @@
 //! `migverify agent`: one per node, verifying every migration that touches
 //! it, learnt from the Kubernetes API.
 
-use super::{runtime, seconds, stop_after, BudgetArgs, ClusterArgs, MetricsArgs, Status};
+use super::{
+    args::{BudgetArgs, ClusterArgs, InterfaceArgs, IntervalArgs, MetricsArgs, NetworkArgs},
+    runtime, seconds, stop_after, Status,
+};
 use crate::{
     agent::{self, Settings},
-    config::Cidr,
-    dataplane::{AttachSpec, Netns},
+    dataplane::Netns,
 };
 
 /// Verify every live migration that touches this node, from the API.
@@ -43,18 +45,14 @@ pub struct Args {
     /// (NAME or a path; with hostPID, /proc/1/ns/net). Default: the agent's own.
     #[arg(long, value_name = "NETNS")]
     node_netns: Option<String>,
-    /// Another interface to observe, [ROLE:]IFACE[@NETNS]. Repeat for more.
-    #[arg(short, long = "iface", value_name = "SPEC")]
-    ifaces: Vec<AttachSpec>,
-    /// The migration network's CIDR (default: the migration NAD's range).
-    #[arg(long, value_name = "CIDR")]
-    cidr: Vec<Cidr>,
-    /// The VLAN of the migration network (default: the NAD's).
-    #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(1..=4094))]
-    vlan: Option<u16>,
-    /// Milliseconds per throughput interval.
-    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
-    interval_ms: u64,
+    /// More interfaces to observe, besides virt-handler's and the NAD's.
+    #[command(flatten)]
+    interfaces: InterfaceArgs,
+    /// Overrides of the migration NAD's range and VLAN.
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    interval: IntervalArgs,
     /// Stop after this many seconds (default: until SIGTERM or Ctrl-C).
     #[arg(short, long, value_name = "SECONDS")]
     duration: Option<f64>,
@@ -79,15 +77,11 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         migration_iface: args.migration_iface.clone(),
         primary_iface: args.primary_iface.clone(),
         node_netns: args.node_netns.as_deref().map(Netns::parse),
-        extra: args.ifaces.clone(),
-        cidrs: args.cidr.clone(),
-        vlan: args.vlan,
-        budget: if args.budget.given() {
-            Some(args.budget.settings()?)
-        } else {
-            None
-        },
-        interval_ms: args.interval_ms,
+        extra: args.interfaces.ifaces.clone(),
+        cidrs: args.network.cidr.clone(),
+        vlan: args.network.vlan,
+        budget: args.budget.limits()?,
+        interval_ms: args.interval.interval_ms,
         metrics: args.metrics.bind()?,
     };
     runtime()?.block_on(async {

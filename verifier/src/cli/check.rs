@@ -2,27 +2,25 @@
 //! before any migration runs.
 
 use std::{
-    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
 };
 
 use anyhow::Context as _;
-use serde_json::json;
 
-use super::{seconds, Output, Status};
+use super::{args::ClusterArgs, seconds, Output, Status};
 use crate::{
     checks::{
         self,
-        budget::{self, Budget},
-        findings::{Finding, Severity},
         host::{self, HostPlan, NodePlan, SYNC_PORT},
         networks::MainRole,
-        Report,
+        render, Report,
     },
     config::{documents, quantity::Quantity, Cidr},
     dataplane::{AttachSpec, Netns},
+    intent::Nad,
     lab,
+    verdict::Verdict,
 };
 
 /// Check the migration network's configuration, and the node, before any migration.
@@ -44,7 +42,7 @@ pub struct Args {
     #[arg(long)]
     cluster: bool,
     #[command(flatten)]
-    kube: super::ClusterArgs,
+    kube: ClusterArgs,
     /// A pod network CIDR (repeat for more); the Network config adds its own.
     #[arg(long, value_name = "CIDR")]
     pod_cidr: Vec<Cidr>,
@@ -192,18 +190,18 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         host::check(&plan, &mut report.findings)?;
     }
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&json_report(&report))?),
-        Output::Text => print_text(&report),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&render::json(&report))?),
+        Output::Text => print!("{}", render::text(&report)),
     }
-    Ok(match report.findings.worst() {
-        Some(Severity::Error) => Status::Fail,
-        _ => Status::Pass,
+    Ok(match report.verdict() {
+        Verdict::Fail => Status::Fail,
+        Verdict::Warn | Verdict::Pass => Status::Pass,
     })
 }
 
 /// The migration NAD among the inputs: the one named as the migration
 /// network, else the only one given.
-fn given_nad(report: &Report) -> Option<checks::cni::Nad> {
+fn given_nad(report: &Report) -> Option<Nad> {
     report
         .migration_nad
         .map(|i| report.nads[i].clone())
@@ -222,124 +220,4 @@ fn sync_peer(spec: &str, default_port: u16) -> anyhow::Result<SocketAddr> {
             format!("--sync-peer {spec}: expected ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)")
         })?;
     Ok(SocketAddr::new(ip, default_port))
-}
-
-fn json_report(report: &Report) -> serde_json::Value {
-    let count = |severity| {
-        report
-            .findings
-            .0
-            .iter()
-            .filter(|f| f.severity == severity)
-            .count()
-    };
-    json!({
-        "schema_version": 1,
-        "verdict": match report.findings.worst() {
-            Some(Severity::Error) => "FAIL",
-            Some(Severity::Warning) => "WARN",
-            _ => "PASS",
-        },
-        "summary": { "errors": count(Severity::Error), "warnings": count(Severity::Warning), "infos": count(Severity::Info) },
-        "findings": report.findings.0,
-        "budgets": report.budgets,
-        "main_networks": report.main.0.iter().map(|n| json!({
-            "role": n.role.to_string(), "cidr": n.cidr.to_string(), "origin": n.origin,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn print_text(report: &Report) {
-    // Grouped by object, in the order objects were first named; the worst first within each.
-    let mut groups: BTreeMap<usize, (&str, Vec<&Finding>)> = BTreeMap::new();
-    let mut order: Vec<&str> = Vec::new();
-    for finding in &report.findings.0 {
-        let position = order
-            .iter()
-            .position(|o| *o == finding.object)
-            .unwrap_or_else(|| {
-                order.push(&finding.object);
-                order.len() - 1
-            });
-        groups
-            .entry(position)
-            .or_insert((&finding.object, Vec::new()))
-            .1
-            .push(finding);
-    }
-    for (object, mut findings) in groups.into_values() {
-        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-        println!("{object}");
-        for f in findings {
-            let location = f
-                .location
-                .as_deref()
-                .map(|l| format!("  ({l})"))
-                .unwrap_or_default();
-            println!(
-                "  {:<7} {} {}  {}{location}",
-                f.severity.as_str(),
-                f.id,
-                f.name,
-                f.path
-            );
-            println!("          {}", f.message);
-            if !f.fix.starts_with("nothing to fix") {
-                println!("          fix: {}", f.fix);
-            }
-        }
-        println!();
-    }
-    for b in &report.budgets {
-        print_budget(b);
-    }
-    let count = |severity| {
-        report
-            .findings
-            .0
-            .iter()
-            .filter(|f| f.severity == severity)
-            .count()
-    };
-    let (errors, warnings, infos) = (
-        count(Severity::Error),
-        count(Severity::Warning),
-        count(Severity::Info),
-    );
-    let verdict = if errors > 0 {
-        "FAIL"
-    } else if warnings > 0 {
-        "WARN"
-    } else {
-        "PASS"
-    };
-    println!("{errors} error(s), {warnings} warning(s), {infos} info: {verdict}");
-}
-
-fn print_budget(b: &Budget) {
-    println!("budget for {} (limits from {})", b.vm, b.source);
-    println!(
-        "  completion timeout  {} s/GiB x {} (size {} bytes in units of 10^9, rounded up) = {} s",
-        b.completion_timeout_per_gib_s, b.size_units, b.size_bytes, b.completion_timeout_s
-    );
-    println!(
-        "  minimum rate        {} to move the memory once in that time",
-        budget::rate(b.min_rate_bytes_per_s)
-    );
-    println!(
-        "  node drain          {} migration(s) at once per node: {} on its migration NIC",
-        b.parallel_outbound_per_node,
-        budget::rate(b.node_drain_rate_bytes_per_s)
-    );
-    println!(
-        "  progress timeout    {} s without progress cancels a migration",
-        b.progress_timeout_s
-    );
-    if let Some(cap) = b.bandwidth_bytes_per_s {
-        println!("  bandwidth cap       {}", budget::rate(cap.unsigned_abs()));
-    }
-    for assumption in &b.assumptions {
-        println!("  assumed: {assumption}");
-    }
-    println!();
 }

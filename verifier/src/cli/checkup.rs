@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 
-use super::{runtime, ClusterArgs, Output, Status};
+use super::{args::ClusterArgs, runtime, Output, Status};
 use crate::checkup::{self, Identity, Target};
 
 /// Benchmark the migration network between two nodes, as a Job.

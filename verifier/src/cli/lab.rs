@@ -5,15 +5,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::{BudgetArgs, Output, ReportArgs, Status};
-use crate::{
-    lab::{self, topology, Cni, LabConfig, LabRun, Scenario},
-    measure::{
-        budget::VmSize,
-        verdict::{Expectations, Reason, Severity},
-    },
-    report::{self, Report},
+use super::{
+    args::{BudgetArgs, IntervalArgs, ReportArgs},
+    Output, Status,
 };
+use crate::lab::{self, topology, Cni, LabConfig, Scenario};
 
 /// Build an emulated two-node migration network and migrate a real QEMU VM across it.
 ///
@@ -54,9 +50,8 @@ struct RunArgs {
     budget: BudgetArgs,
     #[command(flatten)]
     report: ReportArgs,
-    /// Milliseconds per throughput interval.
-    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
-    interval_ms: u64,
+    #[command(flatten)]
+    interval: IntervalArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -189,75 +184,16 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         }
         LabCommand::Run(run) => {
             let config = run.lab.config()?;
+            let limits = run.budget.limits_or_defaults()?;
+            let interval_ms = run.interval.interval_ms;
             if config.scenario == Scenario::Bench {
-                let report =
-                    super::bench::lab_run(&config, &run.budget, run.interval_ms, &progress)?;
+                let report = lab::bench::run(&config, limits, interval_ms, &progress)?;
                 return super::bench::emit(&run.report, &report);
             }
-            let result = lab::run(&config, Duration::from_millis(run.interval_ms), &progress)?;
-            let report = lab_report(&result, &run)?;
-            run.report.emit(&report)
+            let result = lab::run(&config, Duration::from_millis(interval_ms), &progress)?;
+            run.report.emit(&lab::report(&result, limits, interval_ms)?)
         }
     }
-}
-
-/// The verdict report of a lab run: migverify's judgement as `verify`
-/// makes it, with QEMU's own account beside it.
-fn lab_report(run: &LabRun, args: &RunArgs) -> anyhow::Result<Report> {
-    let config = &run.config;
-    let mut settings = args.budget.settings()?;
-    // The lab's --bandwidth is QEMU's max-bandwidth: bandwidthPerMigration.
-    if settings.bandwidth_per_migration.is_none() {
-        settings.bandwidth_per_migration = config.bandwidth_bytes;
-    }
-    let expectations = Expectations {
-        cidrs: vec![config.migration_cidr().parse()?],
-        // The NAD's vlan: node A's port, as the lab's NAD names it.
-        vlan: (config.cni == Cni::Bridge && config.migration0).then_some(config.vid_a),
-        expect_traffic: !run.endpoints.is_empty(),
-    };
-    let mut report = report::build(report::Inputs {
-        collected: &run.collected,
-        endpoints: &run.endpoints,
-        settings: &settings,
-        size: Some(VmSize {
-            bytes: config.memory_mib << 20,
-            source: "VMI spec.domain.memory.guest".into(),
-        }),
-        expectations: &expectations,
-        interval_ms: args.interval_ms,
-        assumptions: Vec::new(),
-    });
-    let qemu = &run.qemu;
-    if qemu.status != "completed" {
-        report.add_reason(Reason {
-            id: "lab.migration-failed",
-            severity: Severity::Error,
-            message: format!(
-                "QEMU's migration ended {}{}{}",
-                qemu.status,
-                qemu.error
-                    .as_ref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default(),
-                if qemu.cancelled_by_timeout {
-                    " (cancelled by the lab's timeout)"
-                } else {
-                    ""
-                }
-            ),
-            migration: None,
-            evidence: json!({ "qemu": qemu }),
-        });
-    }
-    report.lab = Some(json!({
-        "scenario": config.scenario.name(),
-        "qemu": qemu,
-        "vmi": run.vmi,
-        "config": config,
-        "interfaces": run.interfaces,
-    }));
-    Ok(report)
 }
 
 fn status(output: Output) -> anyhow::Result<Status> {

@@ -1,6 +1,8 @@
-//! The `migverify` command line: parsing, dispatch and exit codes.
+//! The `migverify` command line: parsing, dispatch, printing and exit
+//! codes. The work itself is the library's.
 
 mod agent;
+mod args;
 mod bench;
 mod check;
 mod checkup;
@@ -13,14 +15,9 @@ mod watch;
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-
-use crate::{
-    config::{Cidr, Endpoint},
-    dataplane::AttachSpec,
-    measure::budget::BudgetSettings,
-};
-
 use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::verdict::Verdict;
 
 /// The exit statuses every command shares (design, section 6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +27,16 @@ pub enum Status {
     /// Bad usage or input, missing privileges or interfaces: nothing was judged.
     Usage = 2,
     Warn = 3,
+}
+
+impl From<Verdict> for Status {
+    fn from(verdict: Verdict) -> Self {
+        match verdict {
+            Verdict::Pass => Status::Pass,
+            Verdict::Warn => Status::Warn,
+            Verdict::Fail => Status::Fail,
+        }
+    }
 }
 
 impl From<Status> for ExitCode {
@@ -90,157 +97,6 @@ pub fn main() -> ExitCode {
             eprintln!("migverify: {error:#}");
             Status::Usage.into()
         }
-    }
-}
-
-/// Where to observe and what to classify by, shared by `flows`, `verify`
-/// and `watch` (the VMI documents each reads in its own way).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ObserveArgs {
-    /// Interface to observe, as [ROLE:]IFACE[@NETNS] (ROLE: migration,
-    /// bridge, primary, other). Repeat for more.
-    #[arg(short, long = "iface", value_name = "SPEC", required = true)]
-    pub ifaces: Vec<AttachSpec>,
-    /// A target endpoint, ADDR:PORT[=control|memory|disk].
-    #[arg(long, value_name = "ENDPOINT")]
-    pub endpoint: Vec<Endpoint>,
-    /// The migration network's CIDR (the NAD's IPAM range), or a
-    /// virt-handler migration address. Repeat for more.
-    #[arg(long, value_name = "CIDR")]
-    pub cidr: Vec<Cidr>,
-}
-
-/// The migration budgets, as flags (defaults: KubeVirt's).
-#[derive(Debug, Clone, clap::Args)]
-pub struct BudgetArgs {
-    /// completionTimeoutPerGiB, seconds per 10^9 bytes of VM size.
-    #[arg(long, value_name = "SECONDS")]
-    completion_timeout_per_gib: Option<u64>,
-    /// progressTimeout, seconds without progress before KubeVirt gives up.
-    #[arg(long, value_name = "SECONDS")]
-    progress_timeout: Option<u64>,
-    /// parallelMigrationsPerCluster.
-    #[arg(long, value_name = "N")]
-    parallel_migrations_per_cluster: Option<u64>,
-    /// parallelOutboundMigrationsPerNode.
-    #[arg(long, value_name = "N")]
-    parallel_outbound_migrations_per_node: Option<u64>,
-}
-
-impl BudgetArgs {
-    /// Whether any budget flag was given.
-    pub fn given(&self) -> bool {
-        self.completion_timeout_per_gib.is_some()
-            || self.progress_timeout.is_some()
-            || self.parallel_migrations_per_cluster.is_some()
-            || self.parallel_outbound_migrations_per_node.is_some()
-    }
-
-    pub fn settings(&self) -> anyhow::Result<BudgetSettings> {
-        let mut settings = BudgetSettings::default();
-        let mut given = false;
-        for (value, field) in [
-            (
-                self.completion_timeout_per_gib,
-                &mut settings.completion_timeout_per_gib,
-            ),
-            (self.progress_timeout, &mut settings.progress_timeout_s),
-            (
-                self.parallel_migrations_per_cluster,
-                &mut settings.parallel_migrations_per_cluster,
-            ),
-            (
-                self.parallel_outbound_migrations_per_node,
-                &mut settings.parallel_outbound_migrations_per_node,
-            ),
-        ] {
-            if let Some(value) = value {
-                anyhow::ensure!(value > 0, "budget flags take positive values (got 0)");
-                *field = value;
-                given = true;
-            }
-        }
-        if given {
-            settings.source = "flags (KubeVirt defaults for the rest)".into();
-        }
-        Ok(settings)
-    }
-}
-
-/// Where and how a verdict report goes.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ReportArgs {
-    #[arg(short, long, value_enum, default_value_t = Output::Text)]
-    output: Output,
-    /// Also write a self-contained HTML report with plots to FILE.
-    #[arg(long, value_name = "FILE")]
-    report: Option<std::path::PathBuf>,
-    /// Also write the throughput and RTT histograms as an HdrHistogram interval log.
-    #[arg(long, value_name = "FILE")]
-    hdr_log: Option<std::path::PathBuf>,
-}
-
-impl ReportArgs {
-    pub fn output(&self) -> Output {
-        self.output
-    }
-
-    /// Prints the report and writes its files; the verdict's exit status.
-    pub fn emit(&self, report: &crate::report::Report) -> anyhow::Result<Status> {
-        self.emit_files(report)?;
-        match self.output {
-            Output::Text => print!("{}", report.text()),
-            Output::Json => println!("{}", report.json()),
-        }
-        Ok(report.status())
-    }
-
-    /// Writes the HTML report and the HdrHistogram log, if asked for.
-    pub fn emit_files(&self, report: &crate::report::Report) -> anyhow::Result<()> {
-        if let Some(path) = &self.report {
-            std::fs::write(path, report.html())
-                .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("migverify: HTML report written to {}", path.display());
-        }
-        if let Some(path) = &self.hdr_log {
-            let mut file = std::fs::File::create(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            crate::report::write_hdr_log(report, &mut file)
-                .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("migverify: HdrHistogram log written to {}", path.display());
-        }
-        Ok(())
-    }
-}
-
-/// Where the Kubernetes API is.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ClusterArgs {
-    /// The kubeconfig to use (default: KUBECONFIG, ~/.kube/config, else the
-    /// pod's service account).
-    #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<std::path::PathBuf>,
-}
-
-impl ClusterArgs {
-    pub async fn connect(&self) -> anyhow::Result<kube::Client> {
-        Ok(crate::cluster::connect(self.kubeconfig.as_deref()).await?)
-    }
-}
-
-/// Prometheus exposition while a command runs.
-#[derive(Debug, Clone, clap::Args)]
-pub struct MetricsArgs {
-    /// Serve Prometheus metrics at http://ADDR/metrics while running (a bare
-    /// PORT listens on 127.0.0.1). Off by default.
-    #[arg(long, value_name = "ADDR")]
-    metrics_listen: Option<crate::metrics::ListenAddr>,
-}
-
-impl MetricsArgs {
-    /// Binds the listener now, so a taken port fails before anything is attached.
-    pub fn bind(&self) -> anyhow::Result<Option<std::net::TcpListener>> {
-        Ok(self.metrics_listen.map(crate::metrics::bind).transpose()?)
     }
 }
 

@@ -65,19 +65,18 @@ pub fn channel_name(channel: Channel) -> &'static str {
     }
 }
 
-/// Reads every VMI in a file as `oc get vmi -o json` prints it.
-pub fn endpoints_from_vmi_file(path: &Path) -> Result<Vec<Endpoint>, InputError> {
+/// A JSON document from a file, as `oc get ... -o json` prints it.
+pub fn read_json(path: &Path) -> Result<Value, InputError> {
     let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| InputError::Json {
+    serde_json::from_str(&text).map_err(|e| InputError::Json {
         path: path.to_path_buf(),
         line: e.line(),
         column: e.column(),
         message: e.to_string(),
-    })?;
-    endpoints_from_vmi(&value, path)
+    })
 }
 
 /// The endpoints of a VMI document or a `List` of them.
@@ -207,6 +206,28 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// The prefix with host bits cleared (`10.200.5.7/24` is in `10.200.5.0/24`).
+    pub fn network(self) -> Cidr {
+        let (first, _) = self.bounds();
+        Cidr {
+            addr: address_of(first, self.addr.is_ipv4()),
+            prefix: self.prefix,
+        }
+    }
+
+    /// First and last address of the prefix, as numbers.
+    pub fn bounds(self) -> (u128, u128) {
+        let width = if self.addr.is_ipv4() { 32 } else { 128 };
+        let host_bits = width - u32::from(self.prefix);
+        let host_mask = if host_bits == 128 {
+            u128::MAX
+        } else {
+            (1u128 << host_bits) - 1
+        };
+        let n = number_of(self.addr);
+        (n & !host_mask, n | host_mask)
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         fn bits(ip: IpAddr) -> (u128, u8) {
             match ip {
@@ -224,6 +245,23 @@ impl Cidr {
             u128::MAX << (128 - u32::from(self.prefix))
         };
         net & mask == addr & mask
+    }
+}
+
+/// An address as a number (IPv4 in the low 32 bits).
+pub fn number_of(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// The address a number stands for.
+pub fn address_of(n: u128, v4: bool) -> IpAddr {
+    if v4 {
+        IpAddr::V4((n as u32).into())
+    } else {
+        IpAddr::V6(n.into())
     }
 }
 
@@ -326,7 +364,7 @@ mod tests {
     fn malformed_json_names_line_and_column() {
         let dir = std::env::temp_dir().join(format!("migverify-vmi-{}", std::process::id()));
         std::fs::write(&dir, "{\n  \"kind\": \n}").unwrap();
-        let error = endpoints_from_vmi_file(&dir).unwrap_err().to_string();
+        let error = read_json(&dir).unwrap_err().to_string();
         std::fs::remove_file(&dir).unwrap();
         assert!(error.contains(":3:1: not valid JSON"), "{error}");
     }

@@ -7,11 +7,13 @@
 //! a crashed or killed run. `run` does all of it around migverify's
 //! observers.
 
+pub mod bench;
 mod cmd;
 pub mod config;
 pub mod pki;
 pub mod qemu;
 mod qmp;
+mod report;
 mod switch;
 pub mod topology;
 
@@ -26,11 +28,12 @@ use tokio::sync::{mpsc, oneshot};
 pub use self::{
     config::{Cni, LabConfig, Scenario},
     qemu::QemuOutcome,
+    report::report,
 };
 use crate::{
     config::{endpoints::endpoints_from_vmi, Endpoint},
-    dataplane::Dataplane,
-    flows::{collect, Collected, Request},
+    flows::{Collected, Request},
+    session::Session,
 };
 
 /// Certificates, QMP sockets, logs, pidfiles, the VMI document, lab.json.
@@ -232,11 +235,9 @@ pub fn migrate_observed(
         "attaching migverify to {} interfaces",
         points.len()
     ));
-    let mut dataplane = Dataplane::load()?;
-    dataplane.attach_all(&points)?;
     // What an operator would give: the NAD's range.
-    dataplane.add_cidr(config.migration_cidr().parse()?)?;
-    let before = hook_counts(&dataplane)?;
+    let mut session = Session::start(&points, &[config.migration_cidr().parse()?])?;
+    let before = hook_counts(&session)?;
 
     // The migration runs on its own thread; the collector on this one, so
     // it sees every packet while the migration moves them. Endpoints reach
@@ -267,8 +268,7 @@ pub fn migrate_observed(
             let _ = finished.send(());
             outcome.map(|qemu| (qemu, published))
         });
-        let collected = runtime.block_on(collect(
-            &mut dataplane,
+        let collected = runtime.block_on(session.collect(
             &[],
             interval,
             endpoint_requests,
@@ -286,8 +286,9 @@ pub fn migrate_observed(
     });
     let (qemu, (vmi, endpoints)) = migration?;
     let collected = collected?;
-    let after = hook_counts(&dataplane)?;
-    let interfaces = dataplane
+    let after = hook_counts(&session)?;
+    let interfaces = session
+        .dataplane()
         .attachments()
         .iter()
         .zip(before.iter().zip(&after))
@@ -306,7 +307,7 @@ pub fn migrate_observed(
             tx_bytes: tx1.bytes - tx0.bytes,
         })
         .collect();
-    dataplane.detach_all();
+    session.detach();
     Ok(LabRun {
         config: config.clone(),
         qemu,
@@ -317,7 +318,8 @@ pub fn migrate_observed(
     })
 }
 
-fn hook_counts(dataplane: &Dataplane) -> Result<Vec<[verifier_ebpf::HookCounters; 2]>, RunError> {
+fn hook_counts(session: &Session) -> Result<Vec<[verifier_ebpf::HookCounters; 2]>, RunError> {
+    let dataplane = session.dataplane();
     dataplane
         .attachments()
         .iter()

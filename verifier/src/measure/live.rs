@@ -9,15 +9,18 @@ use serde::Serialize;
 use verifier_ebpf::{NeighborKey, NeighborStats};
 
 use super::{
-    budget::{budget, BudgetReport, BudgetSettings, VmSize},
-    diagnosis::{current_stall_ms, diagnose, recent_rate_bps, Phase, Scene, Subject},
-    migration::{figures, group, Figures},
-    verdict::{verdict, Expectations, Reason, Verdict},
+    budget::BudgetReport,
+    judge::{judge, Expectations, Observation, Phase},
+    migration::Figures,
+    reasons::{verdict, Reason},
+    rules::rate::{current_stall_ms, recent_rate_bps},
 };
 use crate::{
     config::{endpoints::channel_name, Endpoint},
     dataplane::Role,
     flows::{ConnKey, Connection, FlowTable, SlotInfo, Tick},
+    intent::{Limits, VmSize},
+    verdict::Verdict,
 };
 
 /// "Now" for rates: the last second.
@@ -98,7 +101,7 @@ pub struct Evaluator {
     pub endpoints: Vec<Endpoint>,
     /// When the endpoints last changed, ms since the observation started.
     pub endpoints_since_ms: u64,
-    pub settings: BudgetSettings,
+    pub limits: Limits,
     pub size: Option<VmSize>,
     pub expectations: Expectations,
     pub interval_ms: u64,
@@ -110,7 +113,7 @@ pub struct Evaluator {
 impl Evaluator {
     pub fn new(
         endpoints: Vec<Endpoint>,
-        settings: BudgetSettings,
+        limits: Limits,
         size: Option<VmSize>,
         expectations: Expectations,
         interval_ms: u64,
@@ -118,7 +121,7 @@ impl Evaluator {
         Evaluator {
             endpoints,
             endpoints_since_ms: 0,
-            settings,
+            limits,
             size,
             expectations,
             interval_ms,
@@ -166,37 +169,21 @@ impl Evaluator {
                 marks.pop_front();
             }
         }
-        let groups = group(table, &self.endpoints);
-        let mut judged = Vec::new();
-        for group in &groups {
-            let figures = figures(group, slots, self.interval_ms);
-            let size = self.size.clone().unwrap_or(VmSize {
-                bytes: figures.forward_payload_bytes,
-                source: "assumed: the data sent".into(),
-            });
-            let budget = budget(&self.settings, &size, &figures);
-            judged.push((figures, budget));
-        }
-        let subjects: Vec<Subject> = groups
-            .iter()
-            .zip(&judged)
-            .map(|(group, (figures, budget))| Subject {
-                group,
-                figures,
-                budget,
-            })
-            .collect();
-        let scene = Scene {
+        let judgement = judge(&Observation {
             table,
             slots,
-            endpoints: &self.endpoints,
             neighbors,
-            expectations: &self.expectations,
-            now_ms,
+            endpoints: &self.endpoints,
             endpoints_since_ms: self.endpoints_since_ms,
+            expectations: &self.expectations,
+            limits: &self.limits,
+            size: self.size.as_ref(),
+            interval_ms: self.interval_ms,
+            now_ms,
             phase: Phase::Live,
-        };
-        let causes = diagnose(&scene, &subjects);
+            health: None,
+        });
+        let causes = judgement.reasons;
         let mut by_migration: BTreeMap<String, Vec<Reason>> = BTreeMap::new();
         let mut unattached = Vec::new();
         for cause in &causes {
@@ -209,7 +196,8 @@ impl Evaluator {
             }
         }
         let mut migrations = Vec::new();
-        for (group, (figures, budget)) in groups.iter().zip(judged) {
+        for (group, judged) in judgement.groups.iter().zip(judgement.migrations) {
+            let (figures, budget) = (judged.figures, judged.budget);
             let connections: Vec<ConnectionRow> = group
                 .connections
                 .iter()
@@ -284,7 +272,7 @@ impl Evaluator {
                 retransmits: 0,
                 zero_windows: 0,
                 stall_s: 0.0,
-                progress_timeout_s: self.settings.progress_timeout_s,
+                progress_timeout_s: self.limits.progress_timeout_s,
                 roles: Vec::new(),
                 connections: Vec::new(),
                 figures: None,
@@ -424,7 +412,7 @@ mod tests {
             .collect();
         Evaluator::new(
             endpoints,
-            BudgetSettings::default(),
+            Limits::default(),
             None,
             Expectations::default(),
             100,

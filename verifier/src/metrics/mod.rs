@@ -18,7 +18,8 @@ use self::text::{Histogram, Kind, Page};
 use crate::{
     dataplane::{AttachMode, Dataplane, DataplaneStats},
     flows::{BytesByRole, ConnKey, FlowTable, SlotInfo, Tick},
-    measure::{live::Snapshot, verdict::Verdict},
+    measure::{live::Snapshot, reasons},
+    verdict::Verdict,
 };
 
 /// Payload rate buckets, bytes per second: 1 Mbit/s to 40 Gbit/s.
@@ -147,7 +148,7 @@ impl Metrics {
         for cause in snapshot.all_causes() {
             let migration = cause.migration.clone().unwrap_or_default();
             self.causes
-                .insert((migration, cause.id), severity_name(cause.severity));
+                .insert((migration, cause.id()), cause.severity.as_str());
         }
     }
 
@@ -295,7 +296,7 @@ impl Metrics {
             "1 for the migration's verdict from its causes that hold now, 0 for the others.",
         );
         for row in &snapshot.migrations {
-            let own = crate::measure::verdict::verdict(&row.causes);
+            let own = reasons::verdict(&row.causes);
             for verdict in Verdict::ALL {
                 let value = f64::from(u8::from(own == verdict));
                 page.sample(
@@ -313,21 +314,13 @@ impl Metrics {
         for ((migration, id), severity) in &self.causes {
             let holds = snapshot
                 .all_causes()
-                .any(|c| c.id == *id && c.migration.as_deref().unwrap_or_default() == migration);
+                .any(|c| c.id() == *id && c.migration.as_deref().unwrap_or_default() == migration);
             page.sample(
                 "migverify_diagnosis",
                 &[("migration", migration), ("id", id), ("severity", severity)],
                 f64::from(u8::from(holds)),
             );
         }
-    }
-}
-
-fn severity_name(severity: crate::measure::verdict::Severity) -> &'static str {
-    match severity {
-        crate::measure::verdict::Severity::Info => "info",
-        crate::measure::verdict::Severity::Warning => "warning",
-        crate::measure::verdict::Severity::Error => "error",
     }
 }
 

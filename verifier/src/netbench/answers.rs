@@ -6,9 +6,16 @@
 use serde::Serialize;
 use serde_json::json;
 
-use crate::measure::{
-    budget::{size_units, BudgetSettings, VmSize},
-    verdict::{rate, Reason, Severity, NEAR_BUDGET},
+use crate::{
+    intent::{Budget, Limits, VmSize},
+    measure::{
+        reasons::{
+            Reason, BENCH_BANDWIDTH_PER_MIGRATION, BENCH_COMPLETION, BENCH_COMPLETION_NEAR,
+            BENCH_PARALLEL,
+        },
+        rules::NEAR_BUDGET,
+    },
+    units::rate,
 };
 
 const GIGA: u128 = 1_000_000_000;
@@ -69,47 +76,33 @@ pub fn largest_fitting(per_gib: u64, rate_bps: u64) -> Option<u64> {
     Some(u64::try_from(units * c).unwrap_or(u64::MAX))
 }
 
-/// Seconds to move `bytes` at `rate_bps`; `None` at no rate.
-pub fn completion_s(bytes: u64, rate_bps: u64) -> Option<f64> {
-    (rate_bps > 0).then(|| bytes as f64 * 8.0 / rate_bps as f64)
-}
-
-fn at_rate(settings: &BudgetSettings, size: &VmSize, timeout_s: u64, rate_bps: u64) -> AtRate {
-    let cap = settings
-        .bandwidth_per_migration
-        .map(|b| b.saturating_mul(8));
-    let effective = cap.map_or(rate_bps, |cap| cap.min(rate_bps));
-    let completion = completion_s(size.bytes, effective);
+fn at_rate(limits: &Limits, budget: &Budget, rate_bps: u64) -> AtRate {
+    let effective = limits
+        .bandwidth_bps()
+        .map_or(rate_bps, |cap| cap.min(rate_bps));
+    let completion = budget.seconds_at(effective);
     AtRate {
         rate_bps,
         effective_rate_bps: effective,
         completion_s: completion,
-        fits: completion.is_some_and(|s| s <= timeout_s as f64),
-        largest_vm_bytes: largest_fitting(settings.completion_timeout_per_gib, effective),
+        fits: completion.is_some_and(|s| s <= budget.completion_timeout_s as f64),
+        largest_vm_bytes: largest_fitting(limits.completion_timeout_per_gib, effective),
     }
 }
 
-pub fn answers(settings: &BudgetSettings, size: &VmSize, p5_bps: u64, p50_bps: u64) -> Answers {
-    let units = size_units(size.bytes);
-    let timeout_s = settings.completion_timeout_per_gib * units;
-    let min_rate_bps = if timeout_s == 0 {
-        0
-    } else {
-        (u128::from(size.bytes) * 8).div_ceil(u128::from(timeout_s)) as u64
-    };
-    let cap = settings
-        .bandwidth_per_migration
-        .map(|b| b.saturating_mul(8));
+pub fn answers(limits: &Limits, size: &VmSize, p5_bps: u64, p50_bps: u64) -> Answers {
+    let budget = Budget::new(limits.completion_timeout_per_gib, size.bytes);
+    let cap = limits.bandwidth_bps();
     Answers {
         size_bytes: size.bytes,
         size_source: size.source.clone(),
-        size_units: units,
-        completion_timeout_s: timeout_s,
-        min_rate_bps,
-        at_p50: at_rate(settings, size, timeout_s, p50_bps),
-        at_p5: at_rate(settings, size, timeout_s, p5_bps),
-        parallel_supported: p50_bps.checked_div(min_rate_bps).unwrap_or(0),
-        parallel_outbound_migrations_per_node: settings.parallel_outbound_migrations_per_node,
+        size_units: budget.size_units,
+        completion_timeout_s: budget.completion_timeout_s,
+        min_rate_bps: budget.min_rate_bps,
+        at_p50: at_rate(limits, &budget, p50_bps),
+        at_p5: at_rate(limits, &budget, p5_bps),
+        parallel_supported: p50_bps.checked_div(budget.min_rate_bps).unwrap_or(0),
+        parallel_outbound_migrations_per_node: limits.parallel_outbound_migrations_per_node,
         bandwidth_per_migration_bps: cap,
         bandwidth_per_migration_limits: cap.is_some_and(|cap| cap < p50_bps),
     }
@@ -131,58 +124,46 @@ pub fn reasons(answers: &Answers) -> Vec<Reason> {
         answers.size_bytes, answers.size_units, answers.completion_timeout_s
     );
     if !p50.fits {
-        reasons.push(Reason {
-            id: "bench.completion",
-            severity: Severity::Error,
-            message: format!(
+        reasons.push(BENCH_COMPLETION.raise(
+            format!(
                 "{about} takes {} at the median rate {}: over its completion budget",
                 seconds(p50.completion_s),
                 rate(p50.effective_rate_bps)
             ),
-            migration: None,
-            evidence: evidence.clone(),
-        });
+            evidence.clone(),
+        ));
     } else if !p5.fits || p50.completion_s.is_some_and(|s| s > NEAR_BUDGET * timeout) {
-        reasons.push(Reason {
-            id: "bench.completion-near",
-            severity: Severity::Warning,
-            message: format!(
+        reasons.push(BENCH_COMPLETION_NEAR.raise(
+            format!(
                 "{about} takes {} at the median rate and {} at the sustained (p5) rate {}: near or over its budget",
                 seconds(p50.completion_s),
                 seconds(p5.completion_s),
                 rate(p5.effective_rate_bps)
             ),
-            migration: None,
-            evidence: evidence.clone(),
-        });
+            evidence.clone(),
+        ));
     }
     if answers.parallel_supported < answers.parallel_outbound_migrations_per_node {
-        reasons.push(Reason {
-            id: "bench.parallel",
-            severity: Severity::Warning,
-            message: format!(
+        reasons.push(BENCH_PARALLEL.raise(
+            format!(
                 "the link carries {} migration(s) at the budget's minimum rate {}, fewer than \
                  parallelOutboundMigrationsPerNode {}: concurrent migrations of this size would time out",
                 answers.parallel_supported,
                 rate(answers.min_rate_bps),
                 answers.parallel_outbound_migrations_per_node
             ),
-            migration: None,
-            evidence: evidence.clone(),
-        });
+            evidence.clone(),
+        ));
     }
     if answers.bandwidth_per_migration_limits {
-        reasons.push(Reason {
-            id: "bench.bandwidth-per-migration",
-            severity: Severity::Info,
-            message: format!(
+        reasons.push(BENCH_BANDWIDTH_PER_MIGRATION.raise(
+            format!(
                 "bandwidthPerMigration ({}) is below the link's median rate ({}): it sets each migration's speed",
                 rate(answers.bandwidth_per_migration_bps.unwrap_or(0)),
                 rate(p50.rate_bps)
             ),
-            migration: None,
             evidence,
-        });
+        ));
     }
     reasons
 }
@@ -191,11 +172,11 @@ pub fn reasons(answers: &Answers) -> Vec<Reason> {
 mod tests {
     use super::*;
 
-    fn settings(per_gib: u64, bandwidth: Option<u64>) -> BudgetSettings {
-        BudgetSettings {
+    fn settings(per_gib: u64, bandwidth: Option<u64>) -> Limits {
+        Limits {
             completion_timeout_per_gib: per_gib,
             bandwidth_per_migration: bandwidth,
-            ..BudgetSettings::default()
+            ..Limits::default()
         }
     }
 
@@ -255,7 +236,7 @@ mod tests {
         assert!(a.bandwidth_per_migration_limits);
         assert_eq!(a.at_p50.effective_rate_bps, 536_870_912);
         assert_eq!(a.at_p50.completion_s, Some(256.0));
-        let ids: Vec<_> = reasons(&a).iter().map(|r| r.id).collect();
+        let ids: Vec<_> = reasons(&a).iter().map(Reason::id).collect();
         assert_eq!(ids, ["bench.bandwidth-per-migration"]);
     }
 
@@ -267,12 +248,12 @@ mod tests {
         assert_eq!(slow.at_p50.completion_s, Some(80.0));
         assert!(!slow.at_p50.fits);
         assert_eq!(slow.parallel_supported, 0);
-        let ids: Vec<_> = reasons(&slow).iter().map(|r| r.id).collect();
+        let ids: Vec<_> = reasons(&slow).iter().map(Reason::id).collect();
         assert_eq!(ids, ["bench.completion", "bench.parallel"]);
         // 36 s of 40 at the median: within 80% no more.
         let near = answers(&s, &size(2_000_000_000), 440_000_000, 444_444_445);
         assert!(near.at_p50.fits);
-        let ids: Vec<_> = reasons(&near).iter().map(|r| r.id).collect();
+        let ids: Vec<_> = reasons(&near).iter().map(Reason::id).collect();
         assert_eq!(ids, ["bench.completion-near", "bench.parallel"]);
     }
 }

@@ -5,12 +5,13 @@
 //!
 //! `protocol` is the wire format, `tls` the credentials, `server` and
 //! `client` the two ends, `iperf` the reference figure, `answers` the
-//! budget questions.
+//! budget questions, `run` one observed and judged run.
 
 pub mod answers;
 pub mod client;
 pub mod iperf;
 pub mod protocol;
+pub mod run;
 pub mod server;
 pub mod tls;
 

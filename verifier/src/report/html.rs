@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{MigrationReport, Report};
-use crate::measure::verdict::{bytes, rate};
+use crate::units::{bytes, rate};
 
 const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 220.0;
@@ -193,7 +193,7 @@ svg{{width:100%;max-width:{WIDTH}px;background:#fafafa}}.axis{{stroke:#444}}.lin
             out,
             "<li><b>{:?}</b> <code>{}</code> {}</li>",
             reason.severity,
-            escape(reason.id),
+            escape(reason.id()),
             escape(&reason.message)
         );
     }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::Report;
-use crate::measure::verdict::{bytes, rate};
+use crate::units::{bytes, rate};
 
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
@@ -12,7 +12,12 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "verdict: {out_verdict}");
     for reason in &report.reasons {
         let severity = format!("{:?}", reason.severity).to_lowercase();
-        let _ = writeln!(out, "  {severity:<7} {:<26} {}", reason.id, reason.message);
+        let _ = writeln!(
+            out,
+            "  {severity:<7} {:<26} {}",
+            reason.id(),
+            reason.message
+        );
     }
     for assumption in &report.assumptions {
         let _ = writeln!(out, "  assumed {assumption}");

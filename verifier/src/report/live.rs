@@ -10,9 +10,13 @@ use std::{
 
 use serde_json::json;
 
-use crate::measure::{
-    live::{ConnectionRow, MigrationRow, Snapshot},
-    verdict::{bytes, rate, Reason, Severity},
+use crate::{
+    measure::{
+        live::{ConnectionRow, MigrationRow, Snapshot},
+        reasons::Reason,
+    },
+    units::{bytes, rate},
+    verdict::Severity,
 };
 
 /// Migrations in these states are shown every refresh in line mode; the
@@ -137,7 +141,7 @@ fn flow_line(c: &ConnectionRow, progress_timeout_s: u64) -> String {
 }
 
 fn cause_key(cause: &Reason) -> (String, &'static str) {
-    (cause.migration.clone().unwrap_or_default(), cause.id)
+    (cause.migration.clone().unwrap_or_default(), cause.id())
 }
 
 /// Timestamped lines, or JSON lines.
@@ -202,7 +206,7 @@ impl Lines {
                 self.emit(&format!(
                     "{time} cause {} {} {}: {}",
                     severity(cause.severity),
-                    cause.id,
+                    cause.id(),
                     cause.migration.as_deref().unwrap_or("-"),
                     cause.message
                 ));
@@ -362,7 +366,7 @@ fn frame(snapshot: &Snapshot, now: SystemTime, notes: &VecDeque<String>) -> Vec<
             lines.push(format!(
                 "  {:<7} {:<27} {}",
                 severity(cause.severity).to_uppercase(),
-                cause.id,
+                cause.id(),
                 cause.message
             ));
         }
@@ -402,7 +406,7 @@ fn frame(snapshot: &Snapshot, now: SystemTime, notes: &VecDeque<String>) -> Vec<
         lines.push(format!(
             "{:<7} {:<27} {}: {}",
             severity(cause.severity).to_uppercase(),
-            cause.id,
+            cause.id(),
             cause.migration.as_deref().unwrap_or("-"),
             cause.message
         ));

@@ -1,6 +1,7 @@
-//! VMI documents that change while `watch` runs: a migration publishes its
-//! target endpoints when the target listens, so the file is read again
-//! whenever it changes, and may not exist when watching starts.
+//! What a VMI document says: the endpoints its migration target published
+//! and the size KubeVirt budgets it by. `watch` reads the files again
+//! whenever they change: a migration publishes its target endpoints when
+//! the target listens, and the file may not exist when watching starts.
 
 use std::{
     collections::HashMap,
@@ -11,9 +12,10 @@ use std::{
 use anyhow::Context as _;
 use serde_json::Value;
 
-use crate::{
-    config::{endpoints::endpoints_from_vmi, Endpoint},
-    measure::budget::VmSize,
+use super::VmSize;
+use crate::config::{
+    endpoints::{endpoints_from_vmi, read_json},
+    Endpoint,
 };
 
 /// What the files say now.
@@ -84,6 +86,23 @@ impl VmiFiles {
     }
 }
 
+/// The endpoints every VMI in a file published (each must have: a VMI not
+/// migrating is an error), and the size KubeVirt budgets the first one by.
+pub fn published(path: &Path) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>)> {
+    let value = read_json(path)?;
+    Ok((endpoints_from_vmi(&value, path)?, size(&value, path)?))
+}
+
+/// The size KubeVirt budgets the first VMI of a document (or List) by.
+fn size(value: &Value, path: &Path) -> anyhow::Result<Option<VmSize>> {
+    let first = if value["kind"] == "List" {
+        &value["items"][0]
+    } else {
+        value
+    };
+    VmSize::of_vmi(first).map_err(|why| anyhow::anyhow!("{}: {why}", path.display()))
+}
+
 /// The endpoints of the VMIs that are migrating (the others are waited
 /// for), and the size KubeVirt budgets the first one by.
 fn read(path: &Path) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>)> {
@@ -95,6 +114,7 @@ fn read(path: &Path) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>)> {
     }
     let mut value: Value = serde_json::from_str(&text)
         .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let size = size(&value, path)?;
     let migrating = |vmi: &Value| {
         vmi.pointer("/status/migrationState/targetNodeAddress")
             .is_some_and(|a| !a.is_null())
@@ -102,10 +122,9 @@ fn read(path: &Path) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>)> {
     if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
         items.retain(migrating);
     } else if !migrating(&value) {
-        return Ok((Vec::new(), super::super::verify::vmi_memory(path)?));
+        return Ok((Vec::new(), size));
     }
-    let endpoints = endpoints_from_vmi(&value, path)?;
-    Ok((endpoints, super::super::verify::vmi_memory(path)?))
+    Ok((endpoints_from_vmi(&value, path)?, size))
 }
 
 #[cfg(test)]

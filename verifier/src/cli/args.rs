@@ -1,0 +1,308 @@
+//! The argument groups commands share: each flag is defined once, here,
+//! and a command flattens the groups it takes.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use super::Status;
+use crate::{
+    config::{documents::load_path, quantity::Quantity, Cidr, Endpoint},
+    dataplane::AttachSpec,
+    intent::{self, vmi, Limits, VmSize},
+    measure::judge::Expectations,
+    session::Criteria,
+};
+
+/// Where to observe.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InterfaceArgs {
+    /// Interface to observe, as [ROLE:]IFACE[@NETNS] (ROLE: migration,
+    /// bridge, primary, other; NETNS: a name under /var/run/netns or a path
+    /// such as /proc/PID/ns/net). Repeat for more.
+    #[arg(short, long = "iface", value_name = "SPEC")]
+    pub ifaces: Vec<AttachSpec>,
+}
+
+impl InterfaceArgs {
+    /// The interfaces, at least one.
+    pub fn required(&self) -> anyhow::Result<&[AttachSpec]> {
+        anyhow::ensure!(
+            !self.ifaces.is_empty(),
+            "give the interfaces to observe with -i [ROLE:]IFACE[@NETNS], e.g. \
+             -i migration:migration0@/proc/PID/ns/net"
+        );
+        Ok(&self.ifaces)
+    }
+}
+
+/// What the migration targets published.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// A target endpoint, ADDR:PORT[=control|memory|disk].
+    #[arg(long, value_name = "ENDPOINT")]
+    pub endpoint: Vec<Endpoint>,
+    /// A VMI document as `oc get vmi NAME -o json` prints it (or a List):
+    /// its published endpoints and its memory size (`watch` reads it again
+    /// whenever it changes, and waits for it to exist).
+    #[arg(long, value_name = "FILE")]
+    pub vmi: Vec<PathBuf>,
+}
+
+impl TargetArgs {
+    /// The endpoints given and those every VMI file published (each VMI
+    /// must have), and the size of the first VMI.
+    pub fn published(&self) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>)> {
+        let mut endpoints = self.endpoint.clone();
+        let mut size = None;
+        for path in &self.vmi {
+            let (found, vmi_size) = vmi::published(path)?;
+            endpoints.extend(found);
+            size = size.or(vmi_size);
+        }
+        Ok((endpoints, size))
+    }
+}
+
+/// The migration network migrations should use.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetworkArgs {
+    /// The migration network's CIDR (the NAD's IPAM range), or a
+    /// virt-handler migration address. Repeat for more.
+    #[arg(long, value_name = "CIDR")]
+    pub cidr: Vec<Cidr>,
+    /// The VLAN id the NAD puts migration traffic on.
+    #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(1..=4094))]
+    pub vlan: Option<u16>,
+}
+
+/// The VM's size for the budget.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SizeArgs {
+    /// The VM's size for the budget, a Kubernetes quantity such as 16Gi
+    /// (default: the VMI's guest memory, else its memory request).
+    #[arg(long, value_name = "QUANTITY")]
+    pub vm_memory: Option<Quantity>,
+}
+
+impl SizeArgs {
+    pub fn size(&self) -> anyhow::Result<Option<VmSize>> {
+        self.vm_memory
+            .as_ref()
+            .map(|q| VmSize::from_flag("--vm-memory", q).map_err(anyhow::Error::msg))
+            .transpose()
+    }
+}
+
+/// The cluster's own objects, from files.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// HyperConverged, KubeVirt, MigrationPolicy and NetworkAttachmentDefinition
+    /// manifests (YAML or JSON): the budgets in force, and the migration
+    /// network's range and VLAN when no --cidr/--vlan is given.
+    #[arg(long, value_name = "FILE")]
+    pub config: Vec<PathBuf>,
+}
+
+impl ConfigArgs {
+    pub fn intent(&self) -> anyhow::Result<intent::Intent> {
+        let mut objects = Vec::new();
+        for path in &self.config {
+            objects.extend(load_path(path)?);
+        }
+        Ok(intent::read(&objects))
+    }
+}
+
+/// The migration budgets, as flags (defaults: KubeVirt's).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BudgetArgs {
+    /// completionTimeoutPerGiB, seconds per 10^9 bytes of VM size.
+    #[arg(long, value_name = "SECONDS")]
+    completion_timeout_per_gib: Option<u64>,
+    /// progressTimeout, seconds without progress before KubeVirt gives up.
+    #[arg(long, value_name = "SECONDS")]
+    progress_timeout: Option<u64>,
+    /// parallelMigrationsPerCluster.
+    #[arg(long, value_name = "N")]
+    parallel_migrations_per_cluster: Option<u64>,
+    /// parallelOutboundMigrationsPerNode.
+    #[arg(long, value_name = "N")]
+    parallel_outbound_migrations_per_node: Option<u64>,
+    /// bandwidthPerMigration in MiB/s (0: unlimited, the default).
+    #[arg(long, value_name = "MIB_PER_S")]
+    bandwidth_per_migration: Option<u64>,
+}
+
+impl BudgetArgs {
+    /// The limits the flags give, KubeVirt's defaults for the rest; `None`
+    /// when no budget flag was given.
+    pub fn limits(&self) -> anyhow::Result<Option<Limits>> {
+        let mut limits = Limits::default();
+        let mut given = false;
+        for (value, field) in [
+            (
+                self.completion_timeout_per_gib,
+                &mut limits.completion_timeout_per_gib,
+            ),
+            (self.progress_timeout, &mut limits.progress_timeout_s),
+            (
+                self.parallel_migrations_per_cluster,
+                &mut limits.parallel_migrations_per_cluster,
+            ),
+            (
+                self.parallel_outbound_migrations_per_node,
+                &mut limits.parallel_outbound_migrations_per_node,
+            ),
+        ] {
+            if let Some(value) = value {
+                anyhow::ensure!(value > 0, "budget flags take positive values (got 0)");
+                *field = value;
+                given = true;
+            }
+        }
+        if let Some(mib) = self.bandwidth_per_migration {
+            limits.bandwidth_per_migration = (mib > 0).then_some(mib << 20);
+            given = true;
+        }
+        if given {
+            limits.source = "flags (KubeVirt defaults for the rest)".into();
+        }
+        Ok(given.then_some(limits))
+    }
+
+    /// The flags' limits, else KubeVirt's defaults.
+    pub fn limits_or_defaults(&self) -> anyhow::Result<Limits> {
+        Ok(self.limits()?.unwrap_or_default())
+    }
+}
+
+/// How finely throughput is cut.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IntervalArgs {
+    /// Milliseconds per throughput interval.
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub interval_ms: u64,
+}
+
+/// What `verify` and `watch` judge migrations against: flags first, then
+/// the manifests given with --config, then KubeVirt's defaults.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JudgeArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+    #[command(flatten)]
+    pub size: SizeArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+    #[command(flatten)]
+    pub interval: IntervalArgs,
+}
+
+impl JudgeArgs {
+    /// The criteria, with the endpoints and size of `published`.
+    pub fn criteria(
+        &self,
+        endpoints: Vec<Endpoint>,
+        size: Option<VmSize>,
+    ) -> anyhow::Result<Criteria> {
+        let intent = self.config.intent()?;
+        let (limits, assumptions) = match (self.budget.limits()?, intent.limits) {
+            (Some(flags), _) => (flags, Vec::new()),
+            (None, Some(objects)) => (objects, intent.assumptions),
+            (None, None) => (Limits::default(), Vec::new()),
+        };
+        let mut criteria = Criteria::new(limits, self.interval.interval_ms);
+        criteria.assumptions = assumptions;
+        let network = intent.network.as_ref();
+        criteria.expectations = Expectations {
+            cidrs: if self.network.cidr.is_empty() {
+                network.map(|n| n.ranges().to_vec()).unwrap_or_default()
+            } else {
+                self.network.cidr.clone()
+            },
+            vlan: self.network.vlan.or(network.and_then(|n| n.vlan)),
+            expect_traffic: !endpoints.is_empty(),
+        };
+        criteria.size = self.size.size()?.or(size);
+        criteria.endpoints = endpoints;
+        Ok(criteria)
+    }
+}
+
+/// Where and how a verdict report goes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    #[arg(short, long, value_enum, default_value_t = super::Output::Text)]
+    pub output: super::Output,
+    /// Also write a self-contained HTML report with plots to FILE.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Also write the throughput and RTT histograms as an HdrHistogram interval log.
+    #[arg(long, value_name = "FILE")]
+    hdr_log: Option<PathBuf>,
+}
+
+impl ReportArgs {
+    /// Prints the report and writes its files; the verdict's exit status.
+    pub fn emit(&self, report: &crate::report::Report) -> anyhow::Result<Status> {
+        self.emit_files(report)?;
+        match self.output {
+            super::Output::Text => print!("{}", report.text()),
+            super::Output::Json => println!("{}", report.json()),
+        }
+        Ok(report.verdict.into())
+    }
+
+    /// Writes the HTML report and the HdrHistogram log, if asked for.
+    pub fn emit_files(&self, report: &crate::report::Report) -> anyhow::Result<()> {
+        if let Some(path) = &self.report {
+            std::fs::write(path, report.html())
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("migverify: HTML report written to {}", path.display());
+        }
+        if let Some(path) = &self.hdr_log {
+            let mut file = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            crate::report::write_hdr_log(report, &mut file)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("migverify: HdrHistogram log written to {}", path.display());
+        }
+        Ok(())
+    }
+}
+
+/// Where the Kubernetes API is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// The kubeconfig to use (default: KUBECONFIG, ~/.kube/config, else the
+    /// pod's service account).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    pub async fn connect(&self) -> anyhow::Result<kube::Client> {
+        Ok(crate::cluster::connect(self.kubeconfig.as_deref()).await?)
+    }
+}
+
+/// Prometheus exposition while a command runs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics while running (a bare
+    /// PORT listens on 127.0.0.1). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<crate::metrics::ListenAddr>,
+}
+
+impl MetricsArgs {
+    /// Binds the listener now, so a taken port fails before anything is attached.
+    pub fn bind(&self) -> anyhow::Result<Option<std::net::TcpListener>> {
+        Ok(self.metrics_listen.map(crate::metrics::bind).transpose()?)
+    }
+}

@@ -1,0 +1,74 @@
+//! What the cluster's objects say about migrations: the limits in force and
+//! where they come from, the migration network (its NAD, range and VLAN),
+//! the size of a VM, and KubeVirt's budget formula.
+//!
+//! Everything that needs the objects' meaning reads it here: `verify`, the
+//! agent and the checks alike. `check` lints the same objects on top of
+//! this (field types, unknown fields, what the components would refuse).
+
+pub mod budget;
+pub mod limits;
+pub mod network;
+pub mod size;
+pub mod vmi;
+
+pub use self::{
+    budget::Budget,
+    limits::{Limits, LimitsSet},
+    network::Nad,
+    size::VmSize,
+};
+use crate::config::documents::Object;
+
+/// The intent of a set of objects.
+#[derive(Clone, Debug, Default)]
+pub struct Intent {
+    /// The limits in force, `None` when no object sets migration limits.
+    pub limits: Option<Limits>,
+    /// The migration network in force, when it is among the objects.
+    pub network: Option<Nad>,
+    /// What [`Intent::limits`] assumed for the fields left out.
+    pub assumptions: Vec<String>,
+}
+
+/// Reads the intent of `objects` (NADs, HyperConverged, KubeVirt,
+/// MigrationPolicy; other kinds are ignored).
+pub fn read(objects: &[Object]) -> Intent {
+    let configs = limits::configs(objects);
+    let nads: Vec<Nad> = objects
+        .iter()
+        .filter(|o| o.kind == "NetworkAttachmentDefinition")
+        .map(Nad::read)
+        .collect();
+    let mut assumptions = Vec::new();
+    let limits = limits::in_force(&configs)
+        .map(|(source, set)| Limits::resolve(source, &set, &mut assumptions));
+    let network =
+        limits::cluster(&configs).and_then(|config| match network::lookup(config, &nads) {
+            network::Lookup::Found(index) => Some(nads[index].clone()),
+            _ => None,
+        });
+    Intent {
+        limits,
+        network,
+        assumptions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::documents::load_path;
+
+    #[test]
+    fn the_seeds_objects() {
+        let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/examples/");
+        let objects = load_path(format!("{examples}migration-network.yaml").as_ref()).unwrap();
+        let intent = read(&objects);
+        let limits = intent.limits.unwrap();
+        assert_eq!(limits.completion_timeout_per_gib, 800);
+        let network = intent.network.unwrap();
+        assert_eq!(network.master.as_deref(), Some("eth1"));
+        assert_eq!(network.ranges()[0].to_string(), "10.200.5.0/24");
+    }
+}
