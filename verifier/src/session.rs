@@ -10,11 +10,12 @@ use tokio::sync::mpsc;
 use crate::{
     config::{Cidr, Endpoint},
     dataplane::{AttachSpec, Dataplane, DataplaneError},
-    flows::{collect, Collected, Request, Tick},
-    intent::{Limits, VmSize},
+    flows::{collect, Collected, FlowTable, Request, Tick},
+    intent::{Intent, Limits, VmSize},
     measure::{
         judge::{judge, Expectations, Observation, Phase},
         live::Evaluator,
+        migration::group,
     },
     report::{DataplaneHealth, Report},
 };
@@ -44,6 +45,42 @@ impl Criteria {
             size: None,
             interval_ms,
             assumptions: Vec::new(),
+        }
+    }
+
+    /// The criteria from flags first, then the cluster's objects, then
+    /// KubeVirt's defaults: the limits the flags give, else the objects';
+    /// the CIDRs and VLAN given, else the migration NAD's.
+    pub fn resolve(
+        flag_limits: Option<Limits>,
+        intent: Intent,
+        cidrs: &[Cidr],
+        vlan: Option<u16>,
+        endpoints: Vec<Endpoint>,
+        size: Option<VmSize>,
+        interval_ms: u64,
+    ) -> Criteria {
+        let (limits, assumptions) = match (flag_limits, intent.limits) {
+            (Some(flags), _) => (flags, Vec::new()),
+            (None, Some(objects)) => (objects, intent.assumptions),
+            (None, None) => (Limits::default(), Vec::new()),
+        };
+        let network = intent.network.as_ref();
+        Criteria {
+            expectations: Expectations {
+                cidrs: if cidrs.is_empty() {
+                    network.map(|n| n.ranges().to_vec()).unwrap_or_default()
+                } else {
+                    cidrs.to_vec()
+                },
+                vlan: vlan.or(network.and_then(|n| n.vlan)),
+                expect_traffic: !endpoints.is_empty(),
+            },
+            endpoints,
+            limits,
+            size,
+            interval_ms,
+            assumptions,
         }
     }
 
@@ -136,5 +173,73 @@ impl Session {
             on_tick,
         )
         .await
+    }
+}
+
+/// When to stop waiting for migrations.
+pub struct StopRule {
+    migrations: Option<usize>,
+    idle: Duration,
+    last_payload: u64,
+    last_progress: Option<Duration>,
+}
+
+impl StopRule {
+    /// Stop once `migrations` have completed, or once the payload has not
+    /// moved for `idle` after it first did.
+    pub fn new(migrations: Option<usize>, idle: Duration) -> StopRule {
+        StopRule {
+            migrations,
+            idle,
+            last_payload: 0,
+            last_progress: None,
+        }
+    }
+
+    pub fn done(&mut self, table: &FlowTable, endpoints: &[Endpoint], at: Duration) -> bool {
+        let payload: u64 = table.connections().map(|c| c.payload_bytes()).sum();
+        if payload > self.last_payload {
+            self.last_payload = payload;
+            self.last_progress = Some(at);
+        }
+        if let Some(wanted) = self.migrations {
+            let completed = group(table, endpoints)
+                .iter()
+                .filter(|g| {
+                    g.connections
+                        .iter()
+                        .all(|c| c.payload_bytes() > 0 && c.state() == "closed")
+                })
+                .count();
+            if completed >= wanted {
+                return true;
+            }
+        }
+        self.last_progress
+            .is_some_and(|last| at.saturating_sub(last) >= self.idle)
+    }
+}
+
+/// Resolves after `duration` (never without one), on Ctrl-C (SIGINT) or
+/// on SIGTERM, whichever comes first.
+pub async fn stop_after(duration: Option<Duration>) {
+    let deadline = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let terminated = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = deadline => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
     }
 }

@@ -35,8 +35,38 @@ use crate::{
 /// A port to probe that nothing listens on: the answer is a TCP reset or an
 /// ICMP port-unreachable, either of which proves the packet arrived.
 pub const PROBE_PORT: u16 = 9;
-/// virt-synchronization-controller's port (`KubeVirt.spec.synchronizationPort`).
-pub const SYNC_PORT: u16 = 9185;
+
+/// A peer cluster's synchronization controller, `ADDR[:PORT]` (`[ADDR]:PORT`
+/// for IPv6); without a port, the cluster's synchronization port.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncPeer {
+    ip: IpAddr,
+    port: Option<u16>,
+}
+
+impl std::str::FromStr for SyncPeer {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        if let Ok(addr) = spec.parse::<SocketAddr>() {
+            return Ok(SyncPeer {
+                ip: addr.ip(),
+                port: Some(addr.port()),
+            });
+        }
+        spec.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map(|ip| SyncPeer { ip, port: None })
+            .map_err(|_| format!("{spec}: expected ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)"))
+    }
+}
+
+impl SyncPeer {
+    pub fn addr(self, default_port: u16) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port.unwrap_or(default_port))
+    }
+}
 
 /// One node to check: virt-handler's namespace and the migration path.
 #[derive(Clone, Debug)]

@@ -75,6 +75,14 @@ impl Report {
         Verdict::of(self.findings.0.iter().map(|f| f.severity))
     }
 
+    /// The migration NAD among the inputs: the one named as the migration
+    /// network, else the only one given.
+    pub fn given_nad(&self) -> Option<Nad> {
+        self.migration_nad
+            .map(|i| self.nads[i].clone())
+            .or_else(|| (self.nads.len() == 1).then(|| self.nads[0].clone()))
+    }
+
     pub fn count(&self, severity: Severity) -> usize {
         self.findings
             .0

@@ -2,12 +2,14 @@
 //! it, learnt from the Kubernetes API.
 
 use super::{
-    args::{BudgetArgs, ClusterArgs, InterfaceArgs, IntervalArgs, MetricsArgs, NetworkArgs},
-    runtime, seconds, stop_after, Status,
+    args::{ClusterArgs, InterfaceArgs, IntervalArgs, MetricsArgs, NetworkArgs},
+    runtime, seconds, Status,
 };
 use crate::{
     agent::{self, Settings},
     dataplane::Netns,
+    intent::limits::LimitFlags,
+    session::stop_after,
 };
 
 /// Verify every live migration that touches this node, from the API.
@@ -57,7 +59,7 @@ pub struct Args {
     #[arg(short, long, value_name = "SECONDS")]
     duration: Option<f64>,
     #[command(flatten)]
-    budget: BudgetArgs,
+    budget: LimitFlags,
     #[command(flatten)]
     metrics: MetricsArgs,
 }

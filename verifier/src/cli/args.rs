@@ -3,14 +3,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-
 use super::Status;
 use crate::{
     config::{documents::load_path, quantity::Quantity, Cidr, Endpoint},
     dataplane::AttachSpec,
-    intent::{self, vmi, Limits, VmSize},
-    measure::judge::Expectations,
+    intent::{self, limits::LimitFlags, vmi, VmSize},
     session::Criteria,
 };
 
@@ -114,69 +111,6 @@ impl ConfigArgs {
     }
 }
 
-/// The migration budgets, as flags (defaults: KubeVirt's).
-#[derive(Debug, Clone, clap::Args)]
-pub struct BudgetArgs {
-    /// completionTimeoutPerGiB, seconds per 10^9 bytes of VM size.
-    #[arg(long, value_name = "SECONDS")]
-    completion_timeout_per_gib: Option<u64>,
-    /// progressTimeout, seconds without progress before KubeVirt gives up.
-    #[arg(long, value_name = "SECONDS")]
-    progress_timeout: Option<u64>,
-    /// parallelMigrationsPerCluster.
-    #[arg(long, value_name = "N")]
-    parallel_migrations_per_cluster: Option<u64>,
-    /// parallelOutboundMigrationsPerNode.
-    #[arg(long, value_name = "N")]
-    parallel_outbound_migrations_per_node: Option<u64>,
-    /// bandwidthPerMigration in MiB/s (0: unlimited, the default).
-    #[arg(long, value_name = "MIB_PER_S")]
-    bandwidth_per_migration: Option<u64>,
-}
-
-impl BudgetArgs {
-    /// The limits the flags give, KubeVirt's defaults for the rest; `None`
-    /// when no budget flag was given.
-    pub fn limits(&self) -> anyhow::Result<Option<Limits>> {
-        let mut limits = Limits::default();
-        let mut given = false;
-        for (value, field) in [
-            (
-                self.completion_timeout_per_gib,
-                &mut limits.completion_timeout_per_gib,
-            ),
-            (self.progress_timeout, &mut limits.progress_timeout_s),
-            (
-                self.parallel_migrations_per_cluster,
-                &mut limits.parallel_migrations_per_cluster,
-            ),
-            (
-                self.parallel_outbound_migrations_per_node,
-                &mut limits.parallel_outbound_migrations_per_node,
-            ),
-        ] {
-            if let Some(value) = value {
-                anyhow::ensure!(value > 0, "budget flags take positive values (got 0)");
-                *field = value;
-                given = true;
-            }
-        }
-        if let Some(mib) = self.bandwidth_per_migration {
-            limits.bandwidth_per_migration = (mib > 0).then_some(mib << 20);
-            given = true;
-        }
-        if given {
-            limits.source = "flags (KubeVirt defaults for the rest)".into();
-        }
-        Ok(given.then_some(limits))
-    }
-
-    /// The flags' limits, else KubeVirt's defaults.
-    pub fn limits_or_defaults(&self) -> anyhow::Result<Limits> {
-        Ok(self.limits()?.unwrap_or_default())
-    }
-}
-
 /// How finely throughput is cut.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IntervalArgs {
@@ -198,39 +132,27 @@ pub struct JudgeArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
     #[command(flatten)]
-    pub budget: BudgetArgs,
+    pub budget: LimitFlags,
     #[command(flatten)]
     pub interval: IntervalArgs,
 }
 
 impl JudgeArgs {
-    /// The criteria, with the endpoints and size of `published`.
+    /// The criteria, with these endpoints and (unless --vm-memory) size.
     pub fn criteria(
         &self,
         endpoints: Vec<Endpoint>,
         size: Option<VmSize>,
     ) -> anyhow::Result<Criteria> {
-        let intent = self.config.intent()?;
-        let (limits, assumptions) = match (self.budget.limits()?, intent.limits) {
-            (Some(flags), _) => (flags, Vec::new()),
-            (None, Some(objects)) => (objects, intent.assumptions),
-            (None, None) => (Limits::default(), Vec::new()),
-        };
-        let mut criteria = Criteria::new(limits, self.interval.interval_ms);
-        criteria.assumptions = assumptions;
-        let network = intent.network.as_ref();
-        criteria.expectations = Expectations {
-            cidrs: if self.network.cidr.is_empty() {
-                network.map(|n| n.ranges().to_vec()).unwrap_or_default()
-            } else {
-                self.network.cidr.clone()
-            },
-            vlan: self.network.vlan.or(network.and_then(|n| n.vlan)),
-            expect_traffic: !endpoints.is_empty(),
-        };
-        criteria.size = self.size.size()?.or(size);
-        criteria.endpoints = endpoints;
-        Ok(criteria)
+        Ok(Criteria::resolve(
+            self.budget.limits()?,
+            self.config.intent()?,
+            &self.network.cidr,
+            self.network.vlan,
+            endpoints,
+            self.size.size()?.or(size),
+            self.interval.interval_ms,
+        ))
     }
 }
 
@@ -260,17 +182,8 @@ impl ReportArgs {
 
     /// Writes the HTML report and the HdrHistogram log, if asked for.
     pub fn emit_files(&self, report: &crate::report::Report) -> anyhow::Result<()> {
-        if let Some(path) = &self.report {
-            std::fs::write(path, report.html())
-                .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("migverify: HTML report written to {}", path.display());
-        }
-        if let Some(path) = &self.hdr_log {
-            let mut file = std::fs::File::create(path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            crate::report::write_hdr_log(report, &mut file)
-                .with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("migverify: HdrHistogram log written to {}", path.display());
+        for written in report.write_files(self.report.as_deref(), self.hdr_log.as_deref())? {
+            eprintln!("migverify: {written}");
         }
         Ok(())
     }

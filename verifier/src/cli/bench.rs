@@ -6,10 +6,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Context as _;
 
 use super::{
-    args::{BudgetArgs, InterfaceArgs, IntervalArgs, NetworkArgs, ReportArgs, SizeArgs},
+    args::{InterfaceArgs, IntervalArgs, NetworkArgs, ReportArgs, SizeArgs},
     Output, Status,
 };
 use crate::{
+    intent::limits::LimitFlags,
     netbench::{
         client, connect_here,
         run::{self, measure, Plan},
@@ -45,46 +46,12 @@ enum BenchCommand {
 }
 
 #[derive(Debug, clap::Args)]
-struct TlsArgs {
-    /// Cleartext, as KubeVirt's `migrations.disableTLS: true`.
-    #[arg(long)]
-    no_tls: bool,
-    /// Credentials folder as `bench certs` writes it (server/ and client/ inside).
-    #[arg(long, value_name = "DIR")]
-    tls_dir: Option<PathBuf>,
-    /// A shared token every connection must present (both ends the same).
-    #[arg(long, value_name = "TOKEN")]
-    token: Option<String>,
-}
-
-impl TlsArgs {
-    fn dir(&self) -> anyhow::Result<Option<&PathBuf>> {
-        if self.no_tls {
-            return Ok(None);
-        }
-        self.tls_dir.as_ref().map(Some).context(
-            "TLS needs --tls-dir (write one with `migverify bench certs --dir DIR --ip SERVER_IP`), or give --no-tls",
-        )
-    }
-
-    fn token(&self) -> anyhow::Result<Vec<u8>> {
-        let token = self.token.clone().unwrap_or_default().into_bytes();
-        anyhow::ensure!(
-            token.len() <= crate::netbench::protocol::MAX_TOKEN,
-            "--token: at most {} bytes",
-            crate::netbench::protocol::MAX_TOKEN
-        );
-        Ok(token)
-    }
-}
-
-#[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Address and port to listen on; [::] takes IPv4 too.
     #[arg(long, value_name = "ADDR:PORT", default_value = "[::]:9440")]
     listen: SocketAddr,
     #[command(flatten)]
-    tls: TlsArgs,
+    tls: tls::Options,
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,7 +69,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     bytes: Option<u64>,
     #[command(flatten)]
-    tls: TlsArgs,
+    tls: tls::Options,
     /// With -i, the figures come from the wire.
     #[command(flatten)]
     interfaces: InterfaceArgs,
@@ -127,7 +94,7 @@ pub struct RunArgs {
     #[command(flatten)]
     interval: IntervalArgs,
     #[command(flatten)]
-    budget: BudgetArgs,
+    budget: LimitFlags,
     #[command(flatten)]
     report: ReportArgs,
 }
@@ -145,14 +112,9 @@ struct CertsArgs {
 pub fn run(args: Args) -> anyhow::Result<Status> {
     match args.command {
         BenchCommand::Serve(serve) => {
-            let tls = serve
-                .tls
-                .dir()?
-                .map(|d| tls::server_config(d))
-                .transpose()?;
             let token = serve.tls.token()?;
             let options = ServerOptions {
-                tls,
+                tls: serve.tls.server()?,
                 token: (!token.is_empty()).then_some(token),
             };
             let listener = std::net::TcpListener::bind(serve.listen)
@@ -190,26 +152,14 @@ pub(super) fn emit(args: &ReportArgs, report: &Report) -> anyhow::Result<Status>
 
 /// The measurement the flags describe.
 fn plan<'a>(args: &RunArgs, connect: Connector<'a>) -> anyhow::Result<Plan<'a>> {
-    let amount = match (args.duration, args.bytes) {
-        (_, Some(0)) => anyhow::bail!("--bytes 0: give a positive volume"),
-        (_, Some(bytes)) => client::Amount::Bytes(bytes),
-        (seconds, None) => {
-            let seconds = seconds.unwrap_or(10.0);
-            client::Amount::Duration(
-                Duration::try_from_secs_f64(seconds)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .with_context(|| format!("--duration {seconds}: not a positive duration"))?,
-            )
-        }
-    };
-    let tls = args.tls.dir()?.map(|d| tls::client_config(d)).transpose()?;
+    let amount =
+        client::Amount::from_flags(args.duration, args.bytes).map_err(anyhow::Error::msg)?;
     Ok(Plan {
         options: client::RunOptions {
             peer: args.peer,
             streams: args.streams,
             amount,
-            tls,
+            tls: args.tls.client()?,
             token: args.tls.token()?,
             interval: Duration::from_millis(args.interval.interval_ms),
         },

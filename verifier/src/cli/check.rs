@@ -12,14 +12,13 @@ use super::{args::ClusterArgs, seconds, Output, Status};
 use crate::{
     checks::{
         self,
-        host::{self, HostPlan, NodePlan, SYNC_PORT},
+        host::{self, HostPlan, NodePlan, SyncPeer},
         networks::MainRole,
-        render, Report,
+        render,
     },
     config::{documents, quantity::Quantity, Cidr},
     dataplane::{AttachSpec, Netns},
-    intent::Nad,
-    lab,
+    intent, lab,
     verdict::Verdict,
 };
 
@@ -82,7 +81,7 @@ pub struct Args {
     /// Cross-cluster: the peer cluster's synchronization controller, ADDR[:PORT]
     /// (port 9185, or a given KubeVirt CR's `spec.synchronizationPort`).
     #[arg(long, value_name = "ADDR[:PORT]")]
-    sync_peer: Vec<String>,
+    sync_peer: Vec<SyncPeer>,
     /// How long each probe waits for an answer, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     timeout: f64,
@@ -96,39 +95,13 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             "give the files to check (`-` for standard input), or --cluster, --host / --lab"
         );
     }
-    let mut objects = Vec::new();
-    let mut unreadable = Vec::new();
-    for path in &args.files {
-        match documents::load_path(path) {
-            Ok(found) => objects.extend(found),
-            Err(e) => unreadable.push(e.to_string()),
-        }
-    }
-    if !unreadable.is_empty() {
-        for error in &unreadable {
-            eprintln!("migverify: {error}");
-        }
+    let Some(mut objects) = documents::load_all(&args.files) else {
         return Ok(Status::Usage);
-    }
+    };
     if args.cluster {
-        let (found, unserved) = super::runtime()?.block_on(async {
-            let client = args.kube.connect().await?;
-            anyhow::Ok(
-                crate::cluster::objects::read_objects(
-                    &client,
-                    &crate::cluster::objects::CHECKED,
-                    "cluster",
-                )
-                .await?,
-            )
-        })?;
-        if !unserved.is_empty() {
-            eprintln!(
-                "migverify: the cluster does not serve {}: skipped",
-                unserved.join(", ")
-            );
-        }
-        objects.extend(found);
+        objects.extend(super::runtime()?.block_on(async {
+            anyhow::Ok(crate::cluster::objects::checked_objects(&args.kube.connect().await?).await?)
+        })?);
     }
     let mut options = checks::Options {
         vm_memory: args.vm_memory.clone(),
@@ -148,22 +121,13 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         .context("--timeout: give the seconds a probe waits, above 0")?;
     let mut report = checks::check_objects(&objects, &options);
     // A KubeVirt CR among the inputs may move the synchronization port.
-    let sync_port = objects
-        .iter()
-        .filter(|o| o.kind == "KubeVirt")
-        .find_map(|o| o.value["spec"]["synchronizationPort"].as_u64())
-        .and_then(|port| u16::try_from(port).ok())
-        .unwrap_or(SYNC_PORT);
-    let sync_peers = args
-        .sync_peer
-        .iter()
-        .map(|s| sync_peer(s, sync_port))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sync_port = intent::sync_port(&objects);
+    let sync_peers: Vec<SocketAddr> = args.sync_peer.iter().map(|p| p.addr(sync_port)).collect();
     let plan = if args.lab {
         let config = lab::current().context("--lab")?;
         let (mut plan, lab_nad) = host::lab_plan(&config, timeout);
         // A NAD given with --lab is what the lab is checked against.
-        plan.nad = Some(given_nad(&report).unwrap_or(lab_nad));
+        plan.nad = Some(report.given_nad().unwrap_or(lab_nad));
         plan.sync_peers = sync_peers;
         Some(plan)
     } else if args.host {
@@ -176,7 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 peers: args.peer.clone(),
                 port_vlans: None,
             }],
-            nad: given_nad(&report),
+            nad: report.given_nad(),
             sync_peers,
             timeout,
         })
@@ -197,27 +161,4 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         Verdict::Fail => Status::Fail,
         Verdict::Warn | Verdict::Pass => Status::Pass,
     })
-}
-
-/// The migration NAD among the inputs: the one named as the migration
-/// network, else the only one given.
-fn given_nad(report: &Report) -> Option<Nad> {
-    report
-        .migration_nad
-        .map(|i| report.nads[i].clone())
-        .or_else(|| (report.nads.len() == 1).then(|| report.nads[0].clone()))
-}
-
-fn sync_peer(spec: &str, default_port: u16) -> anyhow::Result<SocketAddr> {
-    if let Ok(addr) = spec.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    let ip: IpAddr = spec
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .with_context(|| {
-            format!("--sync-peer {spec}: expected ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)")
-        })?;
-    Ok(SocketAddr::new(ip, default_port))
 }

@@ -109,30 +109,6 @@ fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
         .transpose()
 }
 
-/// Resolves after `duration` (never without one), on Ctrl-C (SIGINT) or
-/// on SIGTERM, whichever comes first.
-async fn stop_after(duration: Option<Duration>) {
-    let deadline = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    let terminated = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = deadline => {}
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminated => {}
-    }
-}
-
 /// A single-threaded runtime: the work is waiting on timers, signals and the
 /// kernel, never on CPU.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -6,14 +6,11 @@ use tokio::sync::mpsc;
 
 use super::{
     args::{InterfaceArgs, JudgeArgs, MetricsArgs, ReportArgs},
-    runtime, seconds, stop_after, Status,
+    runtime, seconds, Status,
 };
 use crate::{
-    config::Endpoint,
-    flows::FlowTable,
-    measure::migration::group,
     metrics::{Exposition, Metrics},
-    session::Session,
+    session::{stop_after, Session, StopRule},
 };
 
 /// Verify that migrations use the migration network, within their budgets.
@@ -45,39 +42,6 @@ pub struct Args {
     report: ReportArgs,
 }
 
-/// When to stop waiting for migrations.
-struct StopRule {
-    migrations: Option<usize>,
-    idle: Duration,
-    last_payload: u64,
-    last_progress: Option<Duration>,
-}
-
-impl StopRule {
-    fn done(&mut self, table: &FlowTable, endpoints: &[Endpoint], at: Duration) -> bool {
-        let payload: u64 = table.connections().map(|c| c.payload_bytes()).sum();
-        if payload > self.last_payload {
-            self.last_payload = payload;
-            self.last_progress = Some(at);
-        }
-        if let Some(wanted) = self.migrations {
-            let completed = group(table, endpoints)
-                .iter()
-                .filter(|g| {
-                    g.connections
-                        .iter()
-                        .all(|c| c.payload_bytes() > 0 && c.state() == "closed")
-                })
-                .count();
-            if completed >= wanted {
-                return true;
-            }
-        }
-        self.last_progress
-            .is_some_and(|last| at.saturating_sub(last) >= self.idle)
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
     let idle = seconds("--idle", Some(args.idle))?.expect("given");
@@ -93,12 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         criteria.endpoints.len(),
         criteria.expectations.cidrs.len()
     );
-    let mut rule = StopRule {
-        migrations: args.migrations,
-        idle,
-        last_payload: 0,
-        last_progress: None,
-    };
+    let mut rule = StopRule::new(args.migrations, idle);
     // With --metrics-listen, the live evaluation `watch` shows feeds the page.
     let page = Exposition::default();
     let mut live = listener

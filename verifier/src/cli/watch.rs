@@ -3,7 +3,7 @@
 //! `verify`'s summary on Ctrl-C.
 
 use std::{
-    io::{IsTerminal as _, Write as _},
+    io::Write as _,
     time::{Duration, SystemTime},
 };
 
@@ -11,15 +11,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     args::{InterfaceArgs, JudgeArgs, MetricsArgs, ReportArgs},
-    runtime, seconds, stop_after, Output, Status,
+    runtime, seconds, Output, Status,
 };
 use crate::{
     flows::Request,
     intent::vmi::VmiFiles,
-    measure::live::Snapshot,
     metrics::{Exposition, Metrics},
-    report::live::{rfc3339, Lines, Screen},
-    session::Session,
+    report::live::{rfc3339, View},
+    session::{stop_after, Session},
 };
 
 /// Watch migrations live: rates, RTT, retransmissions, stalls, and why.
@@ -54,13 +53,6 @@ pub struct Args {
     metrics: MetricsArgs,
     #[command(flatten)]
     report: ReportArgs,
-}
-
-/// Where the live view goes.
-enum View {
-    Screen(Screen),
-    Lines(Lines),
-    Json(Lines),
 }
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
@@ -100,11 +92,9 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     // After the message: on a terminal the view takes the screen.
     let json = args.report.output == Output::Json;
     let mut view = if json {
-        View::Json(Lines::json())
-    } else if std::io::stdout().is_terminal() && !args.plain {
-        View::Screen(Screen::enter())
+        View::json()
     } else {
-        View::Lines(Lines::text())
+        View::for_stdout(args.plain)
     };
     let refresh = Duration::from_millis(args.refresh_ms);
     let page = Exposition::default();
@@ -175,9 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             .await
     })?;
     session.detach();
-    if let View::Screen(screen) = view {
-        screen.leave();
-    }
+    view.leave();
     let _ = std::io::stdout().flush();
     // Judged on what was learnt while watching.
     let mut criteria = criteria;
@@ -199,22 +187,5 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         Ok(report.verdict.into())
     } else {
         args.report.emit(&report)
-    }
-}
-
-impl View {
-    fn show(&mut self, snapshot: &Snapshot, now: SystemTime) {
-        match self {
-            View::Screen(screen) => screen.draw(snapshot, now),
-            View::Lines(lines) | View::Json(lines) => lines.show(snapshot, now),
-        }
-    }
-
-    /// Something worth saying once (a VMI loaded, an error reading one).
-    fn note(&mut self, text: &str) {
-        match self {
-            View::Screen(screen) => screen.note(text),
-            View::Lines(lines) | View::Json(lines) => lines.note(text, SystemTime::now()),
-        }
     }
 }

@@ -173,6 +173,21 @@ pub async fn list(
     }
 }
 
+/// The objects `check --cluster` reads, from every namespace; kinds the
+/// cluster does not serve are said on stderr and skipped.
+pub async fn checked_objects(
+    client: &Client,
+) -> Result<Vec<crate::config::documents::Object>, ClusterError> {
+    let (objects, unserved) = read_objects(client, &CHECKED, "cluster").await?;
+    if !unserved.is_empty() {
+        eprintln!(
+            "migverify: the cluster does not serve {}: skipped",
+            unserved.join(", ")
+        );
+    }
+    Ok(objects)
+}
+
 /// Every object of `resources` the cluster serves, as the file parsers
 /// read them (`source` names where they came from in findings). Kinds the
 /// cluster does not serve are skipped and named in the second list.

@@ -97,6 +97,42 @@ pub enum AttachMode {
     },
 }
 
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Tcx => "tcx",
+            AttachMode::Clsact { .. } => "clsact",
+        }
+    }
+}
+
+/// What one attachment saw, both directions; bytes include the Ethernet
+/// header, as `ip -s link` counts them.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct InterfaceCount {
+    pub iface: String,
+    pub netns: Option<String>,
+    pub role: Role,
+    pub mode: &'static str,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+impl InterfaceCount {
+    /// What was counted since `before` (the same attachment, read earlier).
+    pub fn since(&self, before: &InterfaceCount) -> InterfaceCount {
+        InterfaceCount {
+            rx_packets: self.rx_packets - before.rx_packets,
+            rx_bytes: self.rx_bytes - before.rx_bytes,
+            tx_packets: self.tx_packets - before.tx_packets,
+            tx_bytes: self.tx_bytes - before.tx_bytes,
+            ..self.clone()
+        }
+    }
+}
+
 /// One interface migverify observes, both directions.
 #[derive(Debug)]
 pub struct Attachment {
@@ -332,6 +368,26 @@ impl Dataplane {
                 };
             eprintln!("migverify: detaching from {spec}: {error}");
         }
+    }
+
+    /// What every attachment has counted so far, in attachment order.
+    pub fn interface_counts(&self) -> Result<Vec<InterfaceCount>, DataplaneError> {
+        self.attachments
+            .iter()
+            .map(|a| {
+                let [rx, tx] = self.hook_counters(a.slot)?;
+                Ok(InterfaceCount {
+                    iface: a.spec.iface.clone(),
+                    netns: a.spec.netns.as_ref().map(ToString::to_string),
+                    role: a.spec.role,
+                    mode: a.mode.as_str(),
+                    rx_packets: rx.packets,
+                    rx_bytes: rx.bytes,
+                    tx_packets: tx.packets,
+                    tx_bytes: tx.bytes,
+                })
+            })
+            .collect()
     }
 
     /// Packets and bytes seen at one attachment, summed over CPUs, in

@@ -277,6 +277,78 @@ impl Limits {
     }
 }
 
+/// The migration limits as flags (defaults: KubeVirt's), for the
+/// commands that judge without the cluster's objects.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitFlags {
+    /// completionTimeoutPerGiB, seconds per 10^9 bytes of VM size.
+    #[arg(long, value_name = "SECONDS")]
+    completion_timeout_per_gib: Option<u64>,
+    /// progressTimeout, seconds without progress before KubeVirt gives up.
+    #[arg(long, value_name = "SECONDS")]
+    progress_timeout: Option<u64>,
+    /// parallelMigrationsPerCluster.
+    #[arg(long, value_name = "N")]
+    parallel_migrations_per_cluster: Option<u64>,
+    /// parallelOutboundMigrationsPerNode.
+    #[arg(long, value_name = "N")]
+    parallel_outbound_migrations_per_node: Option<u64>,
+    /// bandwidthPerMigration in MiB/s (0: unlimited, the default).
+    #[arg(long, value_name = "MIB_PER_S")]
+    bandwidth_per_migration: Option<u64>,
+}
+
+impl LimitFlags {
+    /// The limits the flags give, KubeVirt's defaults for the rest; `None`
+    /// when no budget flag was given.
+    pub fn limits(&self) -> Result<Option<Limits>, FlagError> {
+        let mut limits = Limits::default();
+        let mut given = false;
+        for (value, field) in [
+            (
+                self.completion_timeout_per_gib,
+                &mut limits.completion_timeout_per_gib,
+            ),
+            (self.progress_timeout, &mut limits.progress_timeout_s),
+            (
+                self.parallel_migrations_per_cluster,
+                &mut limits.parallel_migrations_per_cluster,
+            ),
+            (
+                self.parallel_outbound_migrations_per_node,
+                &mut limits.parallel_outbound_migrations_per_node,
+            ),
+        ] {
+            if let Some(value) = value {
+                if value == 0 {
+                    return Err(FlagError::Zero);
+                }
+                *field = value;
+                given = true;
+            }
+        }
+        if let Some(mib) = self.bandwidth_per_migration {
+            limits.bandwidth_per_migration = (mib > 0).then_some(mib << 20);
+            given = true;
+        }
+        if given {
+            limits.source = "flags (KubeVirt defaults for the rest)".into();
+        }
+        Ok(given.then_some(limits))
+    }
+
+    /// The flags' limits, else KubeVirt's defaults.
+    pub fn limits_or_defaults(&self) -> Result<Limits, FlagError> {
+        Ok(self.limits()?.unwrap_or_default())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlagError {
+    #[error("budget flags take positive values (got 0)")]
+    Zero,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,21 @@ pub struct Intent {
     pub assumptions: Vec<String>,
 }
 
+/// virt-synchronization-controller's port unless a KubeVirt CR moves it
+/// (`spec.synchronizationPort`): cross-cluster migration's control plane.
+pub const DEFAULT_SYNC_PORT: u16 = 9185;
+
+/// The synchronization port a KubeVirt CR among `objects` sets, else the
+/// default.
+pub fn sync_port(objects: &[Object]) -> u16 {
+    objects
+        .iter()
+        .filter(|o| o.kind == "KubeVirt")
+        .find_map(|o| o.value["spec"]["synchronizationPort"].as_u64())
+        .and_then(|port| u16::try_from(port).ok())
+        .unwrap_or(DEFAULT_SYNC_PORT)
+}
+
 /// Reads the intent of `objects` (NADs, HyperConverged, KubeVirt,
 /// MigrationPolicy; other kinds are ignored).
 pub fn read(objects: &[Object]) -> Intent {

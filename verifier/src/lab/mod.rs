@@ -26,12 +26,13 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::{
-    config::{Cni, LabConfig, Scenario},
+    config::{Cni, LabConfig, Options, Scenario},
     qemu::QemuOutcome,
     report::report,
 };
 use crate::{
     config::{endpoints::endpoints_from_vmi, Endpoint},
+    dataplane::InterfaceCount,
     flows::{Collected, Request},
     session::Session,
 };
@@ -107,6 +108,51 @@ pub fn current() -> Result<LabConfig, LabError> {
         path,
         message: e.to_string(),
     })
+}
+
+/// What `lab status` shows: the lab that is up, or what remains of one.
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    pub up: bool,
+    pub namespaces: Vec<String>,
+    pub config: Option<LabConfig>,
+    pub target_address: Option<std::net::IpAddr>,
+}
+
+pub fn status() -> Result<Status, LabError> {
+    let config = match current() {
+        Ok(config) => Some(config),
+        Err(LabError::NotUp) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(Status {
+        up: config.is_some(),
+        namespaces: topology::namespaces()?,
+        target_address: config.as_ref().map(LabConfig::target_address),
+        config,
+    })
+}
+
+impl Status {
+    /// For a terminal.
+    pub fn text(&self) -> String {
+        match &self.config {
+            None if self.namespaces.is_empty() => "no lab is up\n".into(),
+            None => format!(
+                "no lab state, but namespaces remain: {} (run `migverify lab down`)\n",
+                self.namespaces.join(" ")
+            ),
+            Some(config) => format!(
+                "scenario        {}\ncni             {:?}\ntarget address  {}\nmigration cidr  {}\n\
+                 namespaces      {}\n",
+                config.scenario.name(),
+                config.cni,
+                config.target_address(),
+                config.migration_cidr(),
+                self.namespaces.join(" ")
+            ),
+        }
+    }
 }
 
 /// Runs one migration across the lab that is up.
@@ -186,18 +232,8 @@ pub struct LabRun {
     pub vmi: serde_json::Value,
     pub endpoints: Vec<Endpoint>,
     pub collected: Collected,
+    /// What each observation point counted during the migration.
     pub interfaces: Vec<InterfaceCount>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct InterfaceCount {
-    pub iface: String,
-    pub netns: String,
-    pub role: crate::dataplane::Role,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,7 +273,7 @@ pub fn migrate_observed(
     ));
     // What an operator would give: the NAD's range.
     let mut session = Session::start(&points, &[config.migration_cidr().parse()?])?;
-    let before = hook_counts(&session)?;
+    let before = session.dataplane().interface_counts()?;
 
     // The migration runs on its own thread; the collector on this one, so
     // it sees every packet while the migration moves them. Endpoints reach
@@ -286,26 +322,12 @@ pub fn migrate_observed(
     });
     let (qemu, (vmi, endpoints)) = migration?;
     let collected = collected?;
-    let after = hook_counts(&session)?;
     let interfaces = session
         .dataplane()
-        .attachments()
+        .interface_counts()?
         .iter()
-        .zip(before.iter().zip(&after))
-        .map(|(a, ([rx0, tx0], [rx1, tx1]))| InterfaceCount {
-            iface: a.spec.iface.clone(),
-            netns: a
-                .spec
-                .netns
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-            role: a.spec.role,
-            rx_packets: rx1.packets - rx0.packets,
-            rx_bytes: rx1.bytes - rx0.bytes,
-            tx_packets: tx1.packets - tx0.packets,
-            tx_bytes: tx1.bytes - tx0.bytes,
-        })
+        .zip(&before)
+        .map(|(after, before)| after.since(before))
         .collect();
     session.detach();
     Ok(LabRun {
@@ -316,13 +338,4 @@ pub fn migrate_observed(
         collected,
         interfaces,
     })
-}
-
-fn hook_counts(session: &Session) -> Result<Vec<[verifier_ebpf::HookCounters; 2]>, RunError> {
-    let dataplane = session.dataplane();
-    dataplane
-        .attachments()
-        .iter()
-        .map(|a| dataplane.hook_counters(a.slot).map_err(RunError::from))
-        .collect()
 }

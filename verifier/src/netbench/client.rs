@@ -30,6 +30,24 @@ pub enum Amount {
     Bytes(u64),
 }
 
+impl Amount {
+    /// From `--bytes` (which wins) or `--duration` seconds (default 10).
+    pub fn from_flags(duration_s: Option<f64>, bytes: Option<u64>) -> Result<Amount, String> {
+        match (duration_s, bytes) {
+            (_, Some(0)) => Err("--bytes 0: give a positive volume".into()),
+            (_, Some(bytes)) => Ok(Amount::Bytes(bytes)),
+            (seconds, None) => {
+                let seconds = seconds.unwrap_or(10.0);
+                Duration::try_from_secs_f64(seconds)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .map(Amount::Duration)
+                    .ok_or_else(|| format!("--duration {seconds}: not a positive duration"))
+            }
+        }
+    }
+}
+
 pub struct RunOptions {
     pub peer: SocketAddr,
     /// Parallel channels besides the main stream; 0 sends on the main stream.

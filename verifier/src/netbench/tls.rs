@@ -26,6 +26,58 @@ pub enum TlsError {
     Config { dir: PathBuf, message: String },
 }
 
+/// How the bench's two ends secure their connections, as flags.
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// Cleartext, as KubeVirt's `migrations.disableTLS: true`.
+    #[arg(long)]
+    no_tls: bool,
+    /// Credentials folder as `bench certs` writes it (server/ and client/ inside).
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// A shared token every connection must present (both ends the same).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OptionsError {
+    #[error("TLS needs --tls-dir (write one with `migverify bench certs --dir DIR --ip SERVER_IP`), or give --no-tls")]
+    NoCredentials,
+    #[error("--token: at most {} bytes", super::protocol::MAX_TOKEN)]
+    TokenTooLong,
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl Options {
+    fn dir(&self) -> Result<Option<&Path>, OptionsError> {
+        match (&self.tls_dir, self.no_tls) {
+            (_, true) => Ok(None),
+            (Some(dir), false) => Ok(Some(dir)),
+            (None, false) => Err(OptionsError::NoCredentials),
+        }
+    }
+
+    /// The server's TLS, `None` in cleartext.
+    pub fn server(&self) -> Result<Option<Arc<ServerConfig>>, OptionsError> {
+        Ok(self.dir()?.map(server_config).transpose()?)
+    }
+
+    /// The client's TLS, `None` in cleartext.
+    pub fn client(&self) -> Result<Option<Arc<ClientConfig>>, OptionsError> {
+        Ok(self.dir()?.map(client_config).transpose()?)
+    }
+
+    pub fn token(&self) -> Result<Vec<u8>, OptionsError> {
+        let token = self.token.clone().unwrap_or_default().into_bytes();
+        if token.len() > super::protocol::MAX_TOKEN {
+            return Err(OptionsError::TokenTooLong);
+        }
+        Ok(token)
+    }
+}
+
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())

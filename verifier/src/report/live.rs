@@ -445,3 +445,48 @@ mod tests {
         assert_eq!(at(4_107_542_399, 0), "2100-02-28T23:59:59.000Z");
     }
 }
+
+/// Where the live view goes: the full screen on a terminal, timestamped
+/// lines otherwise, or JSON lines.
+pub enum View {
+    Screen(Screen),
+    Lines(Lines),
+}
+
+impl View {
+    /// The full screen when standard output is a terminal (unless `plain`),
+    /// text lines otherwise.
+    pub fn for_stdout(plain: bool) -> View {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) && !plain {
+            View::Screen(Screen::enter())
+        } else {
+            View::Lines(Lines::text())
+        }
+    }
+
+    pub fn json() -> View {
+        View::Lines(Lines::json())
+    }
+
+    pub fn show(&mut self, snapshot: &Snapshot, now: SystemTime) {
+        match self {
+            View::Screen(screen) => screen.draw(snapshot, now),
+            View::Lines(lines) => lines.show(snapshot, now),
+        }
+    }
+
+    /// Something worth saying once (a VMI loaded, an error reading one).
+    pub fn note(&mut self, text: &str) {
+        match self {
+            View::Screen(screen) => screen.note(text),
+            View::Lines(lines) => lines.note(text, SystemTime::now()),
+        }
+    }
+
+    /// Gives the terminal back.
+    pub fn leave(self) {
+        if let View::Screen(screen) = self {
+            screen.leave();
+        }
+    }
+}

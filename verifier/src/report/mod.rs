@@ -6,6 +6,7 @@
 mod hdrlog;
 mod html;
 pub mod live;
+pub mod tables;
 mod text;
 
 use serde::Serialize;
@@ -26,6 +27,13 @@ use crate::{
 };
 
 pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[error("writing {}: {source}", path.display())]
+pub struct WriteError {
+    path: std::path::PathBuf,
+    source: std::io::Error,
+}
 
 #[derive(Debug, Serialize)]
 pub struct MigrationReport {
@@ -109,6 +117,33 @@ impl Report {
         self.reasons.push(reason);
         reasons::sort(&mut self.reasons);
         self.verdict = reasons::verdict(&self.reasons);
+    }
+
+    /// Writes the HTML report and the HdrHistogram log where given; says
+    /// what it wrote.
+    pub fn write_files(
+        &self,
+        html: Option<&std::path::Path>,
+        hdr_log: Option<&std::path::Path>,
+    ) -> Result<Vec<String>, WriteError> {
+        let mut written = Vec::new();
+        if let Some(path) = html {
+            std::fs::write(path, self.html()).map_err(|source| WriteError {
+                path: path.into(),
+                source,
+            })?;
+            written.push(format!("HTML report written to {}", path.display()));
+        }
+        if let Some(path) = hdr_log {
+            std::fs::File::create(path)
+                .and_then(|mut file| write_hdr_log(self, &mut file))
+                .map_err(|source| WriteError {
+                    path: path.into(),
+                    source,
+                })?;
+            written.push(format!("HdrHistogram log written to {}", path.display()));
+        }
+        Ok(written)
     }
 
     pub fn json(&self) -> String {
