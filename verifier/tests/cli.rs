@@ -85,3 +85,13 @@ fn counters_reports_json_for_each_interface() {
     assert_eq!(rows[1]["role"], "primary");
     assert_eq!(rows[1]["mode"], "tcx");
 }
+
+/// The arguments the checkup's client pod runs `bench run` with
+/// (checkup/pods.rs pins them) are ones migverify accepts.
+#[test]
+fn the_checkup_clients_arguments_parse() {
+    use clap::Parser as _;
+    let argv = "migverify bench run --peer 10.200.5.12:9440 --no-tls --token t0k --duration 10 --streams 8 \
+                --vm-memory 2147483648 --completion-timeout-per-gib 20 --output json";
+    verifier::cli::Cli::try_parse_from(argv.split_whitespace()).unwrap();
+}

@@ -54,6 +54,26 @@ impl Budget {
     }
 }
 
+/// The largest size whose migration at `rate_bps` completes within
+/// `per_gib x units(size)` seconds; `None` when every size does.
+///
+/// At `c = per_gib x rate / 8` bytes per unit of budget, a size of `u`
+/// units fits up to `u x c` bytes; a unit holds sizes above `(u-1) x 10^9`,
+/// so `u` is feasible while `u x (10^9 - c) < 10^9`. When `c >= 10^9` every
+/// size fits; otherwise the largest is `u_max x c`.
+pub fn largest_fitting(per_gib: u64, rate_bps: u64) -> Option<u64> {
+    let giga = u128::from(GIGA);
+    let c = u128::from(per_gib) * u128::from(rate_bps) / 8;
+    if c >= giga {
+        return None;
+    }
+    if c == 0 {
+        return Some(0);
+    }
+    let units = (giga - 1) / (giga - c);
+    Some(u64::try_from(units * c).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +105,19 @@ mod tests {
         assert_eq!(b.min_rate_bps, 10_000_000);
         assert_eq!(b.seconds_at(20_000_000), Some(400.0));
         assert_eq!(b.seconds_at(0), None);
+    }
+
+    #[test]
+    fn the_largest_vm_that_fits_follows_the_rounding_up() {
+        // 150 s/unit at 40 Mbit/s moves 0.75e9 bytes per unit of budget:
+        // 3 units (2.25e9 bytes in 450 s) fit; 4 would need 3e9+1 bytes in 600 s.
+        assert_eq!(largest_fitting(150, 40_000_000), Some(2_250_000_000));
+        // 20 s/unit at 200 Mbit/s (the lab's shaper): 0.5e9 bytes in 20 s.
+        assert_eq!(largest_fitting(20, 200_000_000), Some(500_000_000));
+        // At 8e9/150 bit/s or more, a unit's worth moves within a unit's budget: any size fits.
+        assert_eq!(largest_fitting(150, 53_333_334), None);
+        assert_eq!(largest_fitting(150, 100_000_000), None);
+        assert_eq!(largest_fitting(150, 0), Some(0));
     }
 
     #[test]
