@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::Value;
 use support::privileged;
-use verifier::netbench::answers::largest_fitting;
+use verifier::intent::budget::largest_fitting;
 
 fn migverify(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_migverify"))
