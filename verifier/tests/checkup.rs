@@ -30,7 +30,7 @@ use std::{
 
 use serde_json::{json, Value};
 use support::{apiserver::ApiServer, privileged};
-use verifier::{lab::topology, netbench::answers::largest_fitting};
+use verifier::{intent::budget::largest_fitting, lab::topology};
 
 const NS: &str = "migverify";
 const CM: &str = "mv-checkup";
