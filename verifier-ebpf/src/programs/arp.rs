@@ -15,7 +15,7 @@ pub(super) const ARP_REPLY: u16 = 2;
 /// Inlined and map-free: ARP about other networks costs a few compares.
 #[inline(always)]
 pub(super) fn arp_of_interest(ctx: &TcContext, offset: usize) -> Option<(u32, bool)> {
-    let arp = bytes::<28>(ctx, offset)?;
+    let arp = bytes::<28>(ctx, offset).ok()?;
     // Ethernet hardware addresses (type 1, length 6), IPv4 protocol
     // addresses (0x0800, length 4), an opcode below 256: byte compares, as
     // the BPF target reads the packet byte by byte anyway.

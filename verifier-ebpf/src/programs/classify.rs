@@ -129,7 +129,7 @@ pub(super) fn classify(ctx: &TcContext, segment: &Segment, candidate: bool) -> O
     }
     // Cleartext streams announce themselves in their first eight bytes.
     if segment.payload_len >= 8 {
-        let magic = u64::from_be(load::<u64>(ctx, segment.payload_offset)?);
+        let magic = u64::from_be(load::<u64>(ctx, segment.payload_offset).ok()?);
         if magic == QEMU_VM_MAGIC || magic == MULTIFD_MAGIC {
             learn_endpoint(&key.dst, key.dport, key.family);
             return Some((Channel::Memory as u8, Reason::Signature as u8));

@@ -13,17 +13,26 @@ use super::{
     maps::{bump, CLASSIFIER, CURRENT_HOOK, HOOK_COUNTERS},
     mem::zero_in_place,
     parse::{
-        be16, bytes, parse, Segment, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP,
-        ETH_P_IPV6,
+        be16, bytes, parse, Segment, Skip, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP,
+        ETH_P_IP, ETH_P_IPV6,
     },
     tcp::account,
 };
 
-/// A hook's own work: count the packet, count ARP about the migration
-/// network, and hand what may be IP to the classifier. Everything else
-/// leaves here.
+/// A hook's program: its own work, then the classifier for whatever may
+/// be IP. Whatever happens the packet goes on (`TC_ACT_UNSPEC`).
 #[inline(always)]
-fn enter(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
+fn hook(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
+    // `Err` only says the packet was looked at no further.
+    let _ = try_hook(ctx, slot, direction);
+    TC_ACT_UNSPEC
+}
+
+/// A hook's own work: count the packet, count ARP about the migration
+/// network, and hand what may be IP to the classifier, which does not
+/// return here. Everything else leaves here.
+#[inline(always)]
+fn try_hook(ctx: &TcContext, slot: u32, direction: Direction) -> Result<(), Skip> {
     let hook = hook_index(slot, direction);
     if let Some(counters) = HOOK_COUNTERS.get_ptr_mut(hook) {
         // SAFETY: this CPU's own entry; TC runs with preemption off.
@@ -31,9 +40,9 @@ fn enter(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
         counters.packets += 1;
         counters.bytes += u64::from(ctx.len());
     }
-    let Some(eth) = bytes::<14>(ctx, 0) else {
+    let Ok(eth) = bytes::<14>(ctx, 0) else {
         bump(stat::TRUNCATED);
-        return TC_ACT_UNSPEC;
+        return Err(Skip);
     };
     let ethertype = be16([eth[12], eth[13]]);
     if !matches!(
@@ -46,33 +55,41 @@ fn enter(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
             }
         }
         bump(stat::NOT_IP);
-        return TC_ACT_UNSPEC;
+        return Err(Skip);
     }
+    to_classifier(ctx, hook_of(slot as u8, direction as u8))
+}
+
+/// Tail-calls the shared classifier with `hook` in this CPU's
+/// `CURRENT_HOOK`. Returns only when the classifier is not in place.
+#[inline(always)]
+fn to_classifier(ctx: &TcContext, hook: u32) -> Result<(), Skip> {
     if let Some(current) = CURRENT_HOOK.get_ptr_mut(0) {
         // SAFETY: this CPU's own entry.
-        unsafe { *current = hook_of(slot as u8, direction as u8) };
+        unsafe { *current = hook };
     }
     // SAFETY: the context is the one this program was called with; on
     // success the call does not return.
     unsafe { CLASSIFIER.tail_call(ctx, CLASSIFIER_INDEX) };
     // Only when the classifier is not in place: counted, never silent.
     bump(stat::UNCLASSIFIED);
-    TC_ACT_UNSPEC
+    Err(Skip)
 }
 
 /// The classifier every hook's program tail-calls.
 #[classifier]
 pub fn classify_packet(ctx: TcContext) -> i32 {
-    let Some(hook) = CURRENT_HOOK.get(0).copied() else {
-        return TC_ACT_UNSPEC;
-    };
-    observe(&ctx, hook)
+    // `Err` only says the packet was looked at no further; it goes on
+    // either way.
+    let _ = try_classify_packet(&ctx);
+    TC_ACT_UNSPEC
 }
 
-/// Parses a packet the hook `hook` (see [`hook_of`]) passed on, and
-/// classifies and accounts it if it belongs to a migration.
+/// Parses a packet the hook in `CURRENT_HOOK` (see [`hook_of`]) passed on,
+/// and classifies and accounts it if it belongs to a migration.
 #[inline(always)]
-fn observe(ctx: &TcContext, hook: u32) -> i32 {
+fn try_classify_packet(ctx: &TcContext) -> Result<(), Skip> {
+    let hook = CURRENT_HOOK.get(0).copied().ok_or(Skip)?;
     let mut segment = core::mem::MaybeUninit::<Segment>::uninit();
     // SAFETY: a local, all-zero is a valid Segment; used only after zeroing.
     let segment = unsafe {
@@ -81,9 +98,7 @@ fn observe(ctx: &TcContext, hook: u32) -> i32 {
     };
     segment.key.slot = (hook >> 8) as u8;
     segment.key.direction = hook as u8 & 1;
-    if parse(ctx, segment).is_none() {
-        return TC_ACT_UNSPEC;
-    }
+    parse(ctx, segment)?;
     // A flow already kept: its entry says what it is. Only segments that
     // pass the cheap prefilters pay for that lookup.
     let candidate = is_candidate(&segment.key);
@@ -95,7 +110,7 @@ fn observe(ctx: &TcContext, hook: u32) -> i32 {
                 segment.reason = (*stats).reason;
             }
             account(ctx, segment, stats);
-            return TC_ACT_UNSPEC;
+            return Ok(());
         }
     }
     if let Some((channel, reason)) = classify(ctx, segment, candidate) {
@@ -105,7 +120,7 @@ fn observe(ctx: &TcContext, hook: u32) -> i32 {
             account(ctx, segment, stats);
         }
     }
-    TC_ACT_UNSPEC
+    Ok(())
 }
 
 /// Slot and direction in one argument (BPF calls take at most five).
@@ -119,12 +134,12 @@ macro_rules! slot_programs {
     ($($slot:literal: $ingress:ident, $egress:ident;)*) => {$(
         #[classifier]
         pub fn $ingress(ctx: TcContext) -> i32 {
-            enter(&ctx, $slot, Direction::Ingress)
+            hook(&ctx, $slot, Direction::Ingress)
         }
 
         #[classifier]
         pub fn $egress(ctx: TcContext) -> i32 {
-            enter(&ctx, $slot, Direction::Egress)
+            hook(&ctx, $slot, Direction::Egress)
         }
     )*};
 }

@@ -30,15 +30,24 @@ pub(super) const TCP_SYN: u8 = 0x02;
 pub(super) const TCP_RST: u8 = 0x04;
 pub(super) const TCP_ACK: u8 = 0x10;
 
+/// Why a packet is looked at no further: it is not TCP over IP, or its
+/// headers are cut short, or it has no TCP header of its own (a later
+/// fragment). The packet itself always goes on: the programs only observe.
+/// The cause is counted in `STATS` where it is found, when the count tells
+/// the operator something; a zero-sized error, so `Result<T, Skip>` is laid
+/// out (and compiled) as `Option<T>`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Skip;
+
 /// A `T` at `offset` in the packet, if the linear data holds all of it.
 #[inline(always)]
-pub(super) fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Option<T> {
+pub(super) fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, Skip> {
     let start = ctx.data() + offset;
     if start + core::mem::size_of::<T>() > ctx.data_end() {
-        return None;
+        return Err(Skip);
     }
     // SAFETY: bounds checked just above against data_end.
-    Some(unsafe { (start as *const T).read_unaligned() })
+    Ok(unsafe { (start as *const T).read_unaligned() })
 }
 
 /// The TCP facts of one packet.
@@ -66,13 +75,13 @@ pub(super) struct Segment {
 /// `N` bytes at `offset`, in place: one bounds check, every read through
 /// the pointer the verifier checked, nothing copied to the (small) stack.
 #[inline(always)]
-pub(super) fn bytes<const N: usize>(ctx: &TcContext, offset: usize) -> Option<&[u8; N]> {
+pub(super) fn bytes<const N: usize>(ctx: &TcContext, offset: usize) -> Result<&[u8; N], Skip> {
     let start = ctx.data() + offset;
     if start + N > ctx.data_end() {
-        return None;
+        return Err(Skip);
     }
     // SAFETY: bounds checked just above; packet memory outlives the program run.
-    Some(unsafe { &*(start as *const [u8; N]) })
+    Ok(unsafe { &*(start as *const [u8; N]) })
 }
 
 #[inline(always)]
@@ -81,10 +90,10 @@ pub(super) fn be16(b: [u8; 2]) -> u16 {
 }
 
 /// Fills `segment` (its key's slot and direction already set) from the
-/// packet, in place: out of line, and writing into the caller's frame, so
-/// its header work costs no stack on the path that accounts the segment.
+/// packet, in place: writing into the caller's frame, so the header work
+/// needs no copy of its own on the path that accounts the segment.
 #[inline(always)]
-pub(super) fn parse(ctx: &TcContext, segment: &mut Segment) -> Option<()> {
+pub(super) fn parse(ctx: &TcContext, segment: &mut Segment) -> Result<(), Skip> {
     // SAFETY: reads of the context the kernel handed us.
     let skb = unsafe { &*ctx.skb.skb };
     // An offloaded tag (outermost) lives in the metadata; in-band tags in
@@ -118,16 +127,16 @@ pub(super) fn parse(ctx: &TcContext, segment: &mut Segment) -> Option<()> {
             let ihl = usize::from(ip[0] & 0x0f) * 4;
             if ihl < 20 {
                 bump(stat::TRUNCATED);
-                return None;
+                return Err(Skip);
             }
             if ip[9] != IPPROTO_TCP {
                 bump(stat::NOT_TCP);
-                return None;
+                return Err(Skip);
             }
             // A fragment other than the first carries no TCP header.
             if be16([ip[6], ip[7]]) & 0x1fff != 0 {
                 bump(stat::FRAGMENT);
-                return None;
+                return Err(Skip);
             }
             key.family = FAMILY_V4;
             key.src[..4].copy_from_slice(&ip[12..16]);
@@ -149,13 +158,13 @@ pub(super) fn parse(ctx: &TcContext, segment: &mut Segment) -> Option<()> {
                 // Keeps the offset provably small for the verifier.
                 if l4 > 512 {
                     bump(stat::TRUNCATED);
-                    return None;
+                    return Err(Skip);
                 }
                 let ext = bytes::<8>(ctx, l4)?;
                 if next == 44 {
                     if be16([ext[2], ext[3]]) >> 3 != 0 {
                         bump(stat::FRAGMENT);
-                        return None;
+                        return Err(Skip);
                     }
                     l4 += 8;
                 } else {
@@ -165,29 +174,29 @@ pub(super) fn parse(ctx: &TcContext, segment: &mut Segment) -> Option<()> {
             }
             if next != IPPROTO_TCP {
                 bump(stat::NOT_TCP);
-                return None;
+                return Err(Skip);
             }
             l4
         }
         _ => {
             // ARP behind an in-band tag (an offloaded tag left the
-            // ethertype as is and was handled in `observe`).
+            // ethertype as is and was handled in the hook's program).
             if ethertype == ETH_P_ARP {
                 if let Some((addr, reply)) = arp_of_interest(ctx, offset) {
                     count_neighbor(ctx, addr, reply, vlan, hook_of(key.slot, key.direction));
                 }
             }
             bump(stat::NOT_IP);
-            return None;
+            return Err(Skip);
         }
     };
     if l4 > 1024 {
         bump(stat::TRUNCATED);
-        return None;
+        return Err(Skip);
     }
-    let Some(tcp) = bytes::<20>(ctx, l4) else {
+    let Ok(tcp) = bytes::<20>(ctx, l4) else {
         bump(stat::TRUNCATED);
-        return None;
+        return Err(Skip);
     };
     key.sport = be16([tcp[0], tcp[1]]);
     key.dport = be16([tcp[2], tcp[3]]);
@@ -196,10 +205,10 @@ pub(super) fn parse(ctx: &TcContext, segment: &mut Segment) -> Option<()> {
     let len = ctx.len() as usize;
     if data_offset < 20 || payload_offset > len {
         bump(stat::TRUNCATED);
-        return None;
+        return Err(Skip);
     }
     if data_offset >= 32 {
-        if let Some(o) = bytes::<12>(ctx, l4 + 20) {
+        if let Ok(o) = bytes::<12>(ctx, l4 + 20) {
             if o[..4] == TS_OPTION_PREFIX {
                 segment.has_timestamps = true;
                 segment.ts_val = u32::from_be_bytes([o[4], o[5], o[6], o[7]]);
@@ -209,7 +218,7 @@ pub(super) fn parse(ctx: &TcContext, segment: &mut Segment) -> Option<()> {
     }
     // Linux puts the MSS first in a SYN's options; only SYNs pay for this.
     if tcp[13] & TCP_SYN != 0 && data_offset >= 24 {
-        if let Some(o) = bytes::<4>(ctx, l4 + 20) {
+        if let Ok(o) = bytes::<4>(ctx, l4 + 20) {
             if o[..2] == TCP_OPT_MSS {
                 segment.mss = be16([o[2], o[3]]);
             }
@@ -221,5 +230,5 @@ pub(super) fn parse(ctx: &TcContext, segment: &mut Segment) -> Option<()> {
     segment.payload_len = (len - payload_offset) as u32;
     segment.payload_offset = payload_offset;
     segment.vlan = vlan;
-    Some(())
+    Ok(())
 }
