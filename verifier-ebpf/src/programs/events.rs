@@ -10,9 +10,10 @@ use super::{
 
 /// What an event says beyond the segment it is about.
 pub(super) struct EventTag {
+    /// An `EventKind` value.
     pub(super) kind: u8,
     pub(super) now: u64,
-    /// The RTT of an `EVENT_RTT`.
+    /// The RTT of an `EventKind::Rtt`.
     pub(super) value_ns: u64,
     /// 0 wakes the reader at once; `BPF_RB_NO_WAKEUP` leaves the event for
     /// its next periodic drain (frequent events must not cost a wakeup each).

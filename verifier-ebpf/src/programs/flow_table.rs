@@ -5,8 +5,7 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns};
 use verifier_ebpf::{
-    flow_cache_set, stat, FlowKey, FlowKeyV4, FlowStats, SlotRole, EVENT_NEW_FLOW,
-    EVENT_WRONG_ROLE, FAMILY_V4, MAX_FLOWS,
+    flow_cache_set, stat, EventKind, FlowKey, FlowKeyV4, FlowStats, SlotRole, FAMILY_V4, MAX_FLOWS,
 };
 
 use super::{
@@ -147,12 +146,12 @@ pub(super) fn insert_flow(segment: &Segment) -> Option<*mut FlowStats> {
     };
     if inserted.is_ok() {
         bump(stat::CLASSIFIED);
-        emit(segment, &EventTag::new(EVENT_NEW_FLOW, now));
+        emit(segment, &EventTag::new(EventKind::NewFlow as u8, now));
         let role = SLOT_CONFIG
             .get(u32::from(key.slot))
             .map_or(SlotRole::Other as u8, |c| c.role);
         if role == SlotRole::Primary as u8 || role == SlotRole::Other as u8 {
-            emit(segment, &EventTag::new(EVENT_WRONG_ROLE, now));
+            emit(segment, &EventTag::new(EventKind::WrongRole as u8, now));
         }
         remember(flow_cache_set(key), index);
         // SAFETY: the entry just made.

@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use verifier_ebpf::{
-    FlowKey, FlowStats, EVENT_RST, EVENT_RTT, RTT_SAMPLE_SPACING_NS, SEEN_FIN, SEEN_RST, SEEN_SYN,
+    EventKind, FlowKey, FlowStats, RTT_SAMPLE_SPACING_NS, SEEN_FIN, SEEN_RST, SEEN_SYN,
     SEEN_SYN_ACK,
 };
 
@@ -60,7 +60,7 @@ pub(super) fn account(ctx: &TcContext, segment: &Segment, stats: *mut FlowStats)
             if (*stats).seen & SEEN_RST == 0 {
                 emit(
                     segment,
-                    &EventTag::new(EVENT_RST, bpf_ktime_get_coarse_ns()),
+                    &EventTag::new(EventKind::Rst as u8, bpf_ktime_get_coarse_ns()),
                 );
             }
         }
@@ -245,7 +245,7 @@ pub(super) unsafe fn track_rtt(stats: *mut FlowStats, segment: &Segment) {
         (*sent).ts_val_ns = 0;
         (*stats).last_rtt_ns = now_coarse;
         let tag = EventTag {
-            kind: EVENT_RTT,
+            kind: EventKind::Rtt as u8,
             now,
             value_ns: rtt,
             flags: u64::from(BPF_RB_NO_WAKEUP),
