@@ -56,15 +56,6 @@ pub fn channel_for_label(label: u64) -> Option<Channel> {
     }
 }
 
-pub fn channel_name(channel: Channel) -> &'static str {
-    match channel {
-        Channel::Control => "control",
-        Channel::Memory => "memory",
-        Channel::Disk => "disk",
-        Channel::Unknown => "unknown",
-    }
-}
-
 /// Reads every VMI in a file as `oc get vmi -o json` prints it.
 pub fn endpoints_from_vmi_file(path: &Path) -> Result<Vec<Endpoint>, InputError> {
     let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
@@ -181,15 +172,13 @@ impl FromStr for Endpoint {
                 "--endpoint {spec}: expected ADDR:PORT[=CHANNEL], [ADDR]:PORT for IPv6"
             ))
         })?;
-        let channel = match channel {
-            "control" => Channel::Control,
-            "memory" => Channel::Memory,
-            "disk" => Channel::Disk,
-            other => {
-                return Err(InputError::Flag(format!(
-                    "--endpoint {spec}: channel {other:?} is none of control, memory, disk"
-                )))
-            }
+        let Some(channel) = [Channel::Control, Channel::Memory, Channel::Disk]
+            .into_iter()
+            .find(|c| c.name() == channel)
+        else {
+            return Err(InputError::Flag(format!(
+                "--endpoint {spec}: channel {channel:?} is none of control, memory, disk"
+            )));
         };
         Ok(Endpoint {
             addr,

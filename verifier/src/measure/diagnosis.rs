@@ -17,7 +17,9 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use verifier_ebpf::{NeighborKey, NeighborStats, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK};
+use verifier_ebpf::{
+    Direction, NeighborKey, NeighborStats, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK,
+};
 
 use super::{
     budget::{BudgetReport, Projection},
@@ -28,7 +30,7 @@ use super::{
 use crate::{
     config::Endpoint,
     dataplane::Role,
-    flows::{direction_name, Connection, FlowTable, SlotInfo},
+    flows::{Connection, FlowTable, SlotInfo},
 };
 
 /// Stable IDs of the causes (documented in docs/verify.md).
@@ -172,11 +174,7 @@ fn view(connection: &Connection, slots: &[Option<SlotInfo>], forward: bool) -> D
             view.largest = view.largest.max(s.largest_segment);
             view.smallest_largest = view.smallest_largest.min(s.largest_segment);
             view.hooks.push((
-                format!(
-                    "{} {}",
-                    slot_name(slots, seen.slot),
-                    direction_name(seen.direction)
-                ),
+                format!("{} {}", slot_name(slots, seen.slot), seen.direction),
                 s.largest_segment,
                 s.retransmits,
             ));
@@ -774,7 +772,7 @@ fn unreachable_by_arp(scene: &Scene, causes: &mut Vec<Reason>) -> BTreeSet<IpAdd
             };
             asked.last_ns = asked.last_ns.max(stats.last_request_ns);
             asked.hooks.push(json!({
-                "at": format!("{} {}", slot_name(scene.slots, key.slot), direction_name(key.direction)),
+                "at": format!("{} {}", slot_name(scene.slots, key.slot), Direction::try_from(key.direction).map_or("unknown", Direction::name)),
                 "requests": stats.requests,
                 "vlan": (stats.vlan != 0).then_some(stats.vlan),
             }));

@@ -15,7 +15,7 @@ use super::{
     verdict::{verdict, Expectations, Reason, Verdict},
 };
 use crate::{
-    config::{endpoints::channel_name, Endpoint},
+    config::Endpoint,
     dataplane::Role,
     flows::{ConnKey, Connection, FlowTable, SlotInfo, Tick},
 };
@@ -351,7 +351,7 @@ impl Evaluator {
         ConnectionRow {
             src: connection.key.client.to_string(),
             dst: connection.key.server.to_string(),
-            channel: channel_name(channel),
+            channel: channel.name(),
             state: connection.state(),
             rate_now_bps: moved * 8 * 1000 / NOW_WINDOW_MS,
             payload_bytes: connection.payload_bytes(),
