@@ -204,17 +204,6 @@ shared_enum! {
     }
 }
 
-impl Channel {
-    pub const fn from_u8(value: u8) -> Channel {
-        match value {
-            1 => Channel::Control,
-            2 => Channel::Memory,
-            3 => Channel::Disk,
-            _ => Channel::Unknown,
-        }
-    }
-}
-
 shared_enum! {
     /// Why a flow was taken for migration traffic, strongest first (so the
     /// order of the values is the order of strength).
@@ -226,17 +215,6 @@ shared_enum! {
         Cidr = 2 => "cidr",
         /// Cleartext: the first payload bytes are QEMU's stream magic.
         Signature = 3 => "signature",
-    }
-}
-
-impl Reason {
-    pub const fn from_u8(value: u8) -> Option<Reason> {
-        match value {
-            1 => Some(Reason::Endpoint),
-            2 => Some(Reason::Cidr),
-            3 => Some(Reason::Signature),
-            _ => None,
-        }
     }
 }
 
@@ -375,13 +353,6 @@ pub struct NeighborStats {
 
 /// Entries of the `NEIGHBORS` LRU map: old addresses make room for new.
 pub const NEIGHBOR_ENTRIES: u32 = 4096;
-
-/// The [`EventKind`] bytes by their old names, until user space reads
-/// the kind as an `EventKind`.
-pub const EVENT_NEW_FLOW: u8 = EventKind::NewFlow as u8;
-pub const EVENT_WRONG_ROLE: u8 = EventKind::WrongRole as u8;
-pub const EVENT_RST: u8 = EventKind::Rst as u8;
-pub const EVENT_RTT: u8 = EventKind::Rtt as u8;
 
 shared_enum! {
     /// What a [`FlowEvent`] on the `EVENTS` ring buffer reports.
