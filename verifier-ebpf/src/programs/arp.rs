@@ -7,8 +7,9 @@ use verifier_ebpf::{NeighborKey, NeighborStats};
 
 use super::{classify::v4_in_fast_cidr, maps::NEIGHBORS, mem::add, parse::bytes};
 
-pub(super) const ARP_REQUEST: u16 = 1;
-pub(super) const ARP_REPLY: u16 = 2;
+/// ARP opcodes.
+const ARP_REQUEST: u16 = 1;
+const ARP_REPLY: u16 = 2;
 
 /// The address an ARP packet at `offset` asks for (request) or answers
 /// for (reply, gratuitous announcement), if the migration network's.

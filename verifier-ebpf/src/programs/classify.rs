@@ -14,19 +14,23 @@ use super::{
 };
 
 /// QEMU's migration stream: "QEVM", version 3.
-pub(super) const QEMU_VM_MAGIC: u64 = 0x5145_564d_0000_0003;
+const QEMU_VM_MAGIC: u64 = 0x5145_564d_0000_0003;
 /// A multifd channel's first packet: magic 0x11223344, version 1.
-pub(super) const MULTIFD_MAGIC: u64 = 0x1122_3344_0000_0001;
+const MULTIFD_MAGIC: u64 = 0x1122_3344_0000_0001;
 
+/// Whether some published endpoint uses `port`: one bit of an array the
+/// verifier inlines, so most packets never reach the endpoint hash.
 #[inline(always)]
-pub(super) fn port_listed(port: u16) -> bool {
+fn port_listed(port: u16) -> bool {
     PORT_FILTER
         .get(u32::from(port) / 64)
         .is_some_and(|word| word & (1 << (port % 64)) != 0)
 }
 
+/// The published endpoint at `addr`:`port`; the hash lookup only when the
+/// port bitmap says there may be one.
 #[inline(always)]
-pub(super) fn endpoint(addr: &Addr, port: u16, family: u8) -> Option<EndpointInfo> {
+fn endpoint(addr: &Addr, port: u16, family: u8) -> Option<EndpointInfo> {
     if !port_listed(port) {
         return None;
     }
@@ -47,14 +51,17 @@ pub(super) fn is_candidate(key: &FlowKey) -> bool {
     port_listed(key.dport) || port_listed(key.sport) || in_fast_cidr(key)
 }
 
+/// An address as two words, for masked compares.
 #[inline(always)]
-pub(super) fn words(addr: &Addr) -> [u64; 2] {
+fn words(addr: &Addr) -> [u64; 2] {
     // SAFETY: FlowKey is 8-aligned and its addresses sit at offsets 0 and 16.
     unsafe { *(addr.as_ptr() as *const [u64; 2]) }
 }
 
+/// Whether either end is inside one of the fast CIDRs: masked word
+/// compares on one inlined array value, no trie lookup.
 #[inline(always)]
-pub(super) fn in_fast_cidr(key: &FlowKey) -> bool {
+fn in_fast_cidr(key: &FlowKey) -> bool {
     let Some(table) = CIDR_TABLE.get(0) else {
         return false;
     };
@@ -99,7 +106,7 @@ pub(super) fn v4_in_fast_cidr(addr: u32) -> bool {
 
 /// The prefixes beyond the fast table, in the LPM trie.
 #[inline(always)]
-pub(super) fn in_migration_trie(addr: &Addr, family: u8) -> bool {
+fn in_migration_trie(addr: &Addr, family: u8) -> bool {
     let mut data = [0u8; 17];
     data[0] = family;
     data[1..].copy_from_slice(addr);
@@ -141,7 +148,7 @@ pub(super) fn classify(ctx: &TcContext, segment: &Segment, candidate: bool) -> O
 /// Remembers the target of a stream recognised by its magic, so the rest
 /// of the connection (and the other channels to it) match as endpoints.
 #[inline(always)]
-pub(super) fn learn_endpoint(addr: &Addr, port: u16, family: u8) {
+fn learn_endpoint(addr: &Addr, port: u16, family: u8) {
     let key = EndpointKey {
         addr: *addr,
         port,

@@ -52,7 +52,7 @@ pub(super) fn kept_flow(key: &FlowKey) -> Option<*mut FlowStats> {
 
 /// The entry a cache slot points to, if it holds `key`.
 #[inline(always)]
-pub(super) fn cached_flow(slot: *mut u32, key: &FlowKey) -> Option<*mut FlowStats> {
+fn cached_flow(slot: *mut u32, key: &FlowKey) -> Option<*mut FlowStats> {
     // SAFETY: this CPU's own cache slot; TC runs with preemption off.
     let entry = FLOW_ENTRIES.get_ptr_mut(unsafe { *slot })?;
     // SAFETY: a live array value. A freed or reused entry holds another key
@@ -63,7 +63,7 @@ pub(super) fn cached_flow(slot: *mut u32, key: &FlowKey) -> Option<*mut FlowStat
 /// Puts `index` in the first slot of cache set `set`, moving the flow
 /// there to the second, which forgets its own.
 #[inline(always)]
-pub(super) fn remember(set: u32, index: u32) {
+fn remember(set: u32, index: u32) {
     if let (Some(first), Some(second)) =
         (FLOW_CACHE.get_ptr_mut(set), FLOW_CACHE.get_ptr_mut(set + 1))
     {
@@ -77,7 +77,7 @@ pub(super) fn remember(set: u32, index: u32) {
 
 /// A key as the five words it is made of.
 #[inline(always)]
-pub(super) fn key_words(key: &FlowKey) -> &[u64; 5] {
+fn key_words(key: &FlowKey) -> &[u64; 5] {
     const { assert!(core::mem::size_of::<FlowKey>() == 40 && core::mem::align_of::<FlowKey>() == 8) };
     // SAFETY: a FlowKey is five aligned words, per the assertion.
     unsafe { &*(key as *const FlowKey as *const [u64; 5]) }
@@ -85,7 +85,7 @@ pub(super) fn key_words(key: &FlowKey) -> &[u64; 5] {
 
 /// Key equality in five word compares, without branches or `memcmp`.
 #[inline(always)]
-pub(super) fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
     let (a, b) = (key_words(a), key_words(b));
     (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
 }
@@ -93,7 +93,7 @@ pub(super) fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
 /// An unused `FLOW_ENTRIES` index: one user space freed, else one never
 /// handed out.
 #[inline(always)]
-pub(super) fn allocate_flow() -> Option<u32> {
+fn allocate_flow() -> Option<u32> {
     if let Ok(Some(index)) = FREE_FLOWS.pop() {
         return Some(index);
     }

@@ -20,10 +20,10 @@ pub(super) const ETH_P_8021AD: u16 = 0x88a8;
 pub(super) const ETH_P_ARP: u16 = 0x0806;
 
 /// TCP option kind of the maximum segment size, and its length.
-pub(super) const TCP_OPT_MSS: [u8; 2] = [2, 4];
-pub(super) const IPPROTO_TCP: u8 = 6;
+const TCP_OPT_MSS: [u8; 2] = [2, 4];
+const IPPROTO_TCP: u8 = 6;
 /// NOP, NOP, kind 8 (timestamps), length 10.
-pub(super) const TS_OPTION_PREFIX: [u8; 4] = [1, 1, 8, 10];
+const TS_OPTION_PREFIX: [u8; 4] = [1, 1, 8, 10];
 
 pub(super) const TCP_FIN: u8 = 0x01;
 pub(super) const TCP_SYN: u8 = 0x02;

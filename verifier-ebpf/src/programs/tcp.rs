@@ -90,7 +90,7 @@ pub(super) fn account(ctx: &TcContext, segment: &Segment, stats: *mut FlowStats)
 /// # Safety
 /// `stats` points into a live flow table value.
 #[inline(always)]
-pub(super) unsafe fn track_sequence(stats: *mut FlowStats, segment: &Segment) {
+unsafe fn track_sequence(stats: *mut FlowStats, segment: &Segment) {
     // SYN and FIN take one sequence number each.
     let syn = u32::from(segment.flags & TCP_SYN != 0);
     let start = segment.seq.wrapping_add(syn);
@@ -142,7 +142,7 @@ pub(super) unsafe fn track_sequence(stats: *mut FlowStats, segment: &Segment) {
 /// # Safety
 /// `stats` points into a live flow table value.
 #[inline(never)]
-pub(super) unsafe fn fill_gap(stats: *mut FlowStats, start: u32, end: u32, len: u32) {
+unsafe fn fill_gap(stats: *mut FlowStats, start: u32, end: u32, len: u32) {
     // SAFETY: per the function's contract.
     unsafe {
         let (hole_start, hole_end) = ((*stats).hole_start, (*stats).hole_end);
@@ -191,7 +191,7 @@ pub(super) unsafe fn fill_gap(stats: *mut FlowStats, start: u32, end: u32, len: 
 /// # Safety
 /// `stats` points into a live flow table value.
 #[inline(never)]
-pub(super) unsafe fn track_rtt(stats: *mut FlowStats, segment: &Segment) {
+unsafe fn track_rtt(stats: *mut FlowStats, segment: &Segment) {
     let (ts_val, ts_ecr) = (segment.ts_val, segment.ts_ecr);
     // SAFETY: per the function's contract.
     unsafe {
