@@ -498,11 +498,7 @@ impl Epoch<'_> {
                         "endpoints of {key} loaded: {}",
                         endpoints
                             .iter()
-                            .map(|e| format!(
-                                "{} ({})",
-                                e.addr,
-                                crate::config::endpoints::channel_name(e.channel)
-                            ))
+                            .map(|e| format!("{} ({})", e.addr, e.channel))
                             .collect::<Vec<_>>()
                             .join(", ")
                     ));

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::series::{self, Interval, Rtt, Throughput};
 use crate::{
-    config::{endpoints::channel_name, Endpoint},
+    config::Endpoint,
     dataplane::Role,
     flows::{BytesByRole, Connection, FlowTable, SlotInfo},
 };
@@ -41,9 +41,7 @@ pub fn group<'a>(table: &'a FlowTable, endpoints: &[Endpoint]) -> Vec<Group<'a>>
             channels: HashMap::new(),
         });
         if let Some(endpoint) = published.get(&server) {
-            group
-                .channels
-                .insert(server, channel_name(endpoint.channel));
+            group.channels.insert(server, endpoint.channel.name());
         }
         group.connections.push(connection);
     }
