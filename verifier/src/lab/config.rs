@@ -43,6 +43,12 @@ pub enum Scenario {
     /// No VM: `bench serve` in node B's virt-handler, `bench run` in node
     /// A's, across the secondary network (with `--rate`, the shaped one).
     Bench,
+    /// A running Linux guest dirtying memory slower than the migration's
+    /// bandwidth: pre-copy iterates and converges.
+    BusyGuest,
+    /// A running Linux guest dirtying memory faster than the migration's
+    /// bandwidth: pre-copy never converges and the migration is ended.
+    NotConverging,
 }
 
 impl Scenario {
@@ -57,6 +63,8 @@ impl Scenario {
             Scenario::Stall => "stall",
             Scenario::Ipv6 => "ipv6",
             Scenario::Bench => "bench",
+            Scenario::BusyGuest => "busy-guest",
+            Scenario::NotConverging => "not-converging",
         }
     }
 
@@ -64,7 +72,10 @@ impl Scenario {
     pub fn completes(self) -> bool {
         !matches!(
             self,
-            Scenario::VlanMismatch | Scenario::MtuMismatch | Scenario::Stall
+            Scenario::VlanMismatch
+                | Scenario::MtuMismatch
+                | Scenario::Stall
+                | Scenario::NotConverging
         )
     }
 
@@ -86,6 +97,9 @@ impl Scenario {
             bandwidth_bytes: None,
             offloads: true,
             timeout: Duration::from_secs(60),
+            guest: Guest::Paused,
+            auto_converge: false,
+            post_copy: false,
         };
         // Faults that stop the migration need no minute to show it.
         let fault_timeout = Duration::from_secs(12);
@@ -127,8 +141,46 @@ impl Scenario {
             },
             Scenario::Ipv6 => LabConfig { ipv6: true, ..base },
             Scenario::Bench => base,
+            // The rates are QEMU's max-bandwidth (KubeVirt's
+            // bandwidthPerMigration), so the outcome does not hang on how
+            // fast this host moves TLS. Figures measured in docs/lab.md.
+            Scenario::BusyGuest => LabConfig {
+                memory_mib: 256,
+                guest: Guest::Running {
+                    dirty_rate_mib_s: 25,
+                    working_set_mib: 64,
+                },
+                bandwidth_bytes: Some(100 << 20),
+                ..base
+            },
+            Scenario::NotConverging => LabConfig {
+                memory_mib: 256,
+                guest: Guest::Running {
+                    dirty_rate_mib_s: 100,
+                    working_set_mib: 64,
+                },
+                bandwidth_bytes: Some(50 << 20),
+                timeout: Duration::from_secs(30),
+                ..base
+            },
         }
     }
+}
+
+/// What runs in the VM while it migrates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Guest {
+    /// No code runs (`-S`); RAM is a file of random bytes: one pass over
+    /// memory, always converges. Fast and steady.
+    Paused,
+    /// A Linux kernel whose init rewrites `working_set_mib` of memory at
+    /// `dirty_rate_mib_s` (0: boots and idles), started before the
+    /// migration and running through it.
+    Running {
+        dirty_rate_mib_s: u64,
+        working_set_mib: u64,
+    },
 }
 
 /// Everything that shapes one lab: topology, faults and the migration.
@@ -161,6 +213,22 @@ pub struct LabConfig {
     pub offloads: bool,
     /// A migration still running after this long is cancelled.
     pub timeout: Duration,
+    /// A paused guest, or a running Linux guest dirtying memory.
+    #[serde(default = "paused")]
+    pub guest: Guest,
+    /// QEMU's auto-converge (KubeVirt's `allowAutoConverge`): the source
+    /// throttles the vCPUs while pre-copy does not converge.
+    #[serde(default)]
+    pub auto_converge: bool,
+    /// Post-copy (KubeVirt's `allowPostCopy`): the lab switches to
+    /// post-copy after the first full pass. Turns multifd off, as KubeVirt
+    /// does (and QEMU 7.2's target aborts at the end of a multifd post-copy).
+    #[serde(default)]
+    pub post_copy: bool,
+}
+
+fn paused() -> Guest {
+    Guest::Paused
 }
 
 /// The lab's fixed address plan. Ranges do not overlap: the pod network is
@@ -188,6 +256,38 @@ impl LabConfig {
             (false, _) => addr::POD_B.into(),
             (true, false) => addr::MIGRATION_V4_B.into(),
             (true, true) => addr::MIGRATION_V6_B.into(),
+        }
+    }
+
+    /// multifd channels the migration actually uses: none with post-copy.
+    pub fn multifd_in_effect(&self) -> u8 {
+        if self.post_copy {
+            0
+        } else {
+            self.multifd_channels
+        }
+    }
+
+    /// Why this configuration cannot run, if it cannot: a working set that
+    /// does not fit the guest's memory beside the kernel.
+    pub fn guest_problem(&self) -> Option<String> {
+        match self.guest {
+            Guest::Paused => None,
+            Guest::Running {
+                working_set_mib, ..
+            } if working_set_mib == 0 => Some("the working set must be at least 1 MiB".into()),
+            Guest::Running {
+                working_set_mib, ..
+            } if working_set_mib + super::guest::GUEST_OVERHEAD_MIB > self.memory_mib => {
+                Some(format!(
+                    "a working set of {working_set_mib} MiB needs at least {} MiB of guest memory \
+                 ({} MiB for the kernel and init); the guest has {} MiB",
+                    working_set_mib + super::guest::GUEST_OVERHEAD_MIB,
+                    super::guest::GUEST_OVERHEAD_MIB,
+                    self.memory_mib
+                ))
+            }
+            Guest::Running { .. } => None,
         }
     }
 
