@@ -408,6 +408,20 @@ pub fn wait_for_console(
     }
 }
 
+/// Sums the init's "mv: dirtied N MiB in S.Ds" reports in `console`:
+/// (MiB, seconds).
+pub fn dirtied_reports(console: &str) -> (u64, f64) {
+    console
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("mv: dirtied ")?;
+            let (mib, rest) = rest.split_once(" MiB in ")?;
+            let (seconds, _) = rest.split_once('s')?;
+            Some((mib.parse::<u64>().ok()?, seconds.parse::<f64>().ok()?))
+        })
+        .fold((0, 0.0), |(m, s), (mib, secs)| (m + mib, s + secs))
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Read as _;
@@ -563,6 +577,20 @@ mod tests {
         );
         // The init reads exactly these keys.
         assert!(INIT.contains("mv.dirty_rate=*") && INIT.contains("mv.working_set=*"));
+    }
+
+    #[test]
+    fn dirtied_reports_sum_the_inits_lines() {
+        let console = "mv: dirtying 40 MiB/s over 64 MiB\n\
+                       mv: dirtied 40 MiB in 1.0s, 40 MiB in all\n\
+                       [    9.1] some kernel line\n\
+                       mv: dirtied 31 MiB in 1.1s, 71 MiB in all\n\
+                       mv: dirtied 4";
+        let (mib, seconds) = dirtied_reports(console);
+        assert_eq!(mib, 71);
+        assert!((seconds - 2.1).abs() < 1e-9);
+        // The init prints exactly that shape.
+        assert!(INIT.contains("echo \"mv: dirtied $((done - reported)) MiB in $((d / 100)).$((d % 100 / 10))s, $done MiB in all\""));
     }
 
     #[test]

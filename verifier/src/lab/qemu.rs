@@ -102,6 +102,11 @@ pub struct GuestAccount {
     /// QEMU's own measure of the guest's dirty rate just before the
     /// migration (`calc-dirty-rate`, page sampling, 1 s), MiB/s.
     pub measured_dirty_rate_mib_s: Option<u64>,
+    /// What the guest itself says it wrote while the migration ran (its
+    /// console reports, one a second), MiB and MiB/s: below the rate it
+    /// was told when QEMU's throttle or this host's CPUs held it back.
+    pub dirtied_during_migration_mib: Option<u64>,
+    pub dirty_rate_during_migration_mib_s: Option<f64>,
     /// Whether the target's vCPUs run after the migration (`query-status`).
     pub running_on_target: Option<bool>,
 }
@@ -516,9 +521,13 @@ pub fn migrate(
         guest_account = Some(GuestAccount {
             boot_ms,
             measured_dirty_rate_mib_s: measured,
+            dirtied_during_migration_mib: None,
+            dirty_rate_during_migration_mib_s: None,
             running_on_target: None,
         });
     }
+    let console = state.join("guest-source.log");
+    let console_at_start = fs::metadata(&console).map(|m| m.len()).unwrap_or(0);
     source_qmp.execute("migrate", json!({ "uri": uri(target_address, port) }))?;
 
     let started = Instant::now();
@@ -615,6 +624,18 @@ pub fn migrate(
         }
     };
 
+    if let Some(guest) = guest_account.as_mut() {
+        // The guest's reports since the migration started (the first one
+        // also covers a moment before it).
+        let text = fs::read(&console).unwrap_or_default();
+        let since = text.get(console_at_start as usize..).unwrap_or_default();
+        let (mib, seconds) = guest::dirtied_reports(&String::from_utf8_lossy(since));
+        if seconds > 0.0 {
+            guest.dirtied_during_migration_mib = Some(mib);
+            guest.dirty_rate_during_migration_mib_s =
+                Some((mib as f64 / seconds * 10.0).round() / 10.0);
+        }
+    }
     // The end state, with the figures of the last answer that had them.
     let figures = if status.get("ram").is_some() {
         &status
