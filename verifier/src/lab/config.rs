@@ -276,7 +276,7 @@ impl LabConfig {
             Guest::Paused => None,
             Guest::Running {
                 working_set_mib, ..
-            } if working_set_mib == 0 => Some("the working set must be at least 1 MiB".into()),
+            } if working_set_mib < 2 => Some("the working set must be at least 2 MiB".into()),
             Guest::Running {
                 working_set_mib, ..
             } if working_set_mib + super::guest::GUEST_OVERHEAD_MIB > self.memory_mib => {
@@ -299,5 +299,62 @@ impl LabConfig {
         } else {
             format!("10.200.5.0/{}", addr::MIGRATION_V4_PREFIX)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_guest_scenarios_fit_their_memory() {
+        for scenario in [Scenario::BusyGuest, Scenario::NotConverging] {
+            let config = scenario.config();
+            assert!(matches!(config.guest, Guest::Running { .. }));
+            assert_eq!(config.guest_problem(), None, "{}", scenario.name());
+            assert_eq!(config.multifd_in_effect(), 8);
+        }
+        assert_eq!(Scenario::Secondary.config().guest, Guest::Paused);
+        assert!(!Scenario::NotConverging.completes());
+    }
+
+    #[test]
+    fn a_working_set_must_fit_beside_the_kernel() {
+        let running = |working_set_mib, memory_mib| LabConfig {
+            guest: Guest::Running {
+                dirty_rate_mib_s: 10,
+                working_set_mib,
+            },
+            memory_mib,
+            ..Scenario::Secondary.config()
+        };
+        assert_eq!(running(160, 256).guest_problem(), None);
+        let problem = running(161, 256).guest_problem().unwrap();
+        assert!(problem.contains("at least 257 MiB"), "{problem}");
+        assert!(running(1, 256).guest_problem().is_some());
+    }
+
+    #[test]
+    fn post_copy_turns_multifd_off() {
+        let config = LabConfig {
+            post_copy: true,
+            ..Scenario::BusyGuest.config()
+        };
+        assert_eq!(config.multifd_in_effect(), 0);
+    }
+
+    #[test]
+    fn an_older_lab_state_reads_as_a_paused_guest() {
+        let mut json = serde_json::to_value(Scenario::Secondary.config()).unwrap();
+        for field in ["guest", "auto_converge", "post_copy"] {
+            json.as_object_mut().unwrap().remove(field);
+        }
+        let config: LabConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(config, Scenario::Secondary.config());
+        let running = serde_json::to_value(Scenario::BusyGuest.config()).unwrap();
+        assert_eq!(
+            running["guest"],
+            serde_json::json!({ "kind": "running", "dirty_rate_mib_s": 25, "working_set_mib": 64 })
+        );
     }
 }
