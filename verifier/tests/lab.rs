@@ -558,9 +558,9 @@ fn a_guest_dirtying_faster_than_the_bandwidth_never_converges() {
     // QEMU forgets its figures once cancelled: these are the last it gave.
     let guest_size = qemu["guest_memory_bytes"].as_u64().unwrap();
     assert!(
-        qemu["transferred_bytes"].as_u64().unwrap() > 4 * guest_size,
+        qemu["transferred_bytes"].as_u64().unwrap() > 3 * guest_size,
         "{qemu:#}"
     );
-    assert!(qemu["iterations"].as_u64().unwrap() > 10, "{qemu:#}");
+    assert!(qemu["iterations"].as_u64().unwrap() > 5, "{qemu:#}");
     assert!(qemu["remaining_bytes"].as_u64().unwrap() > 0, "{qemu:#}");
 }
