@@ -491,3 +491,76 @@ fn lab_down_cleans_up_after_kill_9() {
     assert!(out.status.success());
     assert_nothing_left("after lab down");
 }
+
+/// `lab up` of a scenario with its own settings, then `lab migrate -o
+/// json`: QEMU's account and migverify's exit code.
+fn migrate_scenario(scenario: &str) -> (Value, Option<i32>) {
+    let out = migverify(&["lab", "up", "--scenario", scenario]);
+    assert!(
+        out.status.success(),
+        "lab up {scenario}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = migverify(&["lab", "migrate", "-o", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "lab migrate {scenario}: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (report["qemu"].clone(), out.status.code())
+}
+
+#[test]
+fn a_busy_running_guest_iterates_and_converges() {
+    if !privileged("a_busy_running_guest_iterates_and_converges") {
+        return;
+    }
+    let _lab = LabGuard::take();
+    let (qemu, code) = migrate_scenario("busy-guest");
+    assert_eq!(qemu["status"], "completed", "{qemu:#}");
+    assert_eq!(code, Some(0));
+    let guest_size = qemu["guest_memory_bytes"].as_u64().unwrap();
+    // Pre-copy went round more than once and sent the dirtied pages again.
+    assert!(qemu["iterations"].as_u64().unwrap() > 1, "{qemu:#}");
+    assert!(
+        qemu["transferred_bytes"].as_u64().unwrap() > guest_size,
+        "{qemu:#}"
+    );
+    assert!(
+        qemu["dirty_pages_rate_max"].as_u64().unwrap() > 0,
+        "{qemu:#}"
+    );
+    let guest = &qemu["guest"];
+    // QEMU saw the guest dirty memory, and the guest runs on at the target.
+    assert!(
+        guest["measured_dirty_rate_mib_s"].as_u64().unwrap() > 0,
+        "{qemu:#}"
+    );
+    assert!(
+        guest["dirtied_during_migration_mib"].as_u64().unwrap() > 0,
+        "{qemu:#}"
+    );
+    assert_eq!(guest["running_on_target"], true, "{qemu:#}");
+    assert_eq!(qemu["postcopy"], false);
+}
+
+#[test]
+fn a_guest_dirtying_faster_than_the_bandwidth_never_converges() {
+    if !privileged("a_guest_dirtying_faster_than_the_bandwidth_never_converges") {
+        return;
+    }
+    let _lab = LabGuard::take();
+    let (qemu, code) = migrate_scenario("not-converging");
+    assert_eq!(code, Some(1));
+    assert_eq!(qemu["status"], "cancelled", "{qemu:#}");
+    assert_eq!(qemu["cancelled_by_timeout"], true);
+    // QEMU forgets its figures once cancelled: these are the last it gave.
+    let guest_size = qemu["guest_memory_bytes"].as_u64().unwrap();
+    assert!(
+        qemu["transferred_bytes"].as_u64().unwrap() > 3 * guest_size,
+        "{qemu:#}"
+    );
+    assert!(qemu["iterations"].as_u64().unwrap() > 5, "{qemu:#}");
+    assert!(qemu["remaining_bytes"].as_u64().unwrap() > 0, "{qemu:#}");
+}
