@@ -14,6 +14,7 @@ pub use super::rules::{Expectations, Phase};
 use super::{
     budget::{budget, BudgetReport},
     migration::{figures, group, Figures, Group},
+    node::{nodes, NodeFigures},
     reasons::{self, Reason, DATAPLANE_LOST},
     rules::{self, Scene, Subject},
 };
@@ -64,6 +65,8 @@ pub struct Judgement<'a> {
     /// The connections of each migration, in the order of `migrations`.
     pub groups: Vec<Group<'a>>,
     pub migrations: Vec<Judged>,
+    /// The migrations of each source node together (a drain).
+    pub nodes: Vec<NodeFigures>,
     /// Errors first, then warnings, then information.
     pub reasons: Vec<Reason>,
     /// Values assumed because no input gave them.
@@ -133,6 +136,17 @@ pub fn judge<'a>(observation: &Observation<'a>) -> Judgement<'a> {
     };
     let mut reasons = rules::judgements(&scene, &subjects);
     reasons.extend(rules::causes(&scene, &subjects));
+    let nodes = nodes(
+        &groups,
+        &migrations,
+        observation.limits.parallel_outbound_migrations_per_node,
+        observation.interval_ms,
+        observation.now_ms,
+    );
+    for node in &nodes {
+        reasons.extend(rules::parallel::over_limit(node));
+        reasons.extend(rules::parallel::rate_shortfall(node));
+    }
     if let Some((stats, events_dropped)) = observation.health {
         if let Some(losses) = stats.losses(events_dropped) {
             reasons.push(DATAPLANE_LOST.raise(
@@ -148,6 +162,7 @@ pub fn judge<'a>(observation: &Observation<'a>) -> Judgement<'a> {
     Judgement {
         groups,
         migrations,
+        nodes,
         reasons,
         assumptions,
     }

@@ -63,6 +63,19 @@ pub struct FlowRow {
     pub payload_bytes: u64,
 }
 
+/// One channel of a migration: the connections to the ports the target
+/// published with one label (control 0, memory 49152, disk 49153), or that
+/// the observers classified as it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChannelFigures {
+    pub channel: &'static str,
+    pub connections: usize,
+    /// TCP payload, both directions, retransmissions excluded.
+    pub payload_bytes: u64,
+    /// The part of it sent to the target.
+    pub forward_payload_bytes: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct InterfaceBytes {
     pub interface: String,
@@ -85,6 +98,8 @@ pub struct Figures {
     pub payload_bytes: u64,
     /// The part of it that went from source to target.
     pub forward_payload_bytes: u64,
+    /// The payload by channel: control, memory (main and multifd), disk.
+    pub channels: Vec<ChannelFigures>,
     pub flows: Vec<FlowRow>,
     pub throughput_bps: Throughput,
     pub rtt_us: Rtt,
@@ -111,6 +126,7 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
     let mut bytes_by_vlan: BTreeMap<String, u64> = BTreeMap::new();
     let mut flows = Vec::new();
     let mut targets: Vec<String> = Vec::new();
+    let mut channels: BTreeMap<&'static str, ChannelFigures> = BTreeMap::new();
     for connection in &group.connections {
         let report = connection.report(slots);
         let channel = group
@@ -118,6 +134,15 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
             .get(&connection.key.server)
             .copied()
             .unwrap_or(report.channel);
+        let by_channel = channels.entry(channel).or_insert_with(|| ChannelFigures {
+            channel,
+            connections: 0,
+            payload_bytes: 0,
+            forward_payload_bytes: 0,
+        });
+        by_channel.connections += 1;
+        by_channel.payload_bytes += connection.payload_bytes();
+        by_channel.forward_payload_bytes += connection.forward_payload_bytes();
         let reason = if group.channels.contains_key(&connection.key.server) {
             "endpoint"
         } else {
@@ -178,6 +203,7 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
             .iter()
             .map(|c| c.forward_payload_bytes())
             .sum(),
+        channels: channel_order(channels),
         flows,
         throughput_bps: series::throughput(&progress),
         rtt_us,
@@ -197,4 +223,15 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
         progress,
         rtt_histogram: Some(rtt_histogram),
     }
+}
+
+/// Channels in the order a migration opens them: control, memory, disk,
+/// then whatever else.
+fn channel_order(mut channels: BTreeMap<&'static str, ChannelFigures>) -> Vec<ChannelFigures> {
+    let mut ordered: Vec<ChannelFigures> = ["control", "memory", "disk"]
+        .iter()
+        .filter_map(|name| channels.remove(name))
+        .collect();
+    ordered.extend(channels.into_values());
+    ordered
 }

@@ -77,6 +77,14 @@ catalogue! {
     TRAFFIC_NONE = "traffic.none" [Error, Warning] live "MigrationTrafficNotSeen";
     /// The data plane lost segments or events (counted): figures may be low.
     DATAPLANE_LOST = "dataplane.lost" [Warning] final;
+    /// More migrations moved at once from one node than
+    /// `parallelOutboundMigrationsPerNode` allows: the limits judged by are
+    /// not those in force.
+    PARALLEL_OVER_LIMIT = "parallel.over-limit" [Warning] final;
+    /// Migrations moving at once from one node need more together (each its
+    /// completion budget's least rate) than the link gave them while they
+    /// ran together.
+    PARALLEL_RATE = "parallel.rate" [Warning] final;
     /// In the lab: QEMU's migration did not complete.
     LAB_MIGRATION_FAILED = "lab.migration-failed" [Error] final;
     /// SYNs without SYN-ACK, a reset answering the SYN, or ARP for the

@@ -21,6 +21,7 @@ use crate::{
         budget::BudgetReport,
         judge::Judgement,
         migration::Figures,
+        node::NodeFigures,
         reasons::{self, Reason},
     },
     verdict::Verdict,
@@ -40,6 +41,9 @@ pub struct MigrationReport {
     #[serde(flatten)]
     pub figures: Figures,
     pub budget: BudgetReport,
+    /// In lab runs: QEMU's own account of this migration beside migverify's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lab: Option<Value>,
 }
 
 /// What the data plane itself lost or skipped: never silent.
@@ -69,6 +73,10 @@ pub struct Report {
     pub verdict: Verdict,
     pub reasons: Vec<Reason>,
     pub migrations: Vec<MigrationReport>,
+    /// The migrations of each source node together: how many at once
+    /// against the parallel limit, the rate they needed together and got,
+    /// and the order they started in (a node drain's queue).
+    pub nodes: Vec<NodeFigures>,
     /// Values migverify assumed because no input gave them.
     pub assumptions: Vec<String>,
     pub budget_settings: Limits,
@@ -100,8 +108,10 @@ impl Report {
                 .map(|m| MigrationReport {
                     figures: m.figures,
                     budget: m.budget,
+                    lab: None,
                 })
                 .collect(),
+            nodes: judgement.nodes,
             assumptions,
             budget_settings: limits.clone(),
             dataplane,

@@ -43,6 +43,26 @@ pub fn render(report: &Report) -> String {
             f.retransmits,
             f.resets
         );
+        if f.channels.len() > 1 || f.channels.iter().any(|c| c.channel != "memory") {
+            let channels: Vec<String> = f
+                .channels
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {} ({} conn{})",
+                        c.channel,
+                        bytes(c.forward_payload_bytes),
+                        c.connections,
+                        if c.connections == 1 { "" } else { "s" }
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  channels        {} to the target",
+                channels.join(", ")
+            );
+        }
         let t = &f.throughput_bps;
         let _ = writeln!(
             out,
@@ -107,6 +127,9 @@ pub fn render(report: &Report) -> String {
     if report.migrations.is_empty() {
         let _ = writeln!(out, "\nno migration traffic seen");
     }
+    for node in report.nodes.iter().filter(|n| n.migrations > 1) {
+        nodes(&mut out, node);
+    }
     if let Some(lab) = &report.lab {
         let q = &lab["qemu"];
         let seen: u64 = report
@@ -130,4 +153,48 @@ pub fn render(report: &Report) -> String {
         );
     }
     out
+}
+
+/// A source node's migrations together: the parallel budget and the queue.
+fn nodes(out: &mut String, n: &crate::measure::node::NodeFigures) {
+    let _ = writeln!(
+        out,
+        "\nnode {}: {} migrations, at most {} at once (parallelOutboundMigrationsPerNode {})",
+        n.source, n.migrations, n.peak_parallel, n.parallel_limit
+    );
+    let _ = writeln!(
+        out,
+        "  parallel        {} at once ({}) need >= {} on the migration NIC; the link gave {} while they ran together",
+        n.peak_parallel,
+        n.peak_migrations.join(", "),
+        rate(n.need_bps),
+        n.gave_bps.map_or_else(|| "-".into(), rate)
+    );
+    let t = &n.aggregate_bps;
+    let _ = writeln!(
+        out,
+        "  node rate       p5 {}  p50 {}  p95 {}  max {}  mean {}  ({} intervals)",
+        rate(t.p5),
+        rate(t.p50),
+        rate(t.p95),
+        rate(t.max),
+        rate(t.mean),
+        t.intervals
+    );
+    for (i, span) in n.timeline.iter().enumerate() {
+        let waited = match (&span.started_after, span.gap_s) {
+            (Some(after), Some(gap)) => {
+                format!(", once {after} had finished ({gap:.2} s after it): queued")
+            }
+            _ => format!(", with {} running", span.running_at_start),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<15} {} started +{:.2} s, ended +{:.2} s{waited}",
+            if i == 0 { "order" } else { "" },
+            span.id,
+            span.after_first_s,
+            span.end_s - span.start_s + span.after_first_s
+        );
+    }
 }

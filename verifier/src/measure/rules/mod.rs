@@ -17,6 +17,7 @@
 mod budget;
 mod connection;
 mod network;
+pub mod parallel;
 pub mod rate;
 mod reach;
 #[cfg(test)]
