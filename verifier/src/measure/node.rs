@@ -54,8 +54,9 @@ pub struct Span {
     pub after_first_s: f64,
     /// Other migrations of the node moving when it started.
     pub running_at_start: usize,
-    /// The migration that finished last before it started: it started
-    /// only once that one was done (queued behind the parallel limit).
+    /// The migration whose end gave it its slot: the first to finish after
+    /// the last start before its own, and before it started (it waited
+    /// behind the parallel limit for that one).
     pub started_after: Option<String>,
     /// From that one's end to its start.
     pub gap_s: Option<f64>,
@@ -190,11 +191,22 @@ fn node(
         .iter()
         .enumerate()
         .map(|(n, s)| {
-            let before = spans
+            // The slot it took: the first migration to end after the last
+            // one that started before it, and before it started.
+            let previous_start = spans[..n]
                 .iter()
-                .enumerate()
-                .filter(|(m, other)| *m != n && other.end_ms <= s.start_ms)
-                .max_by_key(|(_, other)| other.end_ms);
+                .map(|other| other.start_ms)
+                .filter(|start| *start < s.start_ms)
+                .max();
+            let before = previous_start.and_then(|previous| {
+                spans
+                    .iter()
+                    .enumerate()
+                    .filter(|(m, other)| {
+                        *m != n && other.end_ms > previous && other.end_ms <= s.start_ms
+                    })
+                    .min_by_key(|(_, other)| other.end_ms)
+            });
             Span {
                 id: id(s),
                 start_s: secs(s.start_ms),
@@ -254,6 +266,11 @@ mod tests {
     /// control connection and two memory ones; vm3 a disk one too. Their
     /// connections interleave on the same target address.
     fn drain() -> (FlowTable, Vec<Endpoint>) {
+        drain_with(20)
+    }
+
+    /// The same drain with vm2 moving until tick `vm2_last`.
+    fn drain_with(vm2_last: u64) -> (FlowTable, Vec<Endpoint>) {
         let endpoints = vec![
             endpoint(40011, Channel::Control, "vm1"),
             endpoint(40001, Channel::Memory, "vm1"),
@@ -268,8 +285,8 @@ mod tests {
             (51000, 40011, 1, 10, 0),
             (51001, 40001, 1, 10, 1),
             (51002, 40001, 1, 10, 1),
-            (52000, 40012, 1, 20, 0),
-            (52001, 40002, 1, 20, 1),
+            (52000, 40012, 1, vm2_last, 0),
+            (52001, 40002, 1, vm2_last, 1),
             (53000, 40013, 12, 25, 0),
             (53001, 40003, 12, 25, 1),
             (53002, 40023, 12, 25, 1),
@@ -459,6 +476,32 @@ mod tests {
             "{:?}",
             j.reasons
         );
+    }
+
+    #[test]
+    fn a_queued_migration_took_the_slot_of_the_first_to_finish() {
+        // vm2 is done at tick 8, vm1 at 10, vm3 starts in tick 12: vm2's
+        // end freed the slot, though vm1 ended last.
+        let (table, endpoints) = drain_with(8);
+        let (limits, sizes, slots, expectations) = (
+            Limits::default(),
+            sizes(64),
+            slots(),
+            Expectations::default(),
+        );
+        let j = judged(&table, &endpoints, &limits, &sizes, &slots, &expectations);
+        let vm3 = &j.nodes[0].timeline[2];
+        assert_eq!(vm3.id, "default/vm3");
+        assert_eq!(
+            (
+                vm3.started_after.as_deref(),
+                vm3.gap_s,
+                vm3.running_at_start
+            ),
+            (Some("default/vm2"), Some(0.3), 0)
+        );
+        // Nothing ended between their own start and another's: none waited.
+        assert_eq!(j.nodes[0].timeline[1].started_after, None);
     }
 
     #[test]
