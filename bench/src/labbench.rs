@@ -216,7 +216,10 @@ fn migrate_with(config: &LabConfig, variant: Variant) -> anyhow::Result<QemuOutc
             Ok(outcome?)
         }
         Variant::Migverify => {
-            Ok(lab::migrate_observed(config, Duration::from_millis(100), &quiet)?.qemu)
+            match lab::migrate_observed(config, Duration::from_millis(100), &quiet)?.outcome {
+                lab::Outcome::Single(qemu) => Ok(qemu),
+                lab::Outcome::Drain(_) => anyhow::bail!("the benchmark migrates one VM"),
+            }
         }
         Variant::Tcpdump => {
             let captures = tcpdumps(config)?;

@@ -42,6 +42,9 @@ enum LabCommand {
 struct UpArgs {
     #[command(flatten)]
     lab: lab::Options,
+    /// The parallel limits a drain honours (the others are for `lab run`'s judgement).
+    #[command(flatten)]
+    budget: LimitFlags,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,7 +72,7 @@ fn progress(line: &str) {
 pub fn run(args: Args) -> anyhow::Result<Status> {
     match args.command {
         LabCommand::Up(up) => {
-            let config = up.lab.config()?;
+            let config = up.lab.config_under(&up.budget.limits_or_defaults()?)?;
             lab::up(&config, &progress)?;
             progress(&format!(
                 "up: scenario {}, target advertises {}",
@@ -80,15 +83,28 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         }
         LabCommand::Migrate(out) => {
             let config = lab::current()?;
-            let outcome = lab::migrate(&config, &progress, &mut |_| Ok(()))?;
-            match out.output {
-                Output::Json => println!(
+            let outcome = lab::migrate_any(&config, &progress, &mut |_| Ok(()))?;
+            let key = match outcome {
+                lab::Outcome::Single(_) => "qemu",
+                lab::Outcome::Drain(_) => "drain",
+            };
+            match (out.output, &outcome) {
+                (Output::Json, _) => println!(
                     "{}",
-                    serde_json::to_string_pretty(&json!({ "qemu": outcome }))?
+                    serde_json::to_string_pretty(&json!({ key: outcome }))?
                 ),
-                Output::Text => print_qemu(&outcome),
+                (Output::Text, lab::Outcome::Single(q)) => print_qemu(q),
+                (Output::Text, lab::Outcome::Drain(d)) => {
+                    for m in &d.migrations {
+                        print!("{} (waited {} ms): ", m.id, m.waited_ms);
+                        match &m.qemu {
+                            Some(q) => print_qemu(q),
+                            None => println!("{}", m.error.as_deref().unwrap_or("?")),
+                        }
+                    }
+                }
             }
-            Ok(if outcome.status == "completed" {
+            Ok(if outcome.status() == "completed" {
                 Status::Pass
             } else {
                 Status::Fail
@@ -105,8 +121,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             Ok(Status::Pass)
         }
         LabCommand::Run(run) => {
-            let config = run.lab.config()?;
             let limits = run.budget.limits_or_defaults()?;
+            let config = run.lab.config_under(&limits)?;
             let interval_ms = run.interval.interval_ms;
             if config.scenario == Scenario::Bench {
                 let report = lab::bench::run(&config, limits, interval_ms, &progress)?;

@@ -7,6 +7,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::intent::limits::DEFAULT_PARALLEL_OUTBOUND_PER_NODE;
+
 /// The CNI plugin the migration NetworkAttachmentDefinition uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -49,6 +51,11 @@ pub enum Scenario {
     /// A running Linux guest dirtying memory faster than the migration's
     /// bandwidth: pre-copy never converges and the migration is ended.
     NotConverging,
+    /// A node drain: several VMs migrate from node A to node B's one
+    /// migration address, at most `parallelOutboundMigrationsPerNode` at
+    /// once, the rest queued; each with the control channel beside its
+    /// memory stream (and with `--disk`, its disk over NBD).
+    Drain,
 }
 
 impl Scenario {
@@ -65,6 +72,7 @@ impl Scenario {
             Scenario::Bench => "bench",
             Scenario::BusyGuest => "busy-guest",
             Scenario::NotConverging => "not-converging",
+            Scenario::Drain => "drain",
         }
     }
 
@@ -100,6 +108,10 @@ impl Scenario {
             guest: Guest::Paused,
             auto_converge: false,
             post_copy: false,
+            vms: 1,
+            parallel: DEFAULT_PARALLEL_OUTBOUND_PER_NODE,
+            disk_mib: None,
+            control_channel: false,
         };
         // Faults that stop the migration need no minute to show it.
         let fault_timeout = Duration::from_secs(12);
@@ -166,6 +178,11 @@ impl Scenario {
                 timeout: Duration::from_secs(20),
                 ..base
             },
+            Scenario::Drain => LabConfig {
+                vms: 3,
+                control_channel: true,
+                ..base
+            },
         }
     }
 }
@@ -228,6 +245,30 @@ pub struct LabConfig {
     /// does (and QEMU 7.2's target aborts at the end of a multifd post-copy).
     #[serde(default)]
     pub post_copy: bool,
+    /// VMs migrated from node A to node B, as a node drain moves them.
+    #[serde(default = "one")]
+    pub vms: usize,
+    /// At most this many at once (KubeVirt's
+    /// `parallelOutboundMigrationsPerNode`, and `parallelMigrationsPerCluster`
+    /// when lower); the rest wait their turn.
+    #[serde(default = "default_parallel")]
+    pub parallel: u64,
+    /// A local disk of this many MiB (random bytes) that moves with the VM
+    /// over NBD, as KubeVirt's block migration.
+    #[serde(default)]
+    pub disk_mib: Option<u64>,
+    /// The libvirt control channel's stand-in (port value 0) beside the
+    /// memory stream.
+    #[serde(default)]
+    pub control_channel: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_parallel() -> u64 {
+    DEFAULT_PARALLEL_OUTBOUND_PER_NODE
 }
 
 fn paused() -> Guest {
@@ -294,6 +335,20 @@ impl LabConfig {
         }
     }
 
+    /// Whether this lab migrates several VMs, as a drain does.
+    pub fn is_drain(&self) -> bool {
+        self.vms > 1 || self.scenario == Scenario::Drain
+    }
+
+    /// How many migrate at once under `limits`: the per-node limit, or the
+    /// per-cluster one when lower (the lab has one source node).
+    pub fn honour(&mut self, limits: &crate::intent::Limits) {
+        self.parallel = limits
+            .parallel_outbound_migrations_per_node
+            .min(limits.parallel_migrations_per_cluster)
+            .max(1);
+    }
+
     /// The migration network's CIDR, as the NAD's IPAM range would say.
     pub fn migration_cidr(&self) -> String {
         if self.ipv6 {
@@ -348,7 +403,15 @@ mod tests {
     #[test]
     fn an_older_lab_state_reads_as_a_paused_guest() {
         let mut json = serde_json::to_value(Scenario::Secondary.config()).unwrap();
-        for field in ["guest", "auto_converge", "post_copy"] {
+        for field in [
+            "guest",
+            "auto_converge",
+            "post_copy",
+            "vms",
+            "parallel",
+            "disk_mib",
+            "control_channel",
+        ] {
             json.as_object_mut().unwrap().remove(field);
         }
         let config: LabConfig = serde_json::from_value(json).unwrap();

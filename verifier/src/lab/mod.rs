@@ -7,17 +7,22 @@
 //! a crashed or killed run. `run` does all of it around migverify's
 //! observers.
 
+mod account;
 pub mod bench;
 mod cmd;
 pub mod config;
+pub mod control;
+pub mod drain;
 pub mod guest;
 mod options;
 pub mod pki;
 pub mod qemu;
 mod qmp;
 mod report;
+pub mod storage;
 mod switch;
 pub mod topology;
+pub mod vmi;
 
 use std::{
     fs,
@@ -29,8 +34,9 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use self::{
     config::{Cni, Guest, LabConfig, Scenario},
+    drain::DrainOutcome,
     options::Options,
-    qemu::{GuestAccount, QemuOutcome},
+    qemu::{GuestAccount, QemuOutcome, Vm},
     report::report,
 };
 use crate::{
@@ -170,13 +176,39 @@ impl Status {
     }
 }
 
-/// Runs one migration across the lab that is up.
+/// Runs one migration across the lab that is up (the VMI in
+/// `/run/mvlab/vmi.json` once the target listens).
 pub fn migrate(
     config: &LabConfig,
     progress: Progress,
     listening: &mut dyn FnMut(&serde_json::Value) -> Result<(), LabError>,
 ) -> Result<QemuOutcome, LabError> {
+    let state = Path::new(STATE_DIR);
     qemu::migrate(
+        config,
+        &Vm::single(),
+        state,
+        Path::new(MEMORY_DIR),
+        progress,
+        &mut |vmi| {
+            fs::write(
+                state.join("vmi.json"),
+                serde_json::to_vec_pretty(vmi).expect("JSON"),
+            )
+            .map_err(|e| LabError::Io(format!("writing vmi.json: {e}")))?;
+            listening(vmi)
+        },
+    )
+}
+
+/// Drains the lab that is up: `config.vms` migrations, `config.parallel`
+/// at once (the VMIs as a List in `/run/mvlab/vmi.json`, kept current).
+pub fn drain(
+    config: &LabConfig,
+    progress: Progress,
+    listening: &mut dyn FnMut(&serde_json::Value) -> Result<(), LabError>,
+) -> Result<DrainOutcome, LabError> {
+    drain::run(
         config,
         Path::new(STATE_DIR),
         Path::new(MEMORY_DIR),
@@ -185,16 +217,63 @@ pub fn migrate(
     )
 }
 
+/// What `lab migrate` did: one migration, or a drain of several. Made
+/// once per run: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum Outcome {
+    Single(QemuOutcome),
+    Drain(DrainOutcome),
+}
+
+impl Outcome {
+    /// QEMU's status, or the drain's (`completed` when every one did).
+    pub fn status(&self) -> String {
+        match self {
+            Outcome::Single(q) => q.status.clone(),
+            Outcome::Drain(d) => d.status(),
+        }
+    }
+}
+
+/// One migration, or a drain when the configuration has several VMs.
+pub fn migrate_any(
+    config: &LabConfig,
+    progress: Progress,
+    listening: &mut dyn FnMut(&serde_json::Value) -> Result<(), LabError>,
+) -> Result<Outcome, LabError> {
+    Ok(if config.is_drain() {
+        Outcome::Drain(drain(config, progress, listening)?)
+    } else {
+        Outcome::Single(migrate(config, progress, listening)?)
+    })
+}
+
 /// Removes every namespace, process and file of the lab; returns what it
 /// found. Safe to run on a clean host and after a killed run.
 pub fn down() -> Result<Vec<String>, LabError> {
     let mut removed = Vec::new();
-    for who in ["source", "target"] {
-        let pidfile = Path::new(STATE_DIR).join(format!("qemu-{who}.pid"));
+    // qemu-source.pid, qemu-target.pid; a drain's qemu-vm2-source.pid, ...
+    let mut pidfiles: Vec<PathBuf> = fs::read_dir(STATE_DIR)
+        .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    pidfiles.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("qemu-") && n.ends_with(".pid"))
+    });
+    pidfiles.sort();
+    for pidfile in pidfiles {
         if let Some(pid) = lab_qemu_pid(&pidfile) {
             // SAFETY: plain syscall; the pid was checked to be our QEMU.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             wait_until_dead(pid);
+            let who = pidfile
+                .file_stem()
+                .and_then(|n| n.to_str())
+                .map_or("", |n| n.trim_start_matches("qemu-"))
+                .to_string();
             removed.push(format!("qemu {who} (pid {pid})"));
         }
     }
@@ -237,13 +316,14 @@ fn lab_qemu_pid(pidfile: &Path) -> Option<i32> {
     (comm.trim().starts_with("mvlab-") && is_running(pid)).then_some(pid)
 }
 
-/// What one `lab run` saw: QEMU's account, the endpoints the lab
-/// published, what migverify collected over the migration, and the
-/// observers' frame counts per interface.
+/// What one `lab run` saw: QEMU's account (of each migration of a drain),
+/// the endpoints the lab published, what migverify collected over the
+/// migrations, and the observers' frame counts per interface.
 #[derive(Debug)]
 pub struct LabRun {
     pub config: LabConfig,
-    pub qemu: QemuOutcome,
+    pub outcome: Outcome,
+    /// The VMI document (a drain's List, as it stands at the end).
     pub vmi: serde_json::Value,
     pub endpoints: Vec<Endpoint>,
     pub collected: Collected,
@@ -302,7 +382,7 @@ pub fn migrate_observed(
     let (migration, collected) = std::thread::scope(|scope| {
         let migration = scope.spawn(move || {
             let mut published = (serde_json::Value::Null, Vec::new());
-            let outcome = migrate(config, progress, &mut |vmi| {
+            let outcome = migrate_any(config, progress, &mut |vmi| {
                 let endpoints = endpoints_from_vmi(vmi, &Path::new(STATE_DIR).join("vmi.json"))
                     .map_err(|e| LabError::Io(e.to_string()))?;
                 let (reply, loaded) = oneshot::channel();
@@ -313,11 +393,13 @@ pub fn migrate_observed(
                     .blocking_recv()
                     .map_err(|_| LabError::Io("the collector stopped".into()))?
                     .map_err(LabError::Io)?;
-                published = (vmi.clone(), endpoints);
+                // A drain's VMs publish one after another.
+                published.0 = vmi.clone();
+                published.1.extend(endpoints);
                 Ok(())
             });
             let _ = finished.send(());
-            outcome.map(|qemu| (qemu, published))
+            outcome.map(|outcome| (outcome, published))
         });
         let collected = runtime.block_on(session.collect(
             &[],
@@ -335,7 +417,11 @@ pub fn migrate_observed(
             collected,
         )
     });
-    let (qemu, (vmi, endpoints)) = migration?;
+    let (outcome, (last_vmi, endpoints)) = migration?;
+    let vmi = match &outcome {
+        Outcome::Drain(drain) => drain.vmi.clone(),
+        Outcome::Single(_) => last_vmi,
+    };
     let collected = collected?;
     let interfaces = session
         .dataplane()
@@ -347,7 +433,7 @@ pub fn migrate_observed(
     session.detach();
     Ok(LabRun {
         config: config.clone(),
-        qemu,
+        outcome,
         vmi,
         endpoints,
         collected,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::config::{Cni, Guest, LabConfig, Scenario};
+use crate::intent::Limits;
 
 /// The running guest's working set when only a dirty rate is given.
 const DEFAULT_WORKING_SET_MIB: u64 = 64;
@@ -60,9 +61,26 @@ pub struct Options {
     /// Switch to post-copy after the first full pass (KubeVirt's `allowPostCopy`).
     #[arg(long)]
     post_copy: bool,
+    /// Migrate this many VMs from node A to node B as a node drain does, at
+    /// most --parallel-outbound-migrations-per-node at once (drain: 3).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16))]
+    vms: Option<u64>,
+    /// Give each VM a local disk of this many MiB (random bytes) that moves
+    /// by QEMU's NBD on the storage port, as KubeVirt's block migration;
+    /// the budget's size includes it.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    disk: Option<u64>,
 }
 
 impl Options {
+    /// [`Options::config`] under the migration limits: as many VMs at once
+    /// as they allow.
+    pub fn config_under(&self, limits: &Limits) -> anyhow::Result<LabConfig> {
+        let mut config = self.config()?;
+        config.honour(limits);
+        Ok(config)
+    }
+
     /// The scenario's settings with the overrides applied.
     pub fn config(&self) -> anyhow::Result<LabConfig> {
         let mut config = self.scenario.config();
@@ -116,6 +134,13 @@ impl Options {
         }
         config.auto_converge |= self.auto_converge;
         config.post_copy |= self.post_copy;
+        if let Some(vms) = self.vms {
+            config.vms = vms as usize;
+            // Several VMs drain as KubeVirt runs them: with libvirt's
+            // control channel beside each memory stream.
+            config.control_channel |= vms > 1;
+        }
+        config.disk_mib = self.disk.or(config.disk_mib);
         if let Some(problem) = config.guest_problem() {
             anyhow::bail!(problem);
         }

@@ -1,7 +1,9 @@
 //! One real QEMU live migration across the lab, shaped like KubeVirt's: the
 //! target listens on an ephemeral port of its advertised address
 //! (`-incoming defer`, then `migrate-incoming tcp:ADDR:0`), multifd
-//! channels, mutual TLS, QEMU's bandwidth cap lifted.
+//! channels, mutual TLS, QEMU's bandwidth cap lifted; with the lab's
+//! control channel ([`super::control`]) and a local disk moving over NBD
+//! ([`super::storage`]) when the configuration asks for them.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -12,103 +14,57 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
 use serde_json::{json, Value};
 
+pub use super::account::{GuestAccount, QemuOutcome};
 use super::{
+    account::{field_u64, Account},
     cmd::exec,
     config::{Guest, LabConfig},
+    control::{ControlClient, ControlServer},
     guest::{self, Accel, GuestBoot},
     pki,
     qmp::Qmp,
+    storage,
     topology::{NODE_A, NODE_B},
+    vmi::{self, Ports, State},
     LabError, Progress,
 };
 
-/// QEMU's own account of the migration, from the source's `query-migrate`.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
-pub struct QemuOutcome {
-    /// completed, failed, cancelled, ...
-    pub status: String,
-    pub transferred_bytes: u64,
-    pub total_time_ms: u64,
-    pub downtime_ms: Option<u64>,
-    pub setup_time_ms: Option<u64>,
-    /// QEMU's own throughput figure, Mbit/s.
-    pub throughput_mbps: Option<f64>,
-    /// Why it failed, as QEMU says.
-    pub error: Option<String>,
-    /// The lab cancelled it after the configured timeout.
-    pub cancelled_by_timeout: bool,
-    pub target: SocketAddr,
-    pub multifd_channels: u8,
-    pub tls: bool,
-    pub accelerator: String,
-    pub guest_memory_bytes: u64,
-    /// Pre-copy passes over memory: `ram.dirty-sync-count`.
-    #[serde(default)]
-    pub iterations: Option<u64>,
-    /// QEMU's dirty page rate (pages/s) at the end, and the highest it
-    /// reported while the migration ran (`ram.dirty-pages-rate`).
-    #[serde(default)]
-    pub dirty_pages_rate: Option<u64>,
-    #[serde(default)]
-    pub dirty_pages_rate_max: Option<u64>,
-    #[serde(default)]
-    pub page_size: Option<u64>,
-    /// Guest RAM as QEMU counts it (`ram.total`).
-    #[serde(default)]
-    pub ram_total_bytes: Option<u64>,
-    /// What was still to send (`ram.remaining`): 0 once completed.
-    #[serde(default)]
-    pub remaining_bytes: Option<u64>,
-    /// Pages sent in full (`ram.normal`), resends included, and pages sent
-    /// as a zero-page flag (`ram.duplicate`). QEMU 7.2 has no resend count;
-    /// pages sent more than once are at least
-    /// `normal_pages + zero_pages - ram_total_bytes / page_size`.
-    #[serde(default)]
-    pub normal_pages: Option<u64>,
-    #[serde(default)]
-    pub zero_pages: Option<u64>,
-    /// QEMU's last estimate of the stop-and-copy time while it iterated
-    /// (`expected-downtime`; gone from the answer once completed).
-    #[serde(default)]
-    pub expected_downtime_ms: Option<u64>,
-    /// The highest vCPU throttle auto-converge applied
-    /// (`cpu-throttle-percentage`).
-    #[serde(default)]
-    pub cpu_throttle_percentage_max: Option<u64>,
-    /// Whether QEMU entered post-copy (status `postcopy-active` seen or
-    /// post-copy bytes sent), the pages the target asked for
-    /// (`ram.postcopy-requests`) and the bytes of each phase.
-    #[serde(default)]
-    pub postcopy: bool,
-    #[serde(default)]
-    pub postcopy_requests: Option<u64>,
-    #[serde(default)]
-    pub precopy_bytes: Option<u64>,
-    #[serde(default)]
-    pub postcopy_bytes: Option<u64>,
-    /// The running guest, as QEMU saw it; absent for a paused guest.
-    #[serde(default)]
-    pub guest: Option<GuestAccount>,
+/// One VM of the lab: its VMI name, and the tag in the names of its files
+/// and processes (none for the lone VM of a single migration).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vm {
+    pub name: String,
+    tag: String,
 }
 
-/// The running guest before and after the migration.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
-pub struct GuestAccount {
-    /// From the source QEMU's start to the init's "dirtying" line.
-    pub boot_ms: u64,
-    /// QEMU's own measure of the guest's dirty rate just before the
-    /// migration (`calc-dirty-rate`, page sampling, 1 s), MiB/s.
-    pub measured_dirty_rate_mib_s: Option<u64>,
-    /// What the guest itself says it wrote while the migration ran (its
-    /// console reports, one a second), MiB and MiB/s: below the rate it
-    /// was told when QEMU's throttle or this host's CPUs held it back.
-    pub dirtied_during_migration_mib: Option<u64>,
-    pub dirty_rate_during_migration_mib_s: Option<f64>,
-    /// Whether the target's vCPUs run after the migration (`query-status`).
-    pub running_on_target: Option<bool>,
+impl Vm {
+    /// The VM of a single migration: `mvlab-vm`, files `qemu-source.pid`.
+    pub fn single() -> Vm {
+        Vm {
+            name: "mvlab-vm".into(),
+            tag: String::new(),
+        }
+    }
+
+    /// The `n`th VM of a drain (from 1): `mvlab-vm2`, `qemu-vm2-source.pid`.
+    pub fn numbered(n: usize) -> Vm {
+        Vm {
+            name: format!("mvlab-vm{n}"),
+            tag: format!("vm{n}-"),
+        }
+    }
+
+    /// The migration id its endpoints carry (`default/mvlab-vm2`).
+    pub fn id(&self) -> String {
+        format!("{}/{}", vmi::NAMESPACE, self.name)
+    }
+
+    /// `STEM-[TAG]WHO`, the name of one of its files.
+    fn file(&self, stem: &str, who: &str) -> String {
+        format!("{stem}-{}{who}", self.tag)
+    }
 }
 
 /// A QEMU process the lab started; killed on drop if still running, so an
@@ -116,6 +72,13 @@ pub struct GuestAccount {
 struct QemuProcess {
     child: Child,
     qmp_socket: PathBuf,
+}
+
+impl QemuProcess {
+    /// QEMU's own pid (`ip netns exec` runs it in its place).
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl QemuProcess {
@@ -158,15 +121,20 @@ pub(super) fn kvm_usable() -> bool {
         .is_ok()
 }
 
-/// Guest RAM as a file of random bytes: every page differs from zero and
-/// from every other, so every page crosses the wire (no zero-page or
-/// duplicate shortcut).
-fn ensure_memory_file(path: &Path, bytes: u64, progress: Progress) -> Result<(), LabError> {
+/// Guest RAM (or a disk) as a file of random bytes: every page differs
+/// from zero and from every other, so every page crosses the wire (no
+/// zero-page or duplicate shortcut).
+fn ensure_random_file(
+    path: &Path,
+    bytes: u64,
+    what: &str,
+    progress: Progress,
+) -> Result<(), LabError> {
     if fs::metadata(path).is_ok_and(|m| m.len() == bytes) {
         return Ok(());
     }
     progress(&format!(
-        "filling {} MiB of guest memory with random bytes",
+        "filling {} MiB of {what} with random bytes",
         bytes >> 20
     ));
     let io = |e: io::Error| LabError::Io(format!("writing {}: {e}", path.display()));
@@ -180,19 +148,38 @@ fn ensure_memory_file(path: &Path, bytes: u64, progress: Progress) -> Result<(),
     file.set_len(bytes).map_err(io)
 }
 
+/// The source's guest memory (and disk) as files of random bytes, made now
+/// unless they are there already.
+pub fn prepare_files(
+    config: &LabConfig,
+    vm: &Vm,
+    memory_dir: &Path,
+    progress: Progress,
+) -> Result<(), LabError> {
+    let memory = memory_dir.join(vm.file("mem", "source"));
+    ensure_random_file(&memory, config.memory_mib << 20, "guest memory", progress)?;
+    if let Some(mib) = config.disk_mib {
+        let disk = memory_dir.join(vm.file("disk", "source") + ".img");
+        ensure_random_file(&disk, mib << 20, "the VM's disk", progress)?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 fn spawn(
+    vm: &Vm,
     who: &'static str,
     netns: &str,
     state: &Path,
     config: &LabConfig,
     memory_file: &Path,
     boot: Option<&GuestBoot>,
-    extra: &[&str],
+    extra: &[String],
 ) -> Result<QemuProcess, LabError> {
     let memory = format!("{}M", config.memory_mib);
-    let qmp_socket = state.join(format!("qmp-{who}.sock"));
+    let qmp_socket = state.join(vm.file("qmp", who) + ".sock");
     let _ = fs::remove_file(&qmp_socket);
-    let log = File::create(state.join(format!("qemu-{who}.log")))
+    let log = File::create(state.join(vm.file("qemu", who) + ".log"))
         .map_err(|e| LabError::Io(format!("creating the QEMU log: {e}")))?;
     let accel = accelerator(boot).qemu_args();
     let endpoint = if who == "target" { "server" } else { "client" };
@@ -202,7 +189,10 @@ fn spawn(
     );
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", netns, "qemu-system-x86_64"])
-        .args(["-name", &format!("mvlab-{who},process=mvlab-{who}")])
+        .args([
+            "-name",
+            &format!("mvlab-{0}{who},process=mvlab-{0}{who}", vm.tag),
+        ])
         .args(accel)
         .args(["-machine", "q35,memory-backend=mem", "-m", &memory])
         .args(["-nodefaults", "-display", "none", "-monitor", "none"])
@@ -214,12 +204,12 @@ fn spawn(
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
         .arg("-pidfile")
-        .arg(state.join(format!("qemu-{who}.pid")))
+        .arg(state.join(vm.file("qemu", who) + ".pid"))
         .args(extra)
         .args(guest_args(
             config,
             boot,
-            &state.join(format!("guest-{who}.log")),
+            &state.join(vm.file("guest", who) + ".log"),
         ))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| LabError::Io(e.to_string()))?)
@@ -314,36 +304,11 @@ fn listening_port(qmp: &mut Qmp) -> Result<u16, LabError> {
         .ok_or_else(|| LabError::Qemu(format!("target reports no listening port: {status}")))
 }
 
-/// The endpoint facts a real cluster publishes, in the shape of
-/// `oc get vmi NAME -o json`, so the same code reads the lab and a cluster.
-pub fn vmi_document(config: &LabConfig, target: SocketAddr) -> Value {
-    json!({
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachineInstance",
-        "metadata": { "name": "mvlab-vm", "namespace": "default" },
-        "spec": { "domain": { "memory": { "guest": format!("{}Mi", config.memory_mib) } } },
-        "status": {
-            "nodeName": NODE_A.name,
-            "migrationState": {
-                "sourceNode": NODE_A.name,
-                "targetNode": NODE_B.name,
-                "targetNodeAddress": target.ip().to_string(),
-                // 49152 labels the memory stream (main + multifd channels).
-                "targetDirectMigrationNodePorts": { target.port().to_string(): 49152 },
-            }
-        }
-    })
-}
-
 fn uri(address: IpAddr, port: u16) -> String {
     match address {
         IpAddr::V4(a) => format!("tcp:{a}:{port}"),
         IpAddr::V6(a) => format!("tcp:[{a}]:{port}"),
     }
-}
-
-fn field_u64(value: &Value, key: &str) -> Option<u64> {
-    value.get(key).and_then(Value::as_u64)
 }
 
 /// Drops migration traffic at the target from now on: the network stalls.
@@ -382,44 +347,12 @@ fn measure_dirty_rate(qmp: &mut Qmp) -> Option<u64> {
     None
 }
 
-/// The figures of `query-migrate` the lab keeps: QEMU forgets them once a
-/// migration is cancelled or failed, so the last answer that had them
-/// stands in for the end.
-#[derive(Default)]
-struct Account {
-    last_with_ram: Option<Value>,
-    dirty_pages_rate_max: Option<u64>,
-    expected_downtime_ms: Option<u64>,
-    cpu_throttle_percentage_max: Option<u64>,
-    postcopy: bool,
-}
-
-impl Account {
-    fn observe(&mut self, status: &Value) {
-        let max = |a: Option<u64>, b: Option<u64>| a.max(b).or(a).or(b);
-        if status.get("ram").is_some() {
-            self.last_with_ram = Some(status.clone());
-        }
-        self.dirty_pages_rate_max = max(
-            self.dirty_pages_rate_max,
-            field_u64(&status["ram"], "dirty-pages-rate"),
-        );
-        if let Some(expected) = field_u64(status, "expected-downtime") {
-            self.expected_downtime_ms = Some(expected);
-        }
-        self.cpu_throttle_percentage_max = max(
-            self.cpu_throttle_percentage_max,
-            field_u64(status, "cpu-throttle-percentage"),
-        );
-        self.postcopy |= status["status"] == "postcopy-active";
-    }
-}
-
-/// Runs the migration from node A's virt-handler to node B's. `listening`
-/// is called with the published VMI document once the target listens, before
-/// the first byte moves.
+/// Runs `vm`'s migration from node A's virt-handler to node B's.
+/// `listening` is called with its VMI document once the target listens on
+/// every port it publishes, before the first byte moves.
 pub fn migrate(
     config: &LabConfig,
+    vm: &Vm,
     state: &Path,
     memory_dir: &Path,
     progress: Progress,
@@ -433,10 +366,22 @@ pub fn migrate(
         Guest::Paused => None,
     };
     let guest_memory_bytes = config.memory_mib << 20;
-    let source_memory = memory_dir.join("mem-source");
-    let target_memory = memory_dir.join("mem-target");
-    ensure_memory_file(&source_memory, guest_memory_bytes, progress)?;
+    let source_memory = memory_dir.join(vm.file("mem", "source"));
+    let target_memory = memory_dir.join(vm.file("mem", "target"));
+    prepare_files(config, vm, memory_dir, progress)?;
     let _ = fs::remove_file(&target_memory);
+    let disk_bytes = config.disk_mib.map(|mib| mib << 20);
+    let (source_disk, target_disk) = (
+        memory_dir.join(vm.file("disk", "source") + ".img"),
+        memory_dir.join(vm.file("disk", "target") + ".img"),
+    );
+    let disk_args = |image: &Path| match disk_bytes {
+        Some(_) => storage::qemu_args(image),
+        None => Vec::new(),
+    };
+    if let Some(bytes) = disk_bytes {
+        storage::blank(&target_disk, bytes)?;
+    }
     let target_address = config.target_address();
     if config.tls && !state.join("pki/server/server-cert.pem").exists() {
         progress("creating TLS credentials (CA, server and client certificates)");
@@ -447,28 +392,60 @@ pub fn migrate(
         "starting the target QEMU in {}",
         NODE_B.virt_handler
     ));
+    let mut target_extra = disk_args(&target_disk);
+    target_extra.extend(["-incoming".into(), "defer".into()]);
     let target = spawn(
+        vm,
         "target",
         NODE_B.virt_handler,
         state,
         config,
         &target_memory,
         boot.as_ref(),
-        &["-incoming", "defer"],
+        &target_extra,
     )?;
     let mut target_qmp = Qmp::connect(&target.qmp_socket, "target", Duration::from_secs(10))?;
     configure(&mut target_qmp, config, false)?;
     target_qmp.execute("migrate-incoming", json!({ "uri": uri(target_address, 0) }))?;
     let port = listening_port(&mut target_qmp)?;
     let target_socket = SocketAddr::new(target_address, port);
-    progress(&format!("target listening on {target_socket}"));
-    let vmi = vmi_document(config, target_socket);
-    fs::write(
-        state.join("vmi.json"),
-        serde_json::to_vec_pretty(&vmi).expect("JSON"),
-    )
-    .map_err(|e| LabError::Io(format!("writing vmi.json: {e}")))?;
-    listening(&vmi)?;
+    // libvirt's control channel and the disk's NBD export listen on
+    // ephemeral ports of the same address, as KubeVirt's proxies do.
+    let control = match config.control_channel {
+        true => Some(ControlServer::listen(NODE_B.virt_handler, target_address)?),
+        false => None,
+    };
+    let storage_port = match disk_bytes {
+        Some(_) => Some(storage::export(
+            &mut target_qmp,
+            target.pid(),
+            target_address,
+            config.tls,
+            &[port],
+        )?),
+        None => None,
+    };
+    let ports = Ports {
+        control: control.as_ref().map(|c| c.port),
+        memory: port,
+        storage: storage_port,
+    };
+    progress(&format!(
+        "target listening on {target_socket}{}{}",
+        ports
+            .control
+            .map(|p| format!(", control on {p}"))
+            .unwrap_or_default(),
+        ports
+            .storage
+            .map(|p| format!(", NBD on {p}"))
+            .unwrap_or_default()
+    ));
+    listening(&vmi::document(
+        config,
+        &vm.name,
+        State::Migrating(target_socket, ports),
+    ))?;
 
     progress(&format!(
         "starting the source QEMU in {}",
@@ -478,14 +455,19 @@ pub fn migrate(
     // migration converges in one pass whatever the link speed. A running
     // one boots and dirties its working set first.
     let spawned = Instant::now();
+    let mut source_extra = disk_args(&source_disk);
+    if boot.is_none() {
+        source_extra.push("-S".into());
+    }
     let mut source = spawn(
+        vm,
         "source",
         NODE_A.virt_handler,
         state,
         config,
         &source_memory,
         boot.as_ref(),
-        if boot.is_some() { &[] } else { &["-S"] },
+        &source_extra,
     )?;
     let mut source_qmp = Qmp::connect(&source.qmp_socket, "source", Duration::from_secs(10))?;
     configure(&mut source_qmp, config, true)?;
@@ -504,7 +486,7 @@ pub fn migrate(
             boot.kernel.display()
         ));
         guest::wait_for_console(
-            &state.join("guest-source.log"),
+            &state.join(vm.file("guest", "source") + ".log"),
             guest::DIRTYING_LINE,
             GUEST_BOOT_TIMEOUT,
             || source.exited(),
@@ -526,8 +508,33 @@ pub fn migrate(
             running_on_target: None,
         });
     }
-    let console = state.join("guest-source.log");
+    let console = state.join(vm.file("guest", "source") + ".log");
     let console_at_start = fs::metadata(&console).map(|m| m.len()).unwrap_or(0);
+    // libvirt prepares the target over its control channel, then (block
+    // migration) mirrors the disks until they agree, then migrates memory.
+    let mut control_client = match ports.control {
+        Some(p) => Some(ControlClient::prepare(
+            NODE_A.virt_handler,
+            SocketAddr::new(target_address, p),
+            &vm.name,
+        )?),
+        None => None,
+    };
+    let mirror_ready_ms = match ports.storage {
+        Some(p) => {
+            progress(&format!(
+                "mirroring the {} MiB disk to the target's NBD export",
+                config.disk_mib.unwrap_or(0)
+            ));
+            Some(storage::mirror(
+                &mut source_qmp,
+                SocketAddr::new(target_address, p),
+                config.tls,
+                progress,
+            )?)
+        }
+        None => None,
+    };
     source_qmp.execute("migrate", json!({ "uri": uri(target_address, port) }))?;
 
     let started = Instant::now();
@@ -539,6 +546,9 @@ pub fn migrate(
     let mut postcopy_requested = false;
     let status = loop {
         std::thread::sleep(Duration::from_millis(100));
+        if let Some(control) = control_client.as_mut() {
+            control.keepalive()?;
+        }
         let status = match source_qmp.execute("query-migrate", json!({})) {
             Ok(status) => status,
             // QEMU 7.2 holds its big lock while multifd channels set up, so
@@ -675,6 +685,8 @@ pub fn migrate(
         precopy_bytes: field_u64(ram, "precopy-bytes"),
         postcopy_bytes,
         guest: guest_account,
+        storage: None,
+        control: None,
     };
     if outcome.status == "completed" {
         // The target finishes loading a moment after the source is done.
@@ -702,11 +714,29 @@ pub fn migrate(
                 .and_then(|s| s["running"].as_bool());
         }
     }
+    // The memory is over: the disk's mirror ends, libvirt finishes on the
+    // target and closes its connection.
+    if let (Some(port), Some(ready_ms), Some(bytes), false) =
+        (ports.storage, mirror_ready_ms, disk_bytes, unresponsive)
+    {
+        outcome.storage = Some(storage::finish(
+            &mut source_qmp,
+            &mut target_qmp,
+            bytes,
+            port,
+            ready_ms,
+        )?);
+    }
+    if let Some(client) = control_client {
+        outcome.control = Some(client.finish(outcome.status == "completed")?);
+    }
+    drop(control);
     // An unresponsive QEMU gets killed; a target whose incoming migration
     // failed has exited on its own.
     source.quit((!unresponsive).then_some(&mut source_qmp));
     target.quit((!unresponsive).then_some(&mut target_qmp));
     let _ = fs::remove_file(&target_memory);
+    let _ = fs::remove_file(&target_disk);
     Ok(outcome)
 }
 

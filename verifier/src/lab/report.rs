@@ -1,9 +1,12 @@
 //! The verdict report of a lab run: migverify's judgement as `verify`
-//! makes it, with QEMU's own account beside it.
+//! makes it, with QEMU's own account beside it, for each migration of a
+//! drain too.
 
-use serde_json::json;
+use std::collections::BTreeMap;
 
-use super::{Cni, LabRun};
+use serde_json::{json, Value};
+
+use super::{Cni, LabRun, Outcome, QemuOutcome};
 use crate::{
     intent::{Limits, VmSize},
     measure::{judge::Expectations, reasons::LAB_MIGRATION_FAILED},
@@ -26,36 +29,143 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
         vlan: (config.cni == Cni::Bridge && config.migration0).then_some(config.vid_a),
         expect_traffic: !run.endpoints.is_empty(),
     };
-    criteria.size = Some(VmSize {
-        bytes: config.memory_mib << 20,
-        source: "VMI spec.domain.memory.guest".into(),
-    });
+    // Each VM's size as KubeVirt reads it from its VMI: memory, plus its
+    // disk for a block migration.
+    criteria.sizes = sizes(&run.vmi)?;
+    if criteria.sizes.is_empty() {
+        criteria.size = Some(VmSize {
+            bytes: (config.memory_mib + config.disk_mib.unwrap_or(0)) << 20,
+            source: "the lab's guest memory and disk".into(),
+        });
+    }
     let mut report = criteria.report(&run.collected);
-    let qemu = &run.qemu;
-    if qemu.status != "completed" {
-        report.add_reason(LAB_MIGRATION_FAILED.raise(
-            format!(
-                "QEMU's migration ended {}{}{}",
-                qemu.status,
-                qemu.error
+    let accounts: Vec<(String, Option<&QemuOutcome>, Option<&str>)> = match &run.outcome {
+        Outcome::Single(qemu) => vec![(String::new(), Some(qemu), None)],
+        Outcome::Drain(drain) => drain
+            .migrations
+            .iter()
+            .map(|m| (m.id.clone(), m.qemu.as_ref(), m.error.as_deref()))
+            .collect(),
+    };
+    for (id, qemu, error) in &accounts {
+        let who = if id.is_empty() {
+            String::new()
+        } else {
+            format!("{id}: ")
+        };
+        let ended = match (qemu, error) {
+            (Some(q), _) if q.status == "completed" => continue,
+            (Some(q), _) => format!(
+                "{who}QEMU's migration ended {}{}{}",
+                q.status,
+                q.error
                     .as_ref()
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default(),
-                if qemu.cancelled_by_timeout {
+                if q.cancelled_by_timeout {
                     " (cancelled by the lab's timeout)"
                 } else {
                     ""
                 }
             ),
-            json!({ "qemu": qemu }),
-        ));
+            (None, error) => format!("{who}the migration did not run: {}", error.unwrap_or("?")),
+        };
+        let mut reason = LAB_MIGRATION_FAILED.raise(ended, json!({ "qemu": qemu }));
+        if !id.is_empty() {
+            reason = reason.about(id.clone());
+        }
+        report.add_reason(reason);
     }
-    report.lab = Some(json!({
+    // Beside each migration, what QEMU (and the lab's parts) say it sent.
+    for migration in &mut report.migrations {
+        let own = accounts
+            .iter()
+            .find(|(id, ..)| id.is_empty() || *id == migration.figures.id);
+        if let Some((_, Some(qemu), _)) = own {
+            migration.lab = Some(beside(
+                qemu,
+                migration.figures.forward_payload_bytes,
+                &run.outcome,
+                &migration.figures.id,
+            ));
+        }
+    }
+    let (qemu, drain) = match &run.outcome {
+        Outcome::Single(qemu) => (serde_json::to_value(qemu)?, Value::Null),
+        Outcome::Drain(drain) => (
+            // The contract's summary: every migration's bytes, the drain's
+            // time; each QEMU's own account is under `drain`.
+            json!({
+                "status": drain.status(),
+                "transferred_bytes": drain.migrations.iter().filter_map(|m| m.qemu.as_ref()).map(|q| q.transferred_bytes).sum::<u64>(),
+                "total_time_ms": drain.total_time_ms,
+                "migrations": drain.migrations.len(),
+                "multifd_channels": config.multifd_in_effect(),
+                "tls": config.tls,
+            }),
+            serde_json::to_value(drain)?,
+        ),
+    };
+    let mut lab = json!({
         "scenario": config.scenario.name(),
         "qemu": qemu,
         "vmi": run.vmi,
         "config": config,
         "interfaces": run.interfaces,
-    }));
+    });
+    if !drain.is_null() {
+        lab["drain"] = drain;
+    }
+    report.lab = Some(lab);
     Ok(report)
+}
+
+/// Each VMI's size by the migration id its endpoints carry.
+fn sizes(vmi: &Value) -> anyhow::Result<BTreeMap<String, VmSize>> {
+    let items: Vec<&Value> = match vmi["items"].as_array() {
+        Some(items) => items.iter().collect(),
+        None if vmi.is_object() => vec![vmi],
+        None => Vec::new(),
+    };
+    let mut sizes = BTreeMap::new();
+    for item in items {
+        let id = format!(
+            "{}/{}",
+            item["metadata"]["namespace"].as_str().unwrap_or("default"),
+            item["metadata"]["name"].as_str().unwrap_or("?")
+        );
+        if let Some(size) = VmSize::of_vmi(item).map_err(anyhow::Error::msg)? {
+            sizes.insert(id, size);
+        }
+    }
+    Ok(sizes)
+}
+
+/// QEMU's account of one migration beside what migverify saw sent to the
+/// target: the memory stream's bytes, the disk mirror's, the control
+/// stand-in's, and for a drain how long it queued.
+fn beside(qemu: &QemuOutcome, seen: u64, outcome: &Outcome, id: &str) -> Value {
+    let expected = qemu.sent_bytes();
+    let queue = match outcome {
+        Outcome::Drain(drain) => drain.migrations.iter().find(|m| m.id == id).map(|m| {
+            json!({
+                "started_ms": m.started_ms,
+                "finished_ms": m.finished_ms,
+                "waited_ms": m.waited_ms,
+                "waited_for": m.waited_for,
+            })
+        }),
+        Outcome::Single(_) => None,
+    };
+    json!({
+        "status": qemu.status,
+        "transferred_bytes": qemu.transferred_bytes,
+        "disk_copied_bytes": qemu.storage.as_ref().map(|s| s.copied_bytes),
+        "control_sent_bytes": qemu.control.as_ref().map(|c| c.sent_bytes),
+        "expected_bytes": expected,
+        "seen_bytes": seen,
+        "seen_vs_expected": (expected > 0).then(|| seen as f64 / expected as f64),
+        "total_time_ms": qemu.total_time_ms,
+        "queue": queue,
+    })
 }

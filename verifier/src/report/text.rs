@@ -131,26 +131,7 @@ pub fn render(report: &Report) -> String {
         nodes(&mut out, node);
     }
     if let Some(lab) = &report.lab {
-        let q = &lab["qemu"];
-        let seen: u64 = report
-            .migrations
-            .iter()
-            .map(|m| m.figures.forward_payload_bytes)
-            .sum();
-        let transferred = q["transferred_bytes"].as_u64().unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "\nlab scenario {}: QEMU {}, {} transferred in {} ms ({} multifd channels, TLS {}); migverify saw {} \
-             sent to the target ({:+.2}%)",
-            lab["scenario"].as_str().unwrap_or("?"),
-            q["status"].as_str().unwrap_or("?"),
-            bytes(transferred),
-            q["total_time_ms"],
-            q["multifd_channels"],
-            if q["tls"] == true { "on" } else { "off" },
-            bytes(seen),
-            if transferred > 0 { (seen as f64 / transferred as f64 - 1.0) * 100.0 } else { 0.0 }
-        );
+        lab_summary(&mut out, report, lab);
     }
     out
 }
@@ -195,6 +176,103 @@ fn nodes(out: &mut String, n: &crate::measure::node::NodeFigures) {
             span.id,
             span.after_first_s,
             span.end_s - span.start_s + span.after_first_s
+        );
+    }
+}
+
+/// QEMU's own account beside migverify's: the whole run, then each
+/// migration that carries its own (a drain's, or one with a disk or the
+/// control channel).
+fn lab_summary(out: &mut String, report: &Report, lab: &serde_json::Value) {
+    let q = &lab["qemu"];
+    let seen: u64 = report
+        .migrations
+        .iter()
+        .map(|m| m.figures.forward_payload_bytes)
+        .sum();
+    let transferred = q["transferred_bytes"].as_u64().unwrap_or(0);
+    let expected: u64 = report
+        .migrations
+        .iter()
+        .filter_map(|m| m.lab.as_ref()?["expected_bytes"].as_u64())
+        .sum::<u64>()
+        .max(transferred);
+    let percent = |seen: u64, of: u64| {
+        if of > 0 {
+            (seen as f64 / of as f64 - 1.0) * 100.0
+        } else {
+            0.0
+        }
+    };
+    let drain = &lab["drain"];
+    let what = if drain.is_object() {
+        format!(
+            "{} migrations, at most {} at once (parallelOutboundMigrationsPerNode), all over in {} ms: QEMU {}",
+            drain["migrations"].as_array().map_or(0, Vec::len),
+            drain["parallel"],
+            drain["total_time_ms"],
+            q["status"].as_str().unwrap_or("?"),
+        )
+    } else {
+        format!(
+            "QEMU {}, {} transferred in {} ms",
+            q["status"].as_str().unwrap_or("?"),
+            bytes(transferred),
+            q["total_time_ms"]
+        )
+    };
+    let _ = writeln!(
+        out,
+        "\nlab scenario {}: {what} ({} multifd channels, TLS {}); migverify saw {} sent to the target ({:+.2}% of \
+         what the lab's parts sent)",
+        lab["scenario"].as_str().unwrap_or("?"),
+        q["multifd_channels"],
+        if q["tls"] == true { "on" } else { "off" },
+        bytes(seen),
+        percent(seen, expected)
+    );
+    let own: Vec<_> = report
+        .migrations
+        .iter()
+        .filter_map(|m| Some((m, m.lab.as_ref()?)))
+        .filter(|(_, l)| {
+            drain.is_object()
+                || !l["disk_copied_bytes"].is_null()
+                || !l["control_sent_bytes"].is_null()
+        })
+        .collect();
+    for (m, l) in own {
+        let mut parts = vec![format!(
+            "{} memory",
+            bytes(l["transferred_bytes"].as_u64().unwrap_or(0))
+        )];
+        if let Some(disk) = l["disk_copied_bytes"].as_u64() {
+            parts.push(format!("{} disk (NBD)", bytes(disk)));
+        }
+        if let Some(control) = l["control_sent_bytes"].as_u64() {
+            parts.push(format!("{} control", bytes(control)));
+        }
+        let queue = &l["queue"];
+        let queued = match queue["waited_for"].as_str() {
+            Some(after) => format!(
+                "; queued {:.1} s, until {after} was done",
+                queue["waited_ms"].as_f64().unwrap_or(0.0) / 1000.0
+            ),
+            None if queue.is_object() => "; started at once".to_string(),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<22} QEMU {} in {} ms: {}; migverify saw {} ({:+.2}%){queued}",
+            m.figures.id,
+            l["status"].as_str().unwrap_or("?"),
+            l["total_time_ms"],
+            parts.join(" + "),
+            bytes(m.figures.forward_payload_bytes),
+            percent(
+                m.figures.forward_payload_bytes,
+                l["expected_bytes"].as_u64().unwrap_or(0)
+            )
         );
     }
 }
