@@ -61,10 +61,10 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let given = args.judge.target.endpoint.clone();
     let mut vmis = VmiFiles::new(args.judge.target.vmi.clone());
     // Files there now must be good: a typo is a usage error, not a wait.
-    let (mut endpoints, mut size) = (given.clone(), None);
+    let (mut endpoints, mut size, mut queued) = (given.clone(), None, Vec::new());
     if let Some(loaded) = vmis.poll()? {
         endpoints.extend(loaded.endpoints);
-        size = loaded.size;
+        (size, queued) = (loaded.size, loaded.queued);
     }
     let criteria = args.judge.criteria(endpoints, size)?;
     let size_given = args.judge.size.vm_memory.is_some();
@@ -72,6 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let serving = listener.is_some();
     let mut session = Session::start(ifaces, &criteria.expectations.cidrs)?;
     let mut evaluator = criteria.evaluator();
+    evaluator.set_queued(&queued, 0);
     let waiting: Vec<String> = vmis.missing().map(|p| p.display().to_string()).collect();
     eprintln!(
         "migverify: watching {} interface(s) with {} endpoint(s) and {} CIDR(s){}{}; Ctrl-C to stop and judge",
@@ -132,6 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                             if !size_given && loaded.size.is_some() {
                                 evaluator.size = loaded.size;
                             }
+                            evaluator.set_queued(&loaded.queued, at_ms);
                             view.note(&format!(
                                 "endpoints from {}: {}",
                                 loaded.from,

@@ -22,6 +22,9 @@ use crate::config::{
 pub struct Loaded {
     pub endpoints: Vec<Endpoint>,
     pub size: Option<VmSize>,
+    /// VMIs waiting in KubeVirt's queue: marked for evacuation
+    /// (`status.evacuationNodeName`), no target yet; `namespace/name`.
+    pub queued: Vec<String>,
     /// The files read, for messages.
     pub from: String,
 }
@@ -33,7 +36,7 @@ pub struct VmiFiles {
     seen: HashMap<PathBuf, Option<(SystemTime, u64)>>,
     /// What the files said last: a file rewritten with the same content
     /// (a loop of `oc get`) is no news.
-    last: Option<Vec<Endpoint>>,
+    last: Option<(Vec<Endpoint>, Vec<String>)>,
 }
 
 impl VmiFiles {
@@ -68,20 +71,23 @@ impl VmiFiles {
         let mut loaded = Loaded {
             endpoints: Vec::new(),
             size: None,
+            queued: Vec::new(),
             from: String::new(),
         };
         let mut from = Vec::new();
         for path in self.paths.iter().filter(|p| p.exists()) {
-            let (endpoints, size) = read(path)?;
+            let (endpoints, size, queued) = read(path)?;
             loaded.endpoints.extend(endpoints);
             loaded.size = loaded.size.or(size);
+            loaded.queued.extend(queued);
             from.push(path.display().to_string());
         }
         loaded.from = from.join(", ");
-        if self.last.as_ref() == Some(&loaded.endpoints) {
+        let said = (loaded.endpoints.clone(), loaded.queued.clone());
+        if self.last.as_ref() == Some(&said) {
             return Ok(None);
         }
-        self.last = Some(loaded.endpoints.clone());
+        self.last = Some(said);
         Ok(Some(loaded))
     }
 }
@@ -104,13 +110,14 @@ fn size(value: &Value, path: &Path) -> anyhow::Result<Option<VmSize>> {
 }
 
 /// The endpoints of the VMIs that are migrating (the others are waited
-/// for), and the size KubeVirt budgets the first one by.
-fn read(path: &Path) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>)> {
+/// for), the size KubeVirt budgets the first one by, and the VMIs queued
+/// for evacuation.
+fn read(path: &Path) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>, Vec<String>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if text.trim().is_empty() {
         // Being written (`oc get ... > FILE` truncates first): next time.
-        return Ok((Vec::new(), None));
+        return Ok((Vec::new(), None, Vec::new()));
     }
     let mut value: Value = serde_json::from_str(&text)
         .with_context(|| format!("{}: not valid JSON", path.display()))?;
@@ -119,12 +126,31 @@ fn read(path: &Path) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>)> {
         vmi.pointer("/status/migrationState/targetNodeAddress")
             .is_some_and(|a| !a.is_null())
     };
+    let queued: Vec<String> = value
+        .get("items")
+        .and_then(Value::as_array)
+        .map_or_else(|| vec![&value], |items| items.iter().collect())
+        .into_iter()
+        .filter(|vmi| !migrating(vmi))
+        .filter(|vmi| {
+            vmi.pointer("/status/evacuationNodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|node| !node.is_empty())
+        })
+        .map(|vmi| {
+            format!(
+                "{}/{}",
+                vmi["metadata"]["namespace"].as_str().unwrap_or("?"),
+                vmi["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
     if let Some(items) = value.get_mut("items").and_then(Value::as_array_mut) {
         items.retain(migrating);
     } else if !migrating(&value) {
-        return Ok((Vec::new(), size));
+        return Ok((Vec::new(), size, queued));
     }
-    Ok((endpoints_from_vmi(&value, path)?, size))
+    Ok((endpoints_from_vmi(&value, path)?, size, queued))
 }
 
 #[cfg(test)]
@@ -172,6 +198,31 @@ mod tests {
         std::fs::write(&path, "{ not json").unwrap();
         let error = format!("{:#}", files.poll().err().expect("an error"));
         assert!(error.contains("vmi.json"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn vmis_marked_for_evacuation_without_a_target_are_queued() {
+        let dir = std::env::temp_dir().join(format!("migverify-queue-vmi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vmi.json");
+        let migrating: Value = serde_json::from_str(&vmi(Some(40000))).unwrap();
+        let mut queued: Value = serde_json::from_str(&vmi(None)).unwrap();
+        queued["metadata"]["name"] = "vm3".into();
+        queued["status"]["evacuationNodeName"] = "node-a".into();
+        let list = serde_json::json!({ "kind": "List", "items": [migrating, queued] });
+        std::fs::write(&path, list.to_string()).unwrap();
+        let mut files = VmiFiles::new(vec![path.clone()]);
+        let loaded = files.poll().unwrap().unwrap();
+        assert_eq!(loaded.endpoints.len(), 1);
+        assert_eq!(loaded.queued, ["ns/vm3"]);
+        // It leaves the queue (its target listens): news, though the other
+        // endpoints stay the same.
+        let mut list = list;
+        list["items"][1]["status"] = serde_json::json!({ "phase": "Running" });
+        std::fs::write(&path, format!("{list}\n")).unwrap();
+        let loaded = files.poll().unwrap().expect("the queue changed");
+        assert!(loaded.queued.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -54,9 +54,13 @@ pub struct ConnectionRow {
 pub struct MigrationRow {
     pub id: String,
     pub targets: Vec<String>,
-    /// connecting, moving, stalled, completed, failed, or expected (published,
-    /// nothing on the wire yet).
+    /// connecting, moving, stalled, completed, failed, expected (published,
+    /// nothing on the wire yet) or queued (marked for evacuation, waiting
+    /// for a free slot under the parallel limits: no target yet).
     pub state: &'static str,
+    /// How long it has been queued, while it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued_s: Option<f64>,
     pub rate_now_bps: u64,
     pub rate_mean_bps: u64,
     pub payload_bytes: u64,
@@ -83,8 +87,23 @@ pub struct Snapshot {
     /// PASS, WARN or FAIL from the causes that hold now.
     pub verdict: Verdict,
     pub migrations: Vec<MigrationRow>,
+    /// Each source node's migrations on the move now, against its limit.
+    pub nodes: Vec<NodeRow>,
     /// Causes not tied to one migration.
     pub causes: Vec<Reason>,
+}
+
+/// One source node now: how many of its migrations move at once, against
+/// `parallelOutboundMigrationsPerNode`, and how fast together.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeRow {
+    pub source: String,
+    /// Its migrations connecting, moving or stalled now.
+    pub running: Vec<String>,
+    pub parallel_limit: u64,
+    /// The most that moved at once so far.
+    pub peak_parallel: usize,
+    pub rate_now_bps: u64,
 }
 
 impl Snapshot {
@@ -105,6 +124,9 @@ pub struct Evaluator {
     pub size: Option<VmSize>,
     /// Each VMI's size, by migration id.
     pub sizes: BTreeMap<String, VmSize>,
+    /// Migrations waiting in KubeVirt's queue (marked for evacuation, no
+    /// target yet), with when they were first seen waiting.
+    queued: BTreeMap<String, u64>,
     pub expectations: Expectations,
     pub interval_ms: u64,
     /// Per connection: (when, how many RTT samples it had then), to take
@@ -126,6 +148,7 @@ impl Evaluator {
             limits,
             size,
             sizes: BTreeMap::new(),
+            queued: BTreeMap::new(),
             expectations,
             interval_ms,
             rtt_marks: HashMap::new(),
@@ -137,6 +160,15 @@ impl Evaluator {
         self.expectations.expect_traffic |= !endpoints.is_empty();
         self.endpoints = endpoints;
         self.endpoints_since_ms = at_ms;
+    }
+
+    /// The migrations waiting in the queue now; each keeps the time it was
+    /// first seen waiting.
+    pub fn set_queued(&mut self, ids: &[String], at_ms: u64) {
+        self.queued.retain(|id, _| ids.contains(id));
+        for id in ids {
+            self.queued.entry(id.clone()).or_insert(at_ms);
+        }
     }
 
     /// [`Evaluator::evaluate`] on what the collector read at `tick`,
@@ -232,6 +264,7 @@ impl Evaluator {
                 id: figures.id.clone(),
                 targets: figures.targets.clone(),
                 state,
+                queued_s: None,
                 rate_now_bps: recent_rate_bps(&figures.progress, now_ms, NOW_WINDOW_MS),
                 rate_mean_bps: figures.throughput_bps.mean,
                 payload_bytes: figures.payload_bytes,
@@ -268,6 +301,7 @@ impl Evaluator {
                 id,
                 targets,
                 state: "expected",
+                queued_s: None,
                 rate_now_bps: 0,
                 rate_mean_bps: 0,
                 payload_bytes: 0,
@@ -283,6 +317,51 @@ impl Evaluator {
                 budget: None,
             });
         }
+        // Waiting for a slot: no target, nothing published yet.
+        for (id, since) in &self.queued {
+            if migrations.iter().any(|m| &m.id == id) {
+                continue;
+            }
+            migrations.push(MigrationRow {
+                causes: by_migration.remove(id).unwrap_or_default(),
+                id: id.clone(),
+                targets: Vec::new(),
+                state: "queued",
+                queued_s: Some(now_ms.saturating_sub(*since) as f64 / 1000.0),
+                rate_now_bps: 0,
+                rate_mean_bps: 0,
+                payload_bytes: 0,
+                rtt_p50_us: None,
+                rtt_p99_us: None,
+                retransmits: 0,
+                zero_windows: 0,
+                stall_s: 0.0,
+                progress_timeout_s: self.limits.progress_timeout_s,
+                roles: Vec::new(),
+                connections: Vec::new(),
+                figures: None,
+                budget: None,
+            });
+        }
+        let nodes = judgement
+            .nodes
+            .iter()
+            .map(|node| {
+                let mine = |m: &&MigrationRow| node.timeline.iter().any(|s| s.id == m.id);
+                let running: Vec<&MigrationRow> = migrations
+                    .iter()
+                    .filter(mine)
+                    .filter(|m| matches!(m.state, "connecting" | "moving" | "stalled"))
+                    .collect();
+                NodeRow {
+                    source: node.source.clone(),
+                    running: running.iter().map(|m| m.id.clone()).collect(),
+                    parallel_limit: node.parallel_limit,
+                    peak_parallel: node.peak_parallel,
+                    rate_now_bps: running.iter().map(|m| m.rate_now_bps).sum(),
+                }
+            })
+            .collect();
         // Causes about an address in the CIDR that no migration names.
         for (id, causes) in by_migration {
             unattached.extend(causes.into_iter().map(|mut c| {
@@ -294,6 +373,7 @@ impl Evaluator {
             at_ms: now_ms,
             verdict: verdict(&causes),
             migrations,
+            nodes,
             causes: unattached,
         }
     }
@@ -513,5 +593,55 @@ mod tests {
         );
         let m = &live.evaluate(&table, &slots(), &[], 4100).migrations[0];
         assert_eq!((m.state, m.stall_s), ("completed", 0.0));
+    }
+
+    #[test]
+    fn queued_migrations_wait_beside_the_running_ones() {
+        let (client, server) = ("10.200.5.11:50000", "10.200.5.12:40000");
+        let mut live = evaluator(&[server]);
+        live.set_queued(&["ns/vm3".to_string()], 1000);
+        let endpoints = HashSet::from([server.parse().unwrap()]);
+        let mut table = FlowTable::default();
+        for tick in 1..=10u64 {
+            let stats = FlowStats {
+                bytes: tick * 1_250_000,
+                unique_payload_bytes: tick * 1_250_000,
+                seen: SEEN_SYN | SEEN_SYN_ACK,
+                channel: Channel::Memory as u8,
+                reason: Why::Endpoint as u8,
+                ..FlowStats::default()
+            };
+            table.update(
+                &[(key(client, server), stats)],
+                &endpoints,
+                1000 + tick * 100,
+            );
+        }
+        let snapshot = live.evaluate(&table, &slots(), &[], 2500);
+        let rows: Vec<(&str, &str, Option<f64>)> = snapshot
+            .migrations
+            .iter()
+            .map(|m| (m.id.as_str(), m.state, m.queued_s))
+            .collect();
+        assert_eq!(
+            rows,
+            [("ns/vm", "moving", None), ("ns/vm3", "queued", Some(1.5))]
+        );
+        let node = &snapshot.nodes[0];
+        assert_eq!(
+            (
+                node.source.as_str(),
+                node.running.as_slice(),
+                node.parallel_limit
+            ),
+            ("10.200.5.11", &["ns/vm".to_string()][..], 2)
+        );
+        // Its target listens: no longer queued (it is published now).
+        live.set_queued(&[], 2600);
+        assert!(live
+            .evaluate(&table, &slots(), &[], 2600)
+            .migrations
+            .iter()
+            .all(|m| m.state != "queued"));
     }
 }

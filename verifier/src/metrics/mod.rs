@@ -143,6 +143,9 @@ impl Metrics {
                 "to_source",
                 figures.payload_bytes - figures.forward_payload_bytes,
             );
+            for channel in &figures.channels {
+                set("channel", channel.channel, channel.forward_payload_bytes);
+            }
             set("retransmits", "", figures.retransmits);
             set("zero_windows", "", figures.zero_windows);
             set("resets", "", figures.resets as u64);
@@ -187,6 +190,13 @@ impl Metrics {
             "TCP payload of the migration, each byte once, retransmissions excluded, by direction.",
             "payload",
             Some("direction"),
+        );
+        counter(
+            page,
+            "migverify_migration_channel_payload_bytes_total",
+            "TCP payload sent to the target by channel (control, memory, disk), from the ports the target published.",
+            "channel",
+            Some("channel"),
         );
         counter(
             page,
@@ -279,6 +289,12 @@ impl Metrics {
             "migverify_migration_connections",
             "Connections of the migration seen so far.",
             &|row| row.connections.len() as f64,
+        );
+        gauge(
+            page,
+            "migverify_migration_queued_seconds",
+            "Seconds the migration has waited in KubeVirt's queue (marked for evacuation, no target yet); 0 once it has one.",
+            &|row| row.queued_s.unwrap_or(0.0),
         );
     }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::{
     measure::{
-        live::{ConnectionRow, MigrationRow, Snapshot},
+        live::{ConnectionRow, MigrationRow, NodeRow, Snapshot},
         reasons::Reason,
     },
     units::{bytes, rate},
@@ -21,7 +21,7 @@ use crate::{
 
 /// Migrations in these states are shown every refresh in line mode; the
 /// others once, when they get there.
-const ACTIVE: [&str; 4] = ["connecting", "moving", "stalled", "expected"];
+const ACTIVE: [&str; 5] = ["connecting", "moving", "stalled", "expected", "queued"];
 /// Line mode says it is alive this often while nothing migrates.
 const IDLE_NOTICE: Duration = Duration::from_secs(10);
 
@@ -99,6 +99,12 @@ fn severity(severity: Severity) -> &'static str {
 }
 
 fn migration_line(m: &MigrationRow) -> String {
+    if let Some(queued) = m.queued_s {
+        return format!(
+            "migration {} state=queued waiting={queued:.1}s (parallel limits: no target yet)",
+            m.id
+        );
+    }
     format!(
         "migration {} state={} rate={} avg={} payload={} rtt_p50={} rtt_p99={} retrans={} zero_win={} \
          stall={:.1}s/{}s roles={} conns={} targets={}",
@@ -116,6 +122,39 @@ fn migration_line(m: &MigrationRow) -> String {
         roles(&m.roles),
         m.connections.len(),
         m.targets.join(",")
+    )
+}
+
+/// Each source node's migrations on the move now, against its limit, and
+/// the queue; nothing while no node ran more than one at once and none
+/// waits.
+fn queue_lines(snapshot: &Snapshot) -> Vec<String> {
+    let queued: Vec<String> = snapshot
+        .migrations
+        .iter()
+        .filter_map(|m| Some(format!("{} ({:.1}s)", m.id, m.queued_s?)))
+        .collect();
+    let mut lines: Vec<String> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| n.peak_parallel > 1 || !queued.is_empty())
+        .map(node_line)
+        .collect();
+    if !queued.is_empty() {
+        lines.push(format!("queue {}", queued.join(" ")));
+    }
+    lines
+}
+
+fn node_line(n: &NodeRow) -> String {
+    format!(
+        "node {} running={}/{} ({}) peak={} rate={}",
+        n.source,
+        n.running.len(),
+        n.parallel_limit,
+        n.running.join(","),
+        n.peak_parallel,
+        compact_rate(n.rate_now_bps)
     )
 }
 
@@ -232,6 +271,7 @@ impl Lines {
                     "at_s": snapshot.at_ms as f64 / 1000.0,
                     "verdict": snapshot.verdict,
                     "migrations": snapshot.migrations,
+                    "nodes": snapshot.nodes,
                     "causes": snapshot.causes,
                 })
                 .to_string(),
@@ -249,6 +289,9 @@ impl Lines {
             return;
         }
         self.quiet_since = None;
+        for line in queue_lines(snapshot) {
+            self.emit(&format!("{time} {line}"));
+        }
         for m in &snapshot.migrations {
             let changed = self.states.insert(m.id.clone(), m.state) != Some(m.state);
             if !ACTIVE.contains(&m.state) && !changed {
@@ -334,7 +377,20 @@ fn frame(snapshot: &Snapshot, now: SystemTime, notes: &VecDeque<String>) -> Vec<
     if snapshot.migrations.is_empty() {
         lines.push("no migration seen yet".into());
     }
+    let queue = queue_lines(snapshot);
+    if !queue.is_empty() {
+        lines.extend(queue);
+        lines.push(String::new());
+    }
     for m in &snapshot.migrations {
+        if let Some(queued) = m.queued_s {
+            lines.push(format!(
+                "MIGRATION {}   QUEUED {queued:.1} s (waiting for a slot under the parallel limits)",
+                m.id
+            ));
+            lines.push(String::new());
+            continue;
+        }
         lines.push(format!(
             "MIGRATION {}  -> {}   {}{}",
             m.id,
