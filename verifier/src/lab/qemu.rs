@@ -722,6 +722,7 @@ pub fn migrate(
         outcome.storage = Some(storage::finish(
             &mut source_qmp,
             &mut target_qmp,
+            target.pid(),
             bytes,
             port,
             ready_ms,

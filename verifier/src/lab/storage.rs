@@ -158,6 +158,7 @@ pub fn mirror(
 pub fn finish(
     source: &mut Qmp,
     target: &mut Qmp,
+    target_pid: u32,
     disk_bytes: u64,
     port: u16,
     ready_ms: u64,
@@ -178,9 +179,18 @@ pub fn finish(
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    // The NBD client says goodbye (NBD_CMD_DISC) and closes; then the
-    // export goes.
+    // The NBD client says goodbye (NBD_CMD_DISC) and closes; the export
+    // goes once the target has closed its end too (stopping the server
+    // first would reset a connection whose goodbye is still on the way).
     let _ = source.execute("blockdev-del", json!({ "node-name": MIRROR_TARGET }));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sockets(target_pid)?
+        .iter()
+        .any(|&(local, state)| local == port && state != LISTEN)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = target.execute("nbd-server-stop", json!({}));
     Ok(account)
 }
@@ -194,9 +204,21 @@ fn job(qmp: &mut Qmp) -> Result<Option<Value>, LabError> {
         .cloned())
 }
 
-/// The TCP ports `pid` listens on, from its network namespace's socket
-/// tables and its own file descriptors.
+/// The TCP ports `pid` listens on.
 pub fn listening_ports(pid: u32) -> Result<Vec<u16>, LabError> {
+    Ok(sockets(pid)?
+        .into_iter()
+        .filter(|(_, state)| *state == LISTEN)
+        .map(|(port, _)| port)
+        .collect())
+}
+
+/// The TCP state of a listening socket in `/proc/net/tcp`.
+const LISTEN: u8 = 0x0a;
+
+/// The local port and TCP state of every socket `pid` holds, from its
+/// network namespace's socket tables and its own file descriptors.
+fn sockets(pid: u32) -> Result<Vec<(u16, u8)>, LabError> {
     let io = |what: String, e: std::io::Error| LabError::Io(format!("reading {what}: {e}"));
     let fd_dir = format!("/proc/{pid}/fd");
     let mut inodes = Vec::new();
@@ -212,28 +234,29 @@ pub fn listening_ports(pid: u32) -> Result<Vec<u16>, LabError> {
             inodes.push(inode.to_string());
         }
     }
-    let mut ports = Vec::new();
+    let mut found = Vec::new();
     for table in ["tcp", "tcp6"] {
         let path = format!("/proc/{pid}/net/{table}");
         let text = fs::read_to_string(&path).map_err(|e| io(path, e))?;
-        ports.extend(listening_in(&text, &inodes));
+        found.extend(sockets_in(&text, &inodes));
     }
-    Ok(ports)
+    Ok(found)
 }
 
-/// The local ports of the LISTEN sockets (state 0A) of `/proc/net/tcp[6]`
-/// whose inode is one of `inodes`.
-fn listening_in(table: &str, inodes: &[String]) -> Vec<u16> {
+/// The local port and state of the sockets of `/proc/net/tcp[6]` whose
+/// inode is one of `inodes`.
+fn sockets_in(table: &str, inodes: &[String]) -> Vec<(u16, u8)> {
     table
         .lines()
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
-            if *state != "0A" || !inodes.iter().any(|i| i == inode) {
+            if !inodes.iter().any(|i| i == inode) {
                 return None;
             }
-            u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+            let port = u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?;
+            Some((port, u8::from_str_radix(state, 16).ok()?))
         })
         .collect()
 }
@@ -243,16 +266,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn listening_sockets_of_the_process_are_found_in_the_tables() {
+    fn sockets_of_the_process_are_found_in_the_tables() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
             0: 0C05C80A:9845 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0\n   \
             1: 0C05C80A:8745 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0\n   \
             2: 0C05C80A:9845 0B05C80A:C350 01 00000000:00000000 00:00000000 00000000     0        0 4243 1 0\n";
-        // 0x9845 = 38981: QEMU's (inode 4242); 0x8745 is another process's;
-        // the established one is no listener.
+        // 0x9845 = 38981: QEMU's listener (inode 4242) and a connection to
+        // it (4243); 0x8745 is another process's.
         assert_eq!(
-            listening_in(table, &["4242".into(), "4243".into()]),
-            [38981]
+            sockets_in(table, &["4242".into(), "4243".into()]),
+            [(38981, LISTEN), (38981, 1)]
         );
     }
 }

@@ -389,3 +389,52 @@ fn the_terminal_view_shows_the_migration_row() {
     assert!(after.contains("verdict: FAIL"), "{after}");
     assert!(after.contains("cause.blackhole"), "{after}");
 }
+
+#[test]
+fn a_drain_shows_the_queue_and_the_running_ones() {
+    if !privileged("a_drain_shows_the_queue_and_the_running_ones") {
+        return;
+    }
+    // Three VMs, two at a time, through a 300 Mbit/s node link: the third
+    // waits seconds in the queue while the first two move.
+    let lab = Lab::up(
+        "drain",
+        &[
+            "--memory",
+            "128",
+            "--rate",
+            "300",
+            "--parallel-outbound-migrations-per-node",
+            "2",
+        ],
+    );
+    let watch = Watch::start(&lab.watch_args(&["--refresh-ms", "500"]));
+    let _ = lab.migrate();
+    thread::sleep(Duration::from_millis(2500));
+    let (lines, code, stderr) = watch.stop();
+    let text = lines.join("\n");
+    let has = |what: &str| lines.iter().any(|l| l.contains(what));
+    assert!(
+        has(" migration default/mvlab-vm3 state=queued waiting="),
+        "{text}"
+    );
+    assert!(has(" queue default/mvlab-vm3 ("), "{text}");
+    // While it waited, the node ran two at once, at its limit.
+    assert!(has(" node 10.200.5.11 running=2/2 ("), "{text}");
+    for vm in ["vm1", "vm2", "vm3"] {
+        assert!(
+            has(&format!(" migration default/mvlab-{vm} state=completed")),
+            "{vm}: {text}"
+        );
+    }
+    // The summary judges each on its own and the node as a whole.
+    assert!(
+        has("node 10.200.5.11: 3 migrations, at most 2 at once"),
+        "{text}"
+    );
+    assert!(
+        has("default/mvlab-vm3 started +") && has("queued"),
+        "{text}"
+    );
+    assert_eq!(code, Some(0), "{stderr}\n{text}");
+}
