@@ -31,7 +31,7 @@ pub use self::{
     config::{Cni, Guest, LabConfig, Scenario},
     options::Options,
     qemu::{GuestAccount, QemuOutcome},
-    report::report,
+    report::{completion_budget, report},
 };
 use crate::{
     config::{endpoints::endpoints_from_vmi, Endpoint},

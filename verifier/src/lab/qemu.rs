@@ -588,8 +588,9 @@ pub fn migrate(
         }
         if !cancelled_by_timeout && started.elapsed() >= config.timeout {
             progress(&format!(
-                "no completion after {:.0?}: cancelling the migration",
-                config.timeout
+                "no completion after {:.0?} ({}): cancelling the migration",
+                config.timeout,
+                config.timeout_reason()
             ));
             match source_qmp.execute("migrate_cancel", json!({})) {
                 Ok(_) | Err(LabError::QmpTimeout(_)) => {}
@@ -707,6 +708,20 @@ pub fn migrate(
     source.quit((!unresponsive).then_some(&mut source_qmp));
     target.quit((!unresponsive).then_some(&mut target_qmp));
     let _ = fs::remove_file(&target_memory);
+    // As KubeVirt does once a migration ends (booleans are omitted while
+    // false).
+    let mut vmi = vmi;
+    let ended = if outcome.status == "completed" {
+        "completed"
+    } else {
+        "failed"
+    };
+    vmi["status"]["migrationState"][ended] = json!(true);
+    fs::write(
+        state.join("vmi.json"),
+        serde_json::to_vec_pretty(&vmi).expect("JSON"),
+    )
+    .map_err(|e| LabError::Io(format!("writing vmi.json: {e}")))?;
     Ok(outcome)
 }
 

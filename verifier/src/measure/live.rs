@@ -169,6 +169,8 @@ impl Evaluator {
                 marks.pop_front();
             }
         }
+        // Live, a migration is judged while it runs.
+        let running = BTreeMap::new();
         let judgement = judge(&Observation {
             table,
             slots,
@@ -178,6 +180,7 @@ impl Evaluator {
             expectations: &self.expectations,
             limits: &self.limits,
             size: self.size.as_ref(),
+            ended: &running,
             interval_ms: self.interval_ms,
             now_ms,
             phase: Phase::Live,
