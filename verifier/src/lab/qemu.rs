@@ -443,33 +443,9 @@ pub fn migrate(
         pki::create(&state.join("pki"), &[target_address])?;
     }
 
-    progress(&format!(
-        "starting the target QEMU in {}",
-        NODE_B.virt_handler
-    ));
-    let target = spawn(
-        "target",
-        NODE_B.virt_handler,
-        state,
-        config,
-        &target_memory,
-        boot.as_ref(),
-        &["-incoming", "defer"],
-    )?;
-    let mut target_qmp = Qmp::connect(&target.qmp_socket, "target", Duration::from_secs(10))?;
-    configure(&mut target_qmp, config, false)?;
-    target_qmp.execute("migrate-incoming", json!({ "uri": uri(target_address, 0) }))?;
-    let port = listening_port(&mut target_qmp)?;
-    let target_socket = SocketAddr::new(target_address, port);
-    progress(&format!("target listening on {target_socket}"));
-    let vmi = vmi_document(config, target_socket);
-    fs::write(
-        state.join("vmi.json"),
-        serde_json::to_vec_pretty(&vmi).expect("JSON"),
-    )
-    .map_err(|e| LabError::Io(format!("writing vmi.json: {e}")))?;
-    listening(&vmi)?;
-
+    // The source first: a running guest boots and dirties its working set
+    // before the target listens, as a VM runs long before KubeVirt starts
+    // its target, so the endpoints are published just before the first byte.
     progress(&format!(
         "starting the source QEMU in {}",
         NODE_A.virt_handler
@@ -526,6 +502,34 @@ pub fn migrate(
             running_on_target: None,
         });
     }
+    progress(&format!(
+        "starting the target QEMU in {}",
+        NODE_B.virt_handler
+    ));
+    let target = spawn(
+        "target",
+        NODE_B.virt_handler,
+        state,
+        config,
+        &target_memory,
+        boot.as_ref(),
+        &["-incoming", "defer"],
+    )?;
+    let mut target_qmp = Qmp::connect(&target.qmp_socket, "target", Duration::from_secs(10))?;
+    configure(&mut target_qmp, config, false)?;
+    target_qmp.execute("migrate-incoming", json!({ "uri": uri(target_address, 0) }))?;
+    let port = listening_port(&mut target_qmp)?;
+    let target_socket = SocketAddr::new(target_address, port);
+    progress(&format!("target listening on {target_socket}"));
+    let vmi = vmi_document(config, target_socket);
+    fs::write(
+        state.join("vmi.json"),
+        serde_json::to_vec_pretty(&vmi).expect("JSON"),
+    )
+    .map_err(|e| LabError::Io(format!("writing vmi.json: {e}")))?;
+    listening(&vmi)?;
+
+    progress(&format!("the source starts migrating to {target_socket}"));
     let console = state.join("guest-source.log");
     let console_at_start = fs::metadata(&console).map(|m| m.len()).unwrap_or(0);
     source_qmp.execute("migrate", json!({ "uri": uri(target_address, port) }))?;
