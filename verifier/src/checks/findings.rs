@@ -47,12 +47,31 @@ catalogue! {
     INPUT_NOT_AN_OBJECT = "MV-INPUT-002" "not-an-object" Error;
     /// The object has no `metadata.name`; other objects cannot refer to it.
     INPUT_NO_NAME = "MV-INPUT-003" "no-name" Warning;
+    /// `kind` is a kind migverify checks up to letter case (`Kubevirt`):
+    /// kinds are case-sensitive, and `kubectl apply` answers `no matches for
+    /// kind`. The content is still checked as the kind meant.
+    INPUT_KIND_NEAR_MISS = "MV-INPUT-004" "kind-near-miss" Error;
+    /// A kind migverify checks under an `apiVersion` that does not serve it
+    /// (MigrationPolicy in `kubevirt.io/v1alpha1` instead of
+    /// `migrations.kubevirt.io/v1alpha1`): `kubectl apply` answers `no matches
+    /// for kind`. The content is still checked.
+    INPUT_API_VERSION_MISMATCH = "MV-INPUT-005" "api-version-mismatch" Error;
+    /// A value that is a documentation placeholder left unsubstituted: a
+    /// whole `<...>` token (`<network>`, `<migration_policy>`) or an asciidoc
+    /// callout marker at the end (`my-secondary-network <1>`). No object can
+    /// be named so; as a migration network, virt-handler would ask Multus for
+    /// `<network>@migration0` and not start.
+    INPUT_DOC_PLACEHOLDER = "MV-INPUT-006" "doc-placeholder" Error;
     /// A field has the wrong type (a string where a number belongs, ...). The
     /// API server or the CNI plugin rejects it, or reads it as something else.
     FIELD_WRONG_TYPE = "MV-FIELD-001" "wrong-type" Error;
     /// A field the plugin or API does not know. It is ignored, so whatever it
     /// was meant to set (often a misspelt field) does not happen.
     FIELD_UNKNOWN = "MV-FIELD-002" "unknown-field" Warning;
+    /// A status field holds a value the KubeVirt API does not define
+    /// (`migrationNetworkType` other than Pod or Migration, `mode`,
+    /// `abortStatus`): migverify cannot say what it means.
+    FIELD_ENUM = "MV-FIELD-003" "unknown-enum-value" Warning;
 
     /// A NetworkAttachmentDefinition without `spec.config`: Multus looks for
     /// a CNI config file of the same name on each node instead.
@@ -67,7 +86,8 @@ catalogue! {
     NAD_CNI_VERSION = "MV-NAD-004" "cni-version" Error;
     /// `cniVersion` is missing; the seed's table requires it (0.3.1).
     NAD_CNI_VERSION_MISSING = "MV-NAD-005" "cni-version-missing" Warning;
-    /// The CNI config has no `name`, or one CNI rejects.
+    /// The CNI config's `name` has characters libcni refuses. (No `name` is
+    /// fine: Multus fills in the NAD's `metadata.name`.)
     NAD_NAME = "MV-NAD-006" "cni-name" Error;
     /// The CNI config has no plugin `type`: nothing would be run.
     NAD_TYPE_MISSING = "MV-NAD-007" "type-missing" Error;
@@ -147,6 +167,10 @@ catalogue! {
     /// The range has host bits set (`10.200.5.7/24`); the network used is the
     /// masked one.
     IPAM_HOST_BITS = "MV-IPAM-010" "range-host-bits" Info;
+    /// whereabouts `node_slice_size` that whereabouts refuses: not a prefix
+    /// length, wider than the range it slices, or a range with host bits
+    /// (`DivideRangeBySize`).
+    IPAM_NODE_SLICE = "MV-IPAM-011" "node-slice-size" Error;
 
     /// The migration network names a NetworkAttachmentDefinition that is not
     /// among the inputs, though others are: virt-handler pods would not start.
@@ -184,6 +208,35 @@ catalogue! {
     MIG_HCO_KUBEVIRT_DISAGREE = "MV-MIG-012" "hco-kubevirt-disagree" Warning;
     /// A VirtualMachineInstanceMigration without `spec.vmiName`.
     MIG_VMIM_NO_VMI = "MV-MIG-013" "vmim-no-vmi" Error;
+    /// The migration failed: a VirtualMachineInstanceMigration in phase
+    /// `Failed`, or `status.migrationState.failed: true`. Whatever network it
+    /// was meant to use, it did not move the VM.
+    MIG_FAILED = "MV-MIG-014" "migration-failed" Error;
+    /// A VirtualMachineInstanceMigration not in a final phase (Pending,
+    /// Scheduling, ...): nothing has moved yet; its conditions say what it
+    /// waits for.
+    MIG_NOT_FINISHED = "MV-MIG-015" "migration-not-finished" Warning;
+    /// `maxDowntimeMs` outside the CRD's 1..=2000000 (or past the integer
+    /// range): the API server refuses the object.
+    MIG_MAX_DOWNTIME = "MV-MIG-016" "max-downtime-range" Error;
+    /// A MigrationPolicy without `spec.selectors`: the CRD requires it, and a
+    /// policy that selects nothing applies to no VM.
+    MIG_POLICY_NO_SELECTORS = "MV-MIG-017" "policy-no-selectors" Error;
+    /// The `kubevirt-config` ConfigMap: KubeVirt has not read it since v0.48
+    /// (and HyperConverged removes it), so its migration settings have no
+    /// effect; they belong in the KubeVirt or HyperConverged CR.
+    MIG_LEGACY_CONFIGMAP = "MV-MIG-018" "legacy-kubevirt-config" Warning;
+    /// The migration network uses DHCP IPAM: migration0 gets an address only
+    /// while the CNI dhcp daemon runs on every node and a DHCP server answers
+    /// on the migration segment, and migverify has no range to check.
+    MIG_NAD_DHCP = "MV-MIG-019" "network-dhcp" Warning;
+    /// The migration network uses `host-device`: the plugin moves the node's
+    /// NIC into the virt-handler pod, so the node itself no longer has it.
+    MIG_NAD_HOST_DEVICE = "MV-MIG-020" "network-host-device" Warning;
+    /// The migration network's range (or its whereabouts node slices) holds
+    /// fewer addresses than there are nodes: some virt-handler pods get no
+    /// migration0 address and do not start.
+    MIG_NAD_TOO_SMALL = "MV-MIG-021" "network-range-too-small" Error;
 
     /// The migration target listened on the migration network's range: the
     /// migration used the secondary network (PASS).
@@ -199,6 +252,10 @@ catalogue! {
     VMI_NO_TARGET = "MV-VMI-004" "no-target-address" Info;
     /// `targetNodeAddress` is not an IP address.
     VMI_TARGET_INVALID = "MV-VMI-005" "target-address-invalid" Error;
+    /// A migration network is configured (its range known from the named
+    /// NetworkAttachmentDefinition or `--cidr`) and the target listened
+    /// outside it: the migration did not use the migration network (FAIL).
+    VMI_TARGET_OUTSIDE_MIGRATION_NETWORK = "MV-VMI-006" "target-outside-migration-network" Error;
 
     /// No `migration0` in virt-handler's namespace: virt-handler advertises
     /// its pod IP and migrations silently cross the pod network.
