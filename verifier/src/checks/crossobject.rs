@@ -137,6 +137,17 @@ fn check_network(
         .install_namespace
         .as_deref()
         .unwrap_or("(the install namespace)");
+    // `namespace/name`, or the name alone when the manifest has no namespace.
+    let (id, get) = match config.install_namespace.as_deref() {
+        Some(ns) => (
+            format!("{ns}/{name}"),
+            format!("oc get net-attach-def {name} -n {ns} -o yaml"),
+        ),
+        None => (
+            format!("{name} (in the install namespace; the manifest names none)"),
+            format!("oc get net-attach-def -A --field-selector metadata.name={name} -o yaml"),
+        ),
+    };
     let index = match lookup(config, nads) {
         Lookup::Found(index) => index,
         Lookup::NoNetwork => {
@@ -171,8 +182,10 @@ fn check_network(
                 object,
                 MIG_NAD_NOT_GIVEN,
                 &at,
-                format!("the migration network {namespace}/{name} was not among the inputs, so it was not checked"),
-                format!("add it: `oc get net-attach-def {name} -n {namespace} -o yaml > nad.yaml` and pass nad.yaml too"),
+                format!(
+                    "the migration network {id} was not among the inputs, so it was not checked"
+                ),
+                format!("add it: `{get} > nad.yaml` and pass nad.yaml too"),
             );
             return None;
         }
@@ -182,11 +195,11 @@ fn check_network(
                 MIG_NAD_NOT_FOUND,
                 &at,
                 format!(
-                    "no NetworkAttachmentDefinition {namespace}/{name} among the inputs (there are: {}); virt-handler \
-                     pods would fail to start",
+                    "no NetworkAttachmentDefinition {id} among the inputs (there are: {}); virt-handler pods would \
+                     fail to start",
                     nads.iter().map(Nad::id).collect::<Vec<_>>().join(", ")
                 ),
-                format!("set `{at}` to the NetworkAttachmentDefinition's name, or create {namespace}/{name}"),
+                format!("set `{at}` to the NetworkAttachmentDefinition's name, or create {name} there"),
             );
             return None;
         }
@@ -211,7 +224,7 @@ fn check_network(
             object,
             MIG_NAD_IPAM,
             &at,
-            format!("the migration network {namespace}/{name} {problem}"),
+            format!("the migration network {id} {problem}"),
             format!(
                 "give {name} whereabouts IPAM with one cluster-wide range: `\"ipam\": {{\"type\": \"whereabouts\", \"range\": \"10.200.5.0/24\"}}`"
             ),

@@ -140,7 +140,11 @@ fn target_address(
 ) {
     let path = "status.migrationState.targetNodeAddress";
     let Some(text) = status.target_address.as_deref() else {
-        let message = if status.has_state && !status.completed && !status.failed {
+        let message = if status.has_state
+            && !status.completed
+            && !status.failed
+            && !status.unfinished()
+        {
             "no targetNodeAddress: the migration never reached a listening target (completed and failed are \
              omitted when false, so this state is no success either)"
         } else {
