@@ -25,13 +25,15 @@ use crate::{
 /// Check the migration network's configuration, and the node, before any migration.
 ///
 /// Reads NetworkAttachmentDefinitions, HyperConverged, KubeVirt, MigrationPolicy,
-/// VirtualMachineInstance(Migration) and the cluster Network config, as
+/// VirtualMachineInstance(Migration), the cluster Network config, Nodes (counted)
+/// and the legacy kubevirt-config ConfigMap, as
 /// `oc get ... -o yaml|json` prints them (single documents, several YAML
 /// documents, or a List), or with --cluster the same objects live from the
 /// Kubernetes API, and reports findings with stable IDs (docs/checks.md)
 /// and the fix for each. With --host or --lab it also checks a node.
 ///
-/// Exit status: 0 no error-level finding, 1 errors, 2 unreadable input.
+/// Exit status, as every command's: 0 pass, 1 errors, 2 unreadable input or
+/// bad usage, 3 warnings only (see --fail-on).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Files to read; `-` reads standard input.
@@ -51,6 +53,15 @@ pub struct Args {
     /// A machine (node) network CIDR.
     #[arg(long, value_name = "CIDR")]
     machine_cidr: Vec<Cidr>,
+    /// The migration network's range (repeat for more), when its NAD is not given.
+    #[arg(long, value_name = "CIDR")]
+    cidr: Vec<Cidr>,
+    /// How many nodes run virt-handler (Node objects given count too).
+    #[arg(long, value_name = "N")]
+    nodes: Option<usize>,
+    /// What fails: warning (exit 3, errors 1), error (warnings exit 0), never (exit 0).
+    #[arg(long, value_enum, default_value_t = FailOn::Warning)]
+    fail_on: FailOn,
     /// A VM memory size (`16Gi`): print its completion budget and the rate it needs.
     #[arg(long, value_name = "QUANTITY")]
     vm_memory: Option<Quantity>,
@@ -105,6 +116,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     }
     let mut options = checks::Options {
         vm_memory: args.vm_memory.clone(),
+        migration: args.cidr.clone(),
+        nodes: args.nodes,
         ..checks::Options::default()
     };
     for (role, cidrs, flag) in [
@@ -157,8 +170,15 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&render::json(&report))?),
         Output::Text => print!("{}", render::text(&report)),
     }
-    Ok(match report.verdict() {
-        Verdict::Fail => Status::Fail,
-        Verdict::Warn | Verdict::Pass => Status::Pass,
+    Ok(match (report.verdict(), args.fail_on) {
+        (_, FailOn::Never) | (Verdict::Warn, FailOn::Error) => Status::Pass,
+        (verdict, _) => verdict.into(),
     })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum FailOn {
+    Error,
+    Warning,
+    Never,
 }
