@@ -17,6 +17,7 @@ pub mod crossobject;
 mod fields;
 pub mod findings;
 pub mod host;
+pub mod hostflags;
 pub mod ipam;
 pub mod migrations;
 pub(crate) mod netlink;
