@@ -11,7 +11,7 @@ use crate::{
     config::{Cidr, Endpoint},
     dataplane::{AttachSpec, Dataplane, DataplaneError},
     flows::{collect, Collected, FlowTable, Request, Tick},
-    intent::{Intent, Limits, VmSize},
+    intent::{Ended, Intent, Limits, VmSize},
     measure::{
         judge::{judge, Expectations, Observation, Phase},
         live::Evaluator,
@@ -33,6 +33,8 @@ pub struct Criteria {
     pub size: Option<VmSize>,
     /// Each VMI's size, by the migration id its endpoints carry.
     pub sizes: BTreeMap<String, VmSize>,
+    /// How migrations ended, by id, where whoever ran them said.
+    pub ended: BTreeMap<String, Ended>,
     /// Milliseconds per throughput interval.
     pub interval_ms: u64,
     /// Assumptions made while reading the inputs.
@@ -47,6 +49,7 @@ impl Criteria {
             limits,
             size: None,
             sizes: BTreeMap::new(),
+            ended: BTreeMap::new(),
             interval_ms,
             assumptions: Vec::new(),
         }
@@ -79,11 +82,13 @@ impl Criteria {
                 },
                 vlan: vlan.or(network.and_then(|n| n.vlan)),
                 expect_traffic: !endpoints.is_empty(),
+                bulk_transfer: false,
             },
             endpoints,
             limits,
             size,
             sizes: BTreeMap::new(),
+            ended: BTreeMap::new(),
             interval_ms,
             assumptions,
         }
@@ -101,6 +106,7 @@ impl Criteria {
             limits: &self.limits,
             size: self.size.as_ref(),
             sizes: &self.sizes,
+            ended: &self.ended,
             interval_ms: self.interval_ms,
             now_ms: collected.duration.as_millis() as u64,
             phase: Phase::Final,

@@ -6,77 +6,20 @@ mod support;
 
 use std::{
     io::{BufRead as _, BufReader},
-    process::{Command, Output, Stdio},
-    sync::Mutex,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use support::{privileged, sh};
-
-/// The lab has fixed names: one at a time, whatever the harness does.
-static LAB: Mutex<()> = Mutex::new(());
+use support::{lab::*, privileged};
 
 const MEMORY_MIB: &str = "64";
 
-fn migverify(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_migverify"))
-        .args(args)
-        .output()
-        .expect("run migverify")
-}
-
-/// Takes the lab lock and leaves a clean host behind, even on panic.
-struct LabGuard<'a>(#[allow(dead_code)] std::sync::MutexGuard<'a, ()>);
-
-impl LabGuard<'_> {
-    fn take() -> Self {
-        LabGuard(LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
-    }
-}
-
-impl Drop for LabGuard<'_> {
-    fn drop(&mut self) {
-        let _ = migverify(&["lab", "down"]);
-    }
-}
-
-fn lab_namespaces() -> Vec<String> {
-    sh(&["ip", "netns", "list"])
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("mvlab-"))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Live (not zombie) QEMU processes of the lab.
-fn lab_qemus() -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| {
-            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            let comm = comm.trim();
-            (comm.starts_with("mvlab-") && verifier::lab::is_running(pid)).then(|| comm.to_string())
-        })
-        .collect()
-}
-
-fn assert_nothing_left(context: &str) {
-    assert_eq!(
-        lab_namespaces(),
-        Vec::<String>::new(),
-        "{context}: namespaces left"
-    );
-    assert_eq!(
-        lab_qemus(),
-        Vec::<String>::new(),
-        "{context}: QEMU processes left"
-    );
-    for dir in ["/run/mvlab", "/dev/shm/mvlab"] {
-        assert!(!std::path::Path::new(dir).exists(), "{context}: {dir} left");
-    }
+/// `lab run -o json` of a scenario with 128 MiB of guest memory.
+fn lab_run(scenario: &str, extra: &[&str]) -> (Value, Option<i32>) {
+    let mut args = vec!["--scenario", scenario, "--memory", "128"];
+    args.extend_from_slice(extra);
+    run(&args)
 }
 
 /// Received bytes of a virt-handler interface, as the kernel counts them.
@@ -251,38 +194,6 @@ fn broken_networks_break_the_migration() {
 }
 
 /// `lab run -o json` for a scenario; the report and the exit code.
-fn lab_run(scenario: &str, extra: &[&str]) -> (Value, Option<i32>) {
-    let mut args = vec![
-        "lab",
-        "run",
-        "--scenario",
-        scenario,
-        "--memory",
-        "128",
-        "-o",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    let out = migverify(&args);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "lab run {scenario}: {e}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_nothing_left(scenario);
-    (report, out.status.code())
-}
-
-fn reason_ids(report: &Value) -> Vec<String> {
-    report["reasons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Every connection of the migration classified as memory channel by its
 /// published endpoint, seen on exactly the interfaces of `role`, and the
 /// payload sent to the target within 1% of what QEMU says it transferred.
@@ -490,77 +401,4 @@ fn lab_down_cleans_up_after_kill_9() {
     let out = migverify(&["lab", "down"]);
     assert!(out.status.success());
     assert_nothing_left("after lab down");
-}
-
-/// `lab up` of a scenario with its own settings, then `lab migrate -o
-/// json`: QEMU's account and migverify's exit code.
-fn migrate_scenario(scenario: &str) -> (Value, Option<i32>) {
-    let out = migverify(&["lab", "up", "--scenario", scenario]);
-    assert!(
-        out.status.success(),
-        "lab up {scenario}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = migverify(&["lab", "migrate", "-o", "json"]);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "lab migrate {scenario}: {e}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (report["qemu"].clone(), out.status.code())
-}
-
-#[test]
-fn a_busy_running_guest_iterates_and_converges() {
-    if !privileged("a_busy_running_guest_iterates_and_converges") {
-        return;
-    }
-    let _lab = LabGuard::take();
-    let (qemu, code) = migrate_scenario("busy-guest");
-    assert_eq!(qemu["status"], "completed", "{qemu:#}");
-    assert_eq!(code, Some(0));
-    let guest_size = qemu["guest_memory_bytes"].as_u64().unwrap();
-    // Pre-copy went round more than once and sent the dirtied pages again.
-    assert!(qemu["iterations"].as_u64().unwrap() > 1, "{qemu:#}");
-    assert!(
-        qemu["transferred_bytes"].as_u64().unwrap() > guest_size,
-        "{qemu:#}"
-    );
-    assert!(
-        qemu["dirty_pages_rate_max"].as_u64().unwrap() > 0,
-        "{qemu:#}"
-    );
-    let guest = &qemu["guest"];
-    // QEMU saw the guest dirty memory, and the guest runs on at the target.
-    assert!(
-        guest["measured_dirty_rate_mib_s"].as_u64().unwrap() > 0,
-        "{qemu:#}"
-    );
-    assert!(
-        guest["dirtied_during_migration_mib"].as_u64().unwrap() > 0,
-        "{qemu:#}"
-    );
-    assert_eq!(guest["running_on_target"], true, "{qemu:#}");
-    assert_eq!(qemu["postcopy"], false);
-}
-
-#[test]
-fn a_guest_dirtying_faster_than_the_bandwidth_never_converges() {
-    if !privileged("a_guest_dirtying_faster_than_the_bandwidth_never_converges") {
-        return;
-    }
-    let _lab = LabGuard::take();
-    let (qemu, code) = migrate_scenario("not-converging");
-    assert_eq!(code, Some(1));
-    assert_eq!(qemu["status"], "cancelled", "{qemu:#}");
-    assert_eq!(qemu["cancelled_by_timeout"], true);
-    // QEMU forgets its figures once cancelled: these are the last it gave.
-    let guest_size = qemu["guest_memory_bytes"].as_u64().unwrap();
-    assert!(
-        qemu["transferred_bytes"].as_u64().unwrap() > 3 * guest_size,
-        "{qemu:#}"
-    );
-    assert!(qemu["iterations"].as_u64().unwrap() > 5, "{qemu:#}");
-    assert!(qemu["remaining_bytes"].as_u64().unwrap() > 0, "{qemu:#}");
 }

@@ -7,6 +7,7 @@
 //! this (field types, unknown fields, what the components would refuse).
 
 pub mod budget;
+pub mod kinds;
 pub mod limits;
 pub mod network;
 pub mod size;
@@ -18,7 +19,20 @@ pub use self::{
     network::Nad,
     size::VmSize,
 };
+use serde::Serialize;
+
 use crate::config::documents::Object;
+
+/// How a migration ended, by the account of whoever ran it: QEMU in the
+/// lab, KubeVirt's VMI or VMIM status on a cluster. The wire alone cannot
+/// tell a completed migration from a cancelled one: both close their
+/// connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ended {
+    Completed,
+    Failed,
+}
 
 /// The intent of a set of objects.
 #[derive(Clone, Debug, Default)]
@@ -44,6 +58,17 @@ pub fn sync_port(objects: &[Object]) -> u16 {
         .find_map(|o| o.value["spec"]["synchronizationPort"].as_u64())
         .and_then(|port| u16::try_from(port).ok())
         .unwrap_or(DEFAULT_SYNC_PORT)
+}
+
+/// How many nodes the inputs hold (`kind: Node`, as `oc get nodes -o yaml`
+/// prints them): each runs a virt-handler that needs its own migration
+/// address. `None` when none is given.
+pub fn node_count(objects: &[Object]) -> Option<usize> {
+    let count = objects
+        .iter()
+        .filter(|o| o.kind == kinds::NODE.name && o.api_version == "v1")
+        .count();
+    (count > 0).then_some(count)
 }
 
 /// Reads the intent of `objects` (NADs, HyperConverged, KubeVirt,

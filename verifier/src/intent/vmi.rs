@@ -4,7 +4,7 @@
 //! the target listens, and the file may not exist when watching starts.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -12,7 +12,7 @@ use std::{
 use anyhow::Context as _;
 use serde_json::Value;
 
-use super::VmSize;
+use super::{Ended, VmSize};
 use crate::config::{
     endpoints::{endpoints_from_vmi, read_json},
     Endpoint,
@@ -99,6 +99,36 @@ pub fn published(path: &Path) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>)>
     Ok((endpoints_from_vmi(&value, path)?, size(&value, path)?))
 }
 
+/// How the migration of each VMI in a file ended, where its
+/// `status.migrationState` says (`completed` or `failed`, each omitted
+/// while false), by the VMI's `namespace/name`.
+pub fn ended(path: &Path) -> anyhow::Result<BTreeMap<String, Ended>> {
+    let value = read_json(path)?;
+    let items = match value["items"].as_array() {
+        Some(items) => items.iter().collect(),
+        None => vec![&value],
+    };
+    Ok(items
+        .into_iter()
+        .filter_map(|vmi| {
+            let state = &vmi["status"]["migrationState"];
+            let ended = if state["completed"] == true {
+                Ended::Completed
+            } else if state["failed"] == true {
+                Ended::Failed
+            } else {
+                return None;
+            };
+            let id = format!(
+                "{}/{}",
+                vmi["metadata"]["namespace"].as_str()?,
+                vmi["metadata"]["name"].as_str()?
+            );
+            Some((id, ended))
+        })
+        .collect())
+}
+
 /// The size KubeVirt budgets the first VMI of a document (or List) by.
 fn size(value: &Value, path: &Path) -> anyhow::Result<Option<VmSize>> {
     let first = if value["kind"] == "List" {
@@ -151,6 +181,61 @@ fn read(path: &Path) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>, Vec<Strin
         return Ok((Vec::new(), size, queued));
     }
     Ok((endpoints_from_vmi(&value, path)?, size, queued))
+}
+
+/// What a VMI's or VMIM's status says about its (last) migration, read as
+/// KubeVirt writes it: the booleans are omitted when false, a VMIM may be
+/// `Failed` with no `migrationState` at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// A VMIM's `status.phase`.
+    pub phase: Option<String>,
+    /// Whether `status.migrationState` is there.
+    pub has_state: bool,
+    pub completed: bool,
+    pub failed: bool,
+    pub failure_reason: Option<String>,
+    pub target_address: Option<String>,
+    /// `migrationNetworkType`: `Pod` or `Migration` (KubeVirt >= 1.5).
+    pub network_type: Option<String>,
+    /// The types of the VMIM's conditions whose status is "True".
+    pub conditions: Vec<String>,
+}
+
+/// VMIM phases after which nothing changes (`IsFinal` in KubeVirt).
+pub const FINAL_PHASES: [&str; 2] = ["Succeeded", "Failed"];
+
+impl MigrationStatus {
+    pub fn read(object: &Value) -> MigrationStatus {
+        let status = &object["status"];
+        let state = &status["migrationState"];
+        let text = |v: &Value| v.as_str().filter(|t| !t.is_empty()).map(str::to_string);
+        MigrationStatus {
+            phase: text(&status["phase"]),
+            has_state: state.is_object(),
+            completed: state["completed"] == Value::Bool(true),
+            failed: state["failed"] == Value::Bool(true),
+            failure_reason: text(&state["failureReason"]),
+            target_address: text(&state["targetNodeAddress"]),
+            network_type: text(&state["migrationNetworkType"]),
+            conditions: status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["status"] == "True")
+                // Only the type's first word: pasted objects carry notes.
+                .filter_map(|c| c["type"].as_str()?.split_whitespace().next())
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+
+    /// Whether a VMIM's phase is not a final one.
+    pub fn unfinished(&self) -> bool {
+        self.phase
+            .as_deref()
+            .is_some_and(|p| !FINAL_PHASES.contains(&p))
+    }
 }
 
 #[cfg(test)]

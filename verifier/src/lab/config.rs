@@ -105,6 +105,7 @@ impl Scenario {
             bandwidth_bytes: None,
             offloads: true,
             timeout: Duration::from_secs(60),
+            timeout_is_budget: false,
             guest: Guest::Paused,
             auto_converge: false,
             post_copy: false,
@@ -233,6 +234,10 @@ pub struct LabConfig {
     pub offloads: bool,
     /// A migration still running after this long is cancelled.
     pub timeout: Duration,
+    /// `timeout` is the migration's completion budget, shorter than the
+    /// lab's own: the lab cancels it there, as KubeVirt would.
+    #[serde(default)]
+    pub timeout_is_budget: bool,
     /// A paused guest, or a running Linux guest dirtying memory.
     #[serde(default = "paused")]
     pub guest: Guest,
@@ -347,6 +352,24 @@ impl LabConfig {
             .parallel_outbound_migrations_per_node
             .min(limits.parallel_migrations_per_cluster)
             .max(1);
+    }
+
+    /// Cancels a migration at `budget` (its completion budget, which
+    /// KubeVirt enforces) when that comes before the lab's timeout.
+    pub fn cancel_at_budget(&mut self, budget: Duration) {
+        if budget < self.timeout {
+            self.timeout = budget;
+            self.timeout_is_budget = true;
+        }
+    }
+
+    /// Why a migration is cancelled at `timeout`, for messages.
+    pub fn timeout_reason(&self) -> &'static str {
+        if self.timeout_is_budget {
+            "its completion budget, as KubeVirt would"
+        } else {
+            "the lab's --timeout"
+        }
     }
 
     /// The migration network's CIDR, as the NAD's IPAM range would say.

@@ -37,7 +37,7 @@ pub use self::{
     drain::DrainOutcome,
     options::Options,
     qemu::{GuestAccount, QemuOutcome, Vm},
-    report::report,
+    report::{completion_budget, report},
 };
 use crate::{
     config::{endpoints::endpoints_from_vmi, Endpoint},
@@ -184,21 +184,32 @@ pub fn migrate(
     listening: &mut dyn FnMut(&serde_json::Value) -> Result<(), LabError>,
 ) -> Result<QemuOutcome, LabError> {
     let state = Path::new(STATE_DIR);
-    qemu::migrate(
+    let write = |vmi: &serde_json::Value| {
+        fs::write(
+            state.join("vmi.json"),
+            serde_json::to_vec_pretty(vmi).expect("JSON"),
+        )
+        .map_err(|e| LabError::Io(format!("writing vmi.json: {e}")))
+    };
+    let mut published = None;
+    let outcome = qemu::migrate(
         config,
         &Vm::single(),
         state,
         Path::new(MEMORY_DIR),
         progress,
         &mut |vmi| {
-            fs::write(
-                state.join("vmi.json"),
-                serde_json::to_vec_pretty(vmi).expect("JSON"),
-            )
-            .map_err(|e| LabError::Io(format!("writing vmi.json: {e}")))?;
+            write(vmi)?;
+            published = Some(vmi.clone());
             listening(vmi)
         },
-    )
+    )?;
+    // As KubeVirt does once a migration ends.
+    if let Some(mut vmi) = published {
+        vmi::finished(&mut vmi, outcome.status == "completed");
+        write(&vmi)?;
+    }
+    Ok(outcome)
 }
 
 /// Drains the lab that is up: `config.vms` migrations, `config.parallel`

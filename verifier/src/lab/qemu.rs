@@ -388,65 +388,9 @@ pub fn migrate(
         pki::create(&state.join("pki"), &[target_address])?;
     }
 
-    progress(&format!(
-        "starting the target QEMU in {}",
-        NODE_B.virt_handler
-    ));
-    let mut target_extra = disk_args(&target_disk);
-    target_extra.extend(["-incoming".into(), "defer".into()]);
-    let target = spawn(
-        vm,
-        "target",
-        NODE_B.virt_handler,
-        state,
-        config,
-        &target_memory,
-        boot.as_ref(),
-        &target_extra,
-    )?;
-    let mut target_qmp = Qmp::connect(&target.qmp_socket, "target", Duration::from_secs(10))?;
-    configure(&mut target_qmp, config, false)?;
-    target_qmp.execute("migrate-incoming", json!({ "uri": uri(target_address, 0) }))?;
-    let port = listening_port(&mut target_qmp)?;
-    let target_socket = SocketAddr::new(target_address, port);
-    // libvirt's control channel and the disk's NBD export listen on
-    // ephemeral ports of the same address, as KubeVirt's proxies do.
-    let control = match config.control_channel {
-        true => Some(ControlServer::listen(NODE_B.virt_handler, target_address)?),
-        false => None,
-    };
-    let storage_port = match disk_bytes {
-        Some(_) => Some(storage::export(
-            &mut target_qmp,
-            target.pid(),
-            target_address,
-            config.tls,
-            &[port],
-        )?),
-        None => None,
-    };
-    let ports = Ports {
-        control: control.as_ref().map(|c| c.port),
-        memory: port,
-        storage: storage_port,
-    };
-    progress(&format!(
-        "target listening on {target_socket}{}{}",
-        ports
-            .control
-            .map(|p| format!(", control on {p}"))
-            .unwrap_or_default(),
-        ports
-            .storage
-            .map(|p| format!(", NBD on {p}"))
-            .unwrap_or_default()
-    ));
-    listening(&vmi::document(
-        config,
-        &vm.name,
-        State::Migrating(target_socket, ports),
-    ))?;
-
+    // The source first: a running guest boots and dirties its working set
+    // before the target listens, as a VM runs long before KubeVirt starts
+    // its target, so the endpoints are published just before the first byte.
     progress(&format!(
         "starting the source QEMU in {}",
         NODE_A.virt_handler
@@ -508,6 +452,66 @@ pub fn migrate(
             running_on_target: None,
         });
     }
+    progress(&format!(
+        "starting the target QEMU in {}",
+        NODE_B.virt_handler
+    ));
+    let mut target_extra = disk_args(&target_disk);
+    target_extra.extend(["-incoming".into(), "defer".into()]);
+    let target = spawn(
+        vm,
+        "target",
+        NODE_B.virt_handler,
+        state,
+        config,
+        &target_memory,
+        boot.as_ref(),
+        &target_extra,
+    )?;
+    let mut target_qmp = Qmp::connect(&target.qmp_socket, "target", Duration::from_secs(10))?;
+    configure(&mut target_qmp, config, false)?;
+    target_qmp.execute("migrate-incoming", json!({ "uri": uri(target_address, 0) }))?;
+    let port = listening_port(&mut target_qmp)?;
+    let target_socket = SocketAddr::new(target_address, port);
+    // libvirt's control channel and the disk's NBD export listen on
+    // ephemeral ports of the same address, as KubeVirt's proxies do.
+    let control = match config.control_channel {
+        true => Some(ControlServer::listen(NODE_B.virt_handler, target_address)?),
+        false => None,
+    };
+    let storage_port = match disk_bytes {
+        Some(_) => Some(storage::export(
+            &mut target_qmp,
+            target.pid(),
+            target_address,
+            config.tls,
+            &[port],
+        )?),
+        None => None,
+    };
+    let ports = Ports {
+        control: control.as_ref().map(|c| c.port),
+        memory: port,
+        storage: storage_port,
+    };
+    progress(&format!(
+        "target listening on {target_socket}{}{}",
+        ports
+            .control
+            .map(|p| format!(", control on {p}"))
+            .unwrap_or_default(),
+        ports
+            .storage
+            .map(|p| format!(", NBD on {p}"))
+            .unwrap_or_default()
+    ));
+    listening(&vmi::document(
+        config,
+        &vm.name,
+        State::Migrating(target_socket, ports),
+    ))?;
+
+    progress(&format!("the source starts migrating to {target_socket}"));
     let console = state.join(vm.file("guest", "source") + ".log");
     let console_at_start = fs::metadata(&console).map(|m| m.len()).unwrap_or(0);
     // libvirt prepares the target over its control channel, then (block
@@ -598,8 +602,9 @@ pub fn migrate(
         }
         if !cancelled_by_timeout && started.elapsed() >= config.timeout {
             progress(&format!(
-                "no completion after {:.0?}: cancelling the migration",
-                config.timeout
+                "no completion after {:.0?} ({}): cancelling the migration",
+                config.timeout,
+                config.timeout_reason()
             ));
             match source_qmp.execute("migrate_cancel", json!({})) {
                 Ok(_) | Err(LabError::QmpTimeout(_)) => {}

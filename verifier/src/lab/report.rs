@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{Cni, LabRun, Outcome, QemuOutcome};
+use super::{Cni, LabConfig, LabRun, Outcome, QemuOutcome};
 use crate::{
-    intent::{Limits, VmSize},
+    intent::{Budget, Ended, Limits, VmSize},
     measure::{judge::Expectations, reasons::LAB_MIGRATION_FAILED},
     report::Report,
     session::Criteria,
@@ -28,6 +28,7 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
         // The NAD's vlan: node A's port, as the lab's NAD names it.
         vlan: (config.cni == Cni::Bridge && config.migration0).then_some(config.vid_a),
         expect_traffic: !run.endpoints.is_empty(),
+        bulk_transfer: false,
     };
     // Each VM's size as KubeVirt reads it from its VMI: memory, plus its
     // disk for a block migration.
@@ -37,6 +38,22 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
             bytes: (config.memory_mib + config.disk_mib.unwrap_or(0)) << 20,
             source: "the lab's guest memory and disk".into(),
         });
+    }
+    // QEMU's account of how each migration ended: the wire cannot tell a
+    // completed migration from a cancelled one.
+    match &run.outcome {
+        Outcome::Single(qemu) => {
+            if let Some(id) = run.endpoints.iter().find_map(|e| e.migration.clone()) {
+                criteria.ended.insert(id, ended(qemu));
+            }
+        }
+        Outcome::Drain(drain) => {
+            for m in &drain.migrations {
+                if let Some(qemu) = &m.qemu {
+                    criteria.ended.insert(m.id.clone(), ended(qemu));
+                }
+            }
+        }
     }
     let mut report = criteria.report(&run.collected);
     let accounts: Vec<(String, Option<&QemuOutcome>, Option<&str>)> = match &run.outcome {
@@ -53,7 +70,7 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
         } else {
             format!("{id}: ")
         };
-        let ended = match (qemu, error) {
+        let message = match (qemu, error) {
             (Some(q), _) if q.status == "completed" => continue,
             (Some(q), _) => format!(
                 "{who}QEMU's migration ended {}{}{}",
@@ -63,14 +80,18 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default(),
                 if q.cancelled_by_timeout {
-                    " (cancelled by the lab's timeout)"
+                    format!(
+                        " (cancelled after {} s at {})",
+                        config.timeout.as_secs(),
+                        config.timeout_reason()
+                    )
                 } else {
-                    ""
+                    String::new()
                 }
             ),
             (None, error) => format!("{who}the migration did not run: {}", error.unwrap_or("?")),
         };
-        let mut reason = LAB_MIGRATION_FAILED.raise(ended, json!({ "qemu": qemu }));
+        let mut reason = LAB_MIGRATION_FAILED.raise(message, json!({ "qemu": qemu }));
         if !id.is_empty() {
             reason = reason.about(id.clone());
         }
@@ -168,4 +189,20 @@ fn beside(qemu: &QemuOutcome, seen: u64, outcome: &Outcome, id: &str) -> Value {
         "total_time_ms": qemu.total_time_ms,
         "queue": queue,
     })
+}
+
+fn ended(qemu: &QemuOutcome) -> Ended {
+    if qemu.status == "completed" {
+        Ended::Completed
+    } else {
+        Ended::Failed
+    }
+}
+
+/// The completion budget of one lab VM's migration under `limits`: its
+/// memory and disk, as its VMI gives KubeVirt.
+pub fn completion_budget(config: &LabConfig, limits: &Limits) -> std::time::Duration {
+    let size = (config.memory_mib + config.disk_mib.unwrap_or(0)) << 20;
+    let budget = Budget::new(limits.completion_timeout_per_gib, size);
+    std::time::Duration::from_secs(budget.completion_timeout_s)
 }

@@ -22,7 +22,7 @@ use crate::{
     config::Endpoint,
     dataplane::DataplaneStats,
     flows::{FlowTable, SlotInfo},
-    intent::{Limits, VmSize},
+    intent::{Ended, Limits, VmSize},
     verdict::Verdict,
 };
 
@@ -43,6 +43,8 @@ pub struct Observation<'a> {
     pub size: Option<&'a VmSize>,
     /// Each VMI's size by migration id; a lone one is every migration's.
     pub sizes: &'a BTreeMap<String, VmSize>,
+    /// How migrations ended, by their id, where that is known.
+    pub ended: &'a BTreeMap<String, Ended>,
     pub interval_ms: u64,
     /// Now (live) or the end of the observation, ms since it started.
     pub now_ms: u64,
@@ -122,6 +124,7 @@ pub fn judge<'a>(observation: &Observation<'a>) -> Judgement<'a> {
             group,
             figures: &m.figures,
             budget: &m.budget,
+            ended: observation.ended.get(&m.figures.id).copied(),
         })
         .collect();
     let scene = Scene {
@@ -175,6 +178,10 @@ mod tests {
     use verifier_ebpf::{Channel, Direction, FlowStats, Reason as Why};
 
     use super::*;
+    use crate::intent::Ended;
+
+    /// No migration's end known.
+    static NOT_ENDED: BTreeMap<String, Ended> = BTreeMap::new();
     use crate::{dataplane::Role, flows::tests::key};
 
     #[test]
@@ -247,6 +254,7 @@ mod tests {
                 limits: &limits,
                 size: given,
                 sizes,
+                ended: &NOT_ENDED,
                 interval_ms: 100,
                 now_ms: 200,
                 phase: Phase::Final,

@@ -204,6 +204,8 @@ impl Evaluator {
                 marks.pop_front();
             }
         }
+        // Live, a migration is judged while it runs.
+        let running = BTreeMap::new();
         let judgement = judge(&Observation {
             table,
             slots,
@@ -214,6 +216,7 @@ impl Evaluator {
             limits: &self.limits,
             size: self.size.as_ref(),
             sizes: &self.sizes,
+            ended: &running,
             interval_ms: self.interval_ms,
             now_ms,
             phase: Phase::Live,

@@ -8,6 +8,7 @@ pub mod judge;
 pub mod live;
 pub mod migration;
 pub mod node;
+pub mod precopy;
 pub mod reasons;
 pub mod rules;
 pub mod series;

@@ -245,10 +245,12 @@ mod tests {
         config::Endpoint,
         dataplane::Role,
         flows::{tests::key, FlowTable, SlotInfo},
-        intent::{Limits, VmSize},
+        intent::{Ended, Limits, VmSize},
         measure::judge::{judge, Expectations, Judgement, Observation, Phase},
     };
 
+    /// No migration's end known.
+    static NOT_ENDED: BTreeMap<String, Ended> = BTreeMap::new();
     const TARGET: &str = "10.200.5.12";
     /// 100 Mbit/s in a 100 ms interval.
     const PER_TICK: u64 = 1_250_000;
@@ -348,6 +350,7 @@ mod tests {
             limits,
             size: None,
             sizes,
+            ended: &NOT_ENDED,
             interval_ms: 100,
             now_ms: 3000,
             phase: Phase::Final,

@@ -7,7 +7,8 @@
 //! Two families: the judgements of a migration against what the
 //! configuration and the budgets expect ([`network`], [`budget`]), and the
 //! named causes of a stuck or slow migration, each with the evidence on
-//! the wire that supports it ([`connection`], [`rate`], [`reach`]). Every
+//! the wire that supports it ([`connection`], [`rate`], [`reach`],
+//! [`converge`]). Every
 //! cause rests on what the observers count per connection and direction
 //! (payload that advanced the sequence, retransmissions, zero windows,
 //! segment sizes, the SYN's MSS, SYN / SYN-ACK / FIN / RST) and on ARP per
@@ -16,6 +17,7 @@
 
 mod budget;
 mod connection;
+mod converge;
 mod network;
 pub mod parallel;
 pub mod rate;
@@ -25,10 +27,15 @@ mod tests;
 
 use verifier_ebpf::{NeighborKey, NeighborStats};
 
-use super::{budget::BudgetReport, migration::Figures, migration::Group, reasons::Reason};
+use super::{
+    budget::BudgetReport,
+    migration::{Figures, Group},
+    reasons::Reason,
+};
 use crate::{
     config::{Cidr, Endpoint},
     flows::{FlowTable, SlotInfo},
+    intent::Ended,
 };
 
 /// Whether the rules judge a moment in a running observation or its end.
@@ -49,6 +56,9 @@ pub struct Expectations {
     pub vlan: Option<u16>,
     /// Endpoints were published, so traffic was expected.
     pub expect_traffic: bool,
+    /// The traffic is a bench's bulk transfer, not a migration: it moves
+    /// no memory, so there is no pre-copy to judge.
+    pub bulk_transfer: bool,
 }
 
 /// Everything the rules look at besides each migration's own figures.
@@ -70,6 +80,8 @@ pub struct Subject<'a> {
     pub group: &'a Group<'a>,
     pub figures: &'a Figures,
     pub budget: &'a BudgetReport,
+    /// How it ended, where whoever ran it said.
+    pub ended: Option<Ended>,
 }
 
 /// Within this share of a budget is a warning.
@@ -114,6 +126,7 @@ pub fn causes(scene: &Scene, migrations: &[Subject]) -> Vec<Reason> {
             causes.extend(rate::receiver_bound(scene, subject, &facts, capped).map(about));
         }
         causes.extend(network::fallback_primary(subject.figures).map(about));
+        causes.extend(converge::not_converging(scene, subject).map(about));
     }
     let unreachable = reach::unreachable_by_arp(scene, &mut causes);
     reach::no_traffic(scene, migrations, &unreachable, &mut causes);
