@@ -200,7 +200,11 @@ fn assert_judged_on_their_own(case: &str, report: &Value) {
         third["start_s"].as_f64().unwrap() >= before["end_s"].as_f64().unwrap(),
         "{case}: {node}"
     );
-    assert_eq!(third["running_at_start"], 0, "{case}: {node}");
+    // It took a freed slot: at most one other was still moving.
+    assert!(
+        third["running_at_start"].as_u64().unwrap() <= 1,
+        "{case}: {node}"
+    );
 }
 
 #[test]
