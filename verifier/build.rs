@@ -35,6 +35,8 @@ fn main() {
         );
     }
 
+    println!("cargo:rustc-env=MIGVERIFY_REVISION={}", revision(workspace));
+
     let ebpf = workspace.join("verifier-ebpf");
     let package = aya_build::Package {
         name: "verifier-ebpf",
@@ -64,4 +66,28 @@ fn check_toolchain() -> Result<(), String> {
         return Err("the nightly toolchain lacks the rust-src component".into());
     }
     Ok(())
+}
+
+/// The source revision for `migverify_build_info`: `MIGVERIFY_REVISION`
+/// when the build is given one (the image build), else the workspace's git
+/// HEAD when this script ran, else `unknown`. Not re-run at every commit
+/// (that would rebuild the eBPF object each time): give the variable where
+/// the revision must be exact.
+fn revision(workspace: &Path) -> String {
+    println!("cargo:rerun-if-env-changed=MIGVERIFY_REVISION");
+    if let Some(revision) = env::var("MIGVERIFY_REVISION")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
+        return revision.trim().to_string();
+    }
+    Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(workspace)
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }

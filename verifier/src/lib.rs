@@ -22,3 +22,8 @@ pub mod report;
 pub mod session;
 pub mod units;
 pub mod verdict;
+
+/// The source revision this binary was built from: `MIGVERIFY_REVISION` at
+/// build time (the image build passes it), else `git rev-parse` of the
+/// workspace, else `unknown`. Exposed as `migverify_build_info`.
+pub const REVISION: &str = env!("MIGVERIFY_REVISION");

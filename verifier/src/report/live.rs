@@ -428,24 +428,6 @@ fn terminal_size() -> (usize, usize) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        let at = |secs: u64, millis: u64| {
-            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(secs * 1000 + millis))
-        };
-        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
-        // A leap day, and the day after it.
-        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
-        assert_eq!(at(951_868_799, 999), "2000-02-29T23:59:59.999Z");
-        assert_eq!(at(1_735_689_600, 0), "2025-01-01T00:00:00.000Z");
-        assert_eq!(at(4_107_542_399, 0), "2100-02-28T23:59:59.000Z");
-    }
-}
-
 /// Where the live view goes: the full screen on a terminal, timestamped
 /// lines otherwise, or JSON lines.
 pub enum View {
@@ -488,5 +470,23 @@ impl View {
         if let View::Screen(screen) = self {
             screen.leave();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let at = |secs: u64, millis: u64| {
+            rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(secs * 1000 + millis))
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        // A leap day, and the day after it.
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(951_868_799, 999), "2000-02-29T23:59:59.999Z");
+        assert_eq!(at(1_735_689_600, 0), "2025-01-01T00:00:00.000Z");
+        assert_eq!(at(4_107_542_399, 0), "2100-02-28T23:59:59.000Z");
     }
 }
