@@ -75,6 +75,8 @@ pub struct Settings {
     /// Budget flags; `None`: the cluster's, else KubeVirt's defaults.
     pub budget: Option<Limits>,
     pub interval_ms: u64,
+    /// The kernel hook the observers attach with.
+    pub hooks: crate::dataplane::Hooks,
     pub metrics: Option<std::net::TcpListener>,
 }
 
@@ -258,7 +260,7 @@ pub async fn run(
             .or_else(|| from.limits.clone())
             .unwrap_or_default();
         let specs = attach_specs(&settings, &from, &found.netns);
-        let mut session = match Session::start(&specs, &cidrs) {
+        let mut session = match Session::start(&specs, &cidrs, settings.hooks) {
             Ok(session) => session,
             Err(error) => {
                 // The namespace may have gone with its pod: look again.

@@ -70,8 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         "--node-name (or NODE_NAME) is empty"
     );
     let duration = seconds("--duration", args.duration)?;
-    crate::dataplane::privileges::check()
-        .map_err(|why| anyhow::anyhow!("the agent attaches eBPF programs: {why}"))?;
+    crate::dataplane::privileges::require(crate::dataplane::privileges::AGENT)?;
     let settings = Settings {
         node: args.node_name.clone(),
         virt_handler_namespace: args.virt_handler_namespace.clone(),
@@ -84,6 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         vlan: args.network.vlan,
         budget: args.budget.limits()?,
         interval_ms: args.interval.interval_ms,
+        hooks: args.interfaces.hooks,
         metrics: args.metrics.bind()?,
     };
     runtime()?.block_on(async {

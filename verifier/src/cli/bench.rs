@@ -174,6 +174,7 @@ fn plan<'a>(args: &RunArgs, connect: Connector<'a>) -> anyhow::Result<Plan<'a>> 
             .sync_port
             .map(|port| SocketAddr::new(args.sync_address.unwrap_or(args.peer.ip()), port)),
         ifaces: args.interfaces.ifaces.clone(),
+        hooks: args.interfaces.hooks,
         cidrs: args.network.cidr.clone(),
         vlan: args.network.vlan,
         limits: args.budget.limits_or_defaults()?,

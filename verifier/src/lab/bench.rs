@@ -175,6 +175,7 @@ fn measure_in_lab(
         }),
         sync: None,
         ifaces: topology::observation_points(config),
+        hooks: crate::dataplane::Hooks::Auto,
         cidrs: vec![config.migration_cidr().parse()?],
         vlan: (config.cni == Cni::Bridge && config.migration0).then_some(config.vid_a),
         limits,

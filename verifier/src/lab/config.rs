@@ -7,6 +7,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataplane::Hooks;
+
 /// The CNI plugin the migration NetworkAttachmentDefinition uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -86,6 +88,7 @@ impl Scenario {
             bandwidth_bytes: None,
             offloads: true,
             timeout: Duration::from_secs(60),
+            hooks: Hooks::Auto,
         };
         // Faults that stop the migration need no minute to show it.
         let fault_timeout = Duration::from_secs(12);
@@ -161,6 +164,8 @@ pub struct LabConfig {
     pub offloads: bool,
     /// A migration still running after this long is cancelled.
     pub timeout: Duration,
+    /// The kernel hook migverify's observers attach with.
+    pub hooks: Hooks,
 }
 
 /// The lab's fixed address plan. Ranges do not overlap: the pod network is
@@ -240,6 +245,9 @@ pub struct Options {
     /// Cancel a migration still running after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
+    /// The kernel hook to attach with (clsact: the fallback of kernels before 6.6, on any kernel).
+    #[arg(long, value_enum, default_value_t = Hooks::Auto)]
+    hooks: Hooks,
 }
 
 impl Options {
@@ -278,6 +286,7 @@ impl Options {
         if let Some(timeout) = self.timeout {
             config.timeout = Duration::from_secs(timeout);
         }
+        config.hooks = self.hooks;
         Ok(config)
     }
 }

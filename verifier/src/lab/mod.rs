@@ -272,7 +272,7 @@ pub fn migrate_observed(
         points.len()
     ));
     // What an operator would give: the NAD's range.
-    let mut session = Session::start(&points, &[config.migration_cidr().parse()?])?;
+    let mut session = Session::start(&points, &[config.migration_cidr().parse()?], config.hooks)?;
     let before = session.dataplane().interface_counts()?;
 
     // The migration runs on its own thread; the collector on this one, so
