@@ -18,6 +18,7 @@ pub mod lab;
 pub mod measure;
 pub mod metrics;
 pub mod netbench;
+pub mod pki;
 pub mod report;
 pub mod session;
 pub mod units;

@@ -21,7 +21,6 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iperf3",
     "tcpdump",
     "ethtool",
-    "openssl",
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -41,7 +41,7 @@ enum BenchCommand {
     Serve(ServeArgs),
     /// Run a bench against a `bench serve` and judge the link against the budgets.
     Run(Box<RunArgs>),
-    /// Write a CA and server/client certificates for mutual TLS (needs openssl).
+    /// Write a CA and server/client certificates for mutual TLS.
     Certs(CertsArgs),
 }
 
@@ -128,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             emit(&run.report, &measure(plan)?)
         }
         BenchCommand::Certs(certs) => {
-            crate::lab::pki::create(&certs.dir, &certs.ip)?;
+            crate::pki::write_mutual(&certs.dir, &certs.ip)?;
             eprintln!(
                 "migverify: credentials written to {}: give `bench serve` and `bench run` --tls-dir {}",
                 certs.dir.display(),

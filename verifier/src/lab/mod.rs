@@ -10,7 +10,6 @@
 pub mod bench;
 mod cmd;
 pub mod config;
-pub mod pki;
 pub mod qemu;
 mod qmp;
 mod report;
@@ -57,6 +56,8 @@ pub enum LabError {
     Switch { port: String, message: String },
     #[error("{0}")]
     Io(String),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
     #[error("no lab is up (run `migverify lab up`)")]
     NotUp,
     #[error("the lab state in {path} is unreadable ({message}); run `migverify lab down`")]

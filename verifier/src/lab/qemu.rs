@@ -18,7 +18,6 @@ use serde_json::{json, Value};
 use super::{
     cmd::exec,
     config::LabConfig,
-    pki,
     qmp::Qmp,
     topology::{NODE_A, NODE_B},
     LabError, Progress,
@@ -269,7 +268,7 @@ pub fn migrate(
     let target_address = config.target_address();
     if config.tls && !state.join("pki/server/server-cert.pem").exists() {
         progress("creating TLS credentials (CA, server and client certificates)");
-        pki::create(&state.join("pki"), &[target_address])?;
+        crate::pki::write_mutual(&state.join("pki"), &[target_address])?;
     }
 
     progress(&format!(
