@@ -183,7 +183,8 @@ impl Epoch<'_> {
             {
                 self.last_metrics = Some(tick.at);
                 let snapshot = evaluator.evaluate_tick(tick);
-                page.set(metrics.render(&snapshot, tick));
+                let rendered = metrics.render(&snapshot, tick);
+                page.set(crate::metrics::agent_page(true, Some(rendered)));
             }
         }
     }

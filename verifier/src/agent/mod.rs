@@ -43,7 +43,10 @@ use crate::{
     flows::Request,
     intent::{self, Limits},
     measure::{judge::Expectations, live::Evaluator},
-    metrics::{Exposition, Metrics},
+    metrics::{
+        auth::{AuthOptions, Guard},
+        Access, Exposition, Metrics,
+    },
     session::Session,
 };
 
@@ -78,6 +81,25 @@ pub struct Settings {
     /// The kernel hook the observers attach with.
     pub hooks: crate::dataplane::Hooks,
     pub metrics: Option<std::net::TcpListener>,
+    /// Whether and how the metrics endpoint authenticates its callers.
+    pub metrics_auth: AuthOptions,
+}
+
+/// Open metrics, or TLS with callers the API authorizes.
+fn metrics_access(client: &Client, options: &AuthOptions) -> anyhow::Result<Access> {
+    if !options.metrics_auth {
+        return Ok(Access::Open);
+    }
+    // The certificate names the pod's own addresses (known here, at start).
+    let addresses: Vec<_> = crate::checks::netlink::addresses()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| a.addr)
+        .collect();
+    Ok(Access::Guarded {
+        tls: tokio_rustls::TlsAcceptor::from(options.tls(&addresses)?),
+        guard: Guard::new(client.clone()),
+    })
 }
 
 /// What the cluster's configuration says for this agent.
@@ -226,15 +248,24 @@ pub async fn run(
     let page = Exposition::default();
     if let Some(listener) = &settings.metrics {
         let listener = listener.try_clone()?;
+        let access = metrics_access(&client, &settings.metrics_auth)?;
+        let scheme = match access {
+            Access::Open => "http",
+            Access::Guarded { .. } => "https (bearer tokens the API authorizes for GET /metrics)",
+        };
         log(&format!(
-            "metrics at http://{}/metrics",
+            "metrics at {scheme}://{}/metrics",
             listener.local_addr()?
         ));
-        tokio::spawn(crate::metrics::serve(listener, page.clone()));
+        tokio::spawn(crate::metrics::serve(listener, page.clone(), access));
     }
     let mut metrics = Metrics::new();
     let mut epoch = 0u32;
-    while let Some((handler, found)) = find_handler(&mut handlers, &mut shutdown).await {
+    loop {
+        page.set(crate::metrics::agent_page(false, None));
+        let Some((handler, found)) = find_handler(&mut handlers, &mut shutdown).await else {
+            break;
+        };
         epoch += 1;
         log(&format!(
             "virt-handler {}/{} (uid {}, {}) is in network namespace {} (interfaces: {})",

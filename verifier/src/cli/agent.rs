@@ -62,6 +62,8 @@ pub struct Args {
     budget: LimitFlags,
     #[command(flatten)]
     metrics: MetricsArgs,
+    #[command(flatten)]
+    metrics_auth: crate::metrics::auth::AuthOptions,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
@@ -85,6 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         interval_ms: args.interval.interval_ms,
         hooks: args.interfaces.hooks,
         metrics: args.metrics.bind()?,
+        metrics_auth: args.metrics_auth.clone(),
     };
     runtime()?.block_on(async {
         let client = args.kube.connect().await?;

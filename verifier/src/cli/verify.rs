@@ -70,7 +70,11 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 "migverify: metrics at http://{}/metrics",
                 listener.local_addr()?
             );
-            tokio::spawn(crate::metrics::serve(listener, page.clone()));
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                page.clone(),
+                crate::metrics::Access::Open,
+            ));
         }
         let (_, requests) = mpsc::channel(1);
         Ok::<_, anyhow::Error>(

@@ -104,7 +104,11 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let (requests, endpoint_requests) = mpsc::channel::<Request>(4);
     let collected = runtime()?.block_on(async {
         if let Some(listener) = listener {
-            tokio::spawn(crate::metrics::serve(listener, page.clone()));
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                page.clone(),
+                crate::metrics::Access::Open,
+            ));
         }
         session
             .collect(

@@ -8,12 +8,13 @@
 //! and RTT sample once) so they only grow, as Prometheus expects, even
 //! though the measurements behind them are recomputed every time.
 
+pub mod auth;
 pub mod server;
 mod text;
 
 use std::collections::{BTreeMap, HashMap};
 
-pub use self::server::{bind, serve, BindError, Exposition, ListenAddr};
+pub use self::server::{bind, serve, Access, BindError, Exposition, ListenAddr};
 use self::text::{Histogram, Kind, Page};
 use crate::{
     dataplane::{AttachMode, Dataplane, DataplaneStats},
@@ -399,9 +400,31 @@ impl Metrics {
     }
 }
 
+/// The agent's own series: whether it is attached in this node's
+/// virt-handler's namespace (0 while it waits for virt-handler or cannot
+/// enter its namespace: the node's migrations go unobserved). While not
+/// attached, the page holds these and `migverify_build_info` only.
+pub fn agent_page(attached: bool, rest: Option<String>) -> String {
+    let mut page = Page::default();
+    if rest.is_none() {
+        build_info(&mut page);
+    }
+    page.family(
+        "migverify_agent_virt_handler_attached",
+        Kind::Gauge,
+        "1 while the agent observes this node's virt-handler (attached in its network namespace), 0 while it waits for it.",
+    );
+    page.sample(
+        "migverify_agent_virt_handler_attached",
+        &[],
+        f64::from(u8::from(attached)),
+    );
+    rest.unwrap_or_default() + &page.finish()
+}
+
 /// `migverify_build_info`: which build serves these series, as the
 /// Prometheus convention has it (a gauge at 1 with the build in its labels).
-pub fn build_info(page: &mut Page) {
+fn build_info(page: &mut Page) {
     page.family(
         "migverify_build_info",
         Kind::Gauge,
