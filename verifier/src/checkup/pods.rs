@@ -159,11 +159,20 @@ fn container(ctx: &Context, args: Vec<String>, observe: bool) -> Container {
             ..Default::default()
         }),
         security_context: Some(if observe {
-            // The observers: eBPF programs on the pod's own migration0.
+            // The observers: eBPF programs on the pod's own migration0, in
+            // its own namespace (no setns): what loading and attaching
+            // needs, nothing else (dataplane::privileges), as root because
+            // added capabilities take effect for root only. A namespace at
+            // the baseline or restricted level refuses this pod.
             SecurityContext {
-                privileged: Some(true),
                 run_as_user: Some(0),
                 run_as_non_root: Some(false),
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    add: Some(vec!["BPF".into(), "PERFMON".into(), "NET_ADMIN".into()]),
+                }),
                 ..Default::default()
             }
         } else {
@@ -238,7 +247,13 @@ fn pod(ctx: &Context, config: &Config, role: Role, node: &str, container: Contai
                 ..Default::default()
             }]),
             security_context: Some(if config.observe_wire && role == Role::Client {
-                PodSecurityContext::default()
+                PodSecurityContext {
+                    seccomp_profile: Some(SeccompProfile {
+                        type_: "RuntimeDefault".into(),
+                        localhost_profile: None,
+                    }),
+                    ..Default::default()
+                }
             } else {
                 PodSecurityContext {
                     run_as_non_root: Some(true),
