@@ -21,6 +21,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iperf3",
     "tcpdump",
     "ethtool",
+    // promtool: the alert rules are parsed and tested on recorded series
+    // (verifier/tests/alerts.rs).
+    "prometheus",
 ];
 
 pub fn run() -> anyhow::Result<()> {
