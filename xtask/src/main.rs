@@ -41,7 +41,9 @@ enum Task {
         quick: bool,
         /// Run one part (per-packet, attach, flood, migration,
         /// hooks-in-place, iperf3, footprint) and print its figures;
-        /// nothing is written.
+        /// nothing is written. agent-soak: the agent over 1000
+        /// migrations, its figures added to the latest results and
+        /// docs/benchmarks.md.
         #[arg(long, value_name = "PART")]
         only: Option<String>,
     },

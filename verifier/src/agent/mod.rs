@@ -83,6 +83,8 @@ pub struct Settings {
     pub metrics: Option<std::net::TcpListener>,
     /// Whether and how the metrics endpoint authenticates its callers.
     pub metrics_auth: AuthOptions,
+    /// How long a finished migration's series stay.
+    pub metrics_retention: Duration,
 }
 
 /// Open metrics, or TLS with callers the API authorizes.
@@ -259,7 +261,7 @@ pub async fn run(
         ));
         tokio::spawn(crate::metrics::serve(listener, page.clone(), access));
     }
-    let mut metrics = Metrics::new();
+    let mut metrics = Metrics::with_retention(settings.metrics_retention);
     let mut epoch = 0u32;
     loop {
         page.set(crate::metrics::agent_page(false, None));

@@ -64,6 +64,9 @@ pub struct Args {
     metrics: MetricsArgs,
     #[command(flatten)]
     metrics_auth: crate::metrics::auth::AuthOptions,
+    /// Seconds a finished migration's series stay on the metrics page.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::metrics::RETENTION.as_secs())]
+    metrics_retention: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
@@ -88,6 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         hooks: args.interfaces.hooks,
         metrics: args.metrics.bind()?,
         metrics_auth: args.metrics_auth.clone(),
+        metrics_retention: std::time::Duration::from_secs(args.metrics_retention),
     };
     runtime()?.block_on(async {
         let client = args.kube.connect().await?;
