@@ -8,6 +8,10 @@ use std::{
     process::Command,
 };
 
+/// The pinned nightly, as `cargo xtask setup` links it (xtask/src/setup.rs
+/// holds the pin: channel, commit, LLVM).
+const EBPF_TOOLCHAIN: &str = "migverify-nightly";
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let workspace = manifest_dir
@@ -43,7 +47,9 @@ fn main() {
         root_dir: ebpf.to_str().expect("workspace path is UTF-8"),
         ..Default::default()
     };
-    if let Err(error) = aya_build::build_ebpf([package], aya_build::Toolchain::default()) {
+    if let Err(error) =
+        aya_build::build_ebpf([package], aya_build::Toolchain::Custom(EBPF_TOOLCHAIN))
+    {
         panic!("building the eBPF programs failed: {error:#}");
     }
 }
@@ -55,11 +61,11 @@ fn check_toolchain() -> Result<(), String> {
         return Err("bpf-linker is missing or cannot start (its LLVM changed?)".into());
     }
     let sysroot = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .args(["run", EBPF_TOOLCHAIN, "rustc", "--print", "sysroot"])
         .output()
         .ok()
         .filter(|out| out.status.success())
-        .ok_or("the nightly Rust toolchain is not installed")?;
+        .ok_or("the pinned nightly Rust toolchain (migverify-nightly) is not set up")?;
     let sysroot = String::from_utf8_lossy(&sysroot.stdout);
     let core_src = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
     if !core_src.is_dir() {

@@ -93,11 +93,7 @@ fn metrics_access(client: &Client, options: &AuthOptions) -> anyhow::Result<Acce
         return Ok(Access::Open);
     }
     // The certificate names the pod's own addresses (known here, at start).
-    let addresses: Vec<_> = crate::checks::netlink::addresses()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|a| a.addr)
-        .collect();
+    let addresses = crate::netbench::local_addresses();
     Ok(Access::Guarded {
         tls: tokio_rustls::TlsAcceptor::from(options.tls(&addresses)?),
         guard: Guard::new(client.clone()),

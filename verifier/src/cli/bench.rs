@@ -113,8 +113,12 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     match args.command {
         BenchCommand::Serve(serve) => {
             let token = serve.tls.token()?;
+            let (tls, ca) = serve.tls.server(&crate::netbench::local_addresses())?;
+            if let Some(ca) = ca {
+                eprint!("migverify: bench serve: clients pin this CA (--tls-ca-pem):\n{ca}");
+            }
             let options = ServerOptions {
-                tls: serve.tls.server()?,
+                tls,
                 token: (!token.is_empty()).then_some(token),
             };
             let listener = std::net::TcpListener::bind(serve.listen)

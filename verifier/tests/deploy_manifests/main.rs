@@ -275,6 +275,7 @@ fn rbac_is_least_privilege() {
         ("", "pods", "get", ""),
         ("", "pods", "delete", "migverify-checkup-config-server"),
         ("", "pods", "delete", "migverify-checkup-config-client"),
+        ("", "pods/log", "get", "migverify-checkup-config-server"),
         ("", "pods/log", "get", "migverify-checkup-config-client"),
     ]);
     assert_eq!(triples(&of("Role/migverify-checkup")), checkup);
