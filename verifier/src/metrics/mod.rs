@@ -78,9 +78,16 @@ pub struct Metrics {
     /// severity: a cause that no longer holds reads 0 rather than vanishing.
     causes: BTreeMap<(String, &'static str), &'static str>,
     /// When each migration (and each migration a cause names) was last in
-    /// a snapshot, ms of the observation.
+    /// a snapshot, ms since `origin`.
     last_seen_ms: BTreeMap<String, u64>,
     retention_ms: u64,
+    /// The clock of the retention: the process's, not the observation's
+    /// (the agent starts a new observation, whose clock starts at 0, at
+    /// every virt-handler restart; these metrics outlive it).
+    origin: std::time::Instant,
+    /// The observation time of the last snapshot: one earlier means a new
+    /// observation began.
+    last_at_ms: u64,
 }
 
 impl Default for Metrics {
@@ -102,19 +109,23 @@ impl Metrics {
             causes: BTreeMap::new(),
             last_seen_ms: BTreeMap::new(),
             retention_ms: retention.as_millis() as u64,
+            origin: std::time::Instant::now(),
+            last_at_ms: 0,
         }
     }
 
-    /// How many migrations have series now (the soak benchmark watches it).
-    pub fn migrations_kept(&self) -> usize {
+    /// How many migrations have series now.
+    #[cfg(test)]
+    fn migrations_kept(&self) -> usize {
         self.last_seen_ms.len()
     }
 
     /// The exposition page for `snapshot` (an evaluation of `tick`), with
     /// the data plane's health.
     pub fn render(&mut self, snapshot: &Snapshot, tick: &Tick) -> String {
-        self.feed(snapshot, tick.table, tick.slots);
-        self.forget(snapshot.at_ms);
+        let now_ms = self.origin.elapsed().as_millis() as u64;
+        self.feed(snapshot, tick.table, tick.slots, now_ms);
+        self.forget(now_ms);
         let mut page = Page::default();
         build_info(&mut page);
         self.migration_families(&mut page, snapshot);
@@ -134,10 +145,23 @@ impl Metrics {
         self.causes.retain(|(id, _), _| kept.contains_key(id));
     }
 
-    fn feed(&mut self, snapshot: &Snapshot, table: &FlowTable, slots: &[Option<SlotInfo>]) {
+    fn feed(
+        &mut self,
+        snapshot: &Snapshot,
+        table: &FlowTable,
+        slots: &[Option<SlotInfo>],
+        now_ms: u64,
+    ) {
         self.rtt_seen.retain(|key, _| table.contains(key));
+        if snapshot.at_ms < self.last_at_ms {
+            // A new observation: its progress intervals count from 0 again.
+            for state in self.migrations.values_mut() {
+                state.throughput_until_ms = 0;
+            }
+        }
+        self.last_at_ms = snapshot.at_ms;
         for row in &snapshot.migrations {
-            self.last_seen_ms.insert(row.id.clone(), snapshot.at_ms);
+            self.last_seen_ms.insert(row.id.clone(), now_ms);
             let Some(figures) = &row.figures else {
                 continue;
             };
@@ -206,7 +230,7 @@ impl Metrics {
         }
         for cause in snapshot.all_causes() {
             let migration = cause.migration.clone().unwrap_or_default();
-            self.last_seen_ms.insert(migration.clone(), snapshot.at_ms);
+            self.last_seen_ms.insert(migration.clone(), now_ms);
             self.causes
                 .insert((migration, cause.id()), cause.severity.as_str());
         }
@@ -634,23 +658,26 @@ mod tests {
         let mut metrics = Metrics::with_retention(std::time::Duration::from_secs(60));
         let table = FlowTable::default();
         // Two migrations of one VMI: keyed by the migration, two entries.
-        metrics.feed(&snapshot(0, &["prod/vm/uid-1"]), &table, &[]);
-        metrics.feed(&snapshot(1_000, &["prod/vm/uid-2"]), &table, &[]);
+        metrics.feed(&snapshot(0, &["prod/vm/uid-1"]), &table, &[], 0);
+        metrics.feed(&snapshot(1_000, &["prod/vm/uid-2"]), &table, &[], 1_000);
         metrics.forget(1_000);
         assert_eq!(metrics.migrations_kept(), 2);
         // The first is not seen again: gone once the retention passed.
-        metrics.feed(&snapshot(60_500, &["prod/vm/uid-2"]), &table, &[]);
+        metrics.feed(&snapshot(60_500, &["prod/vm/uid-2"]), &table, &[], 60_500);
         metrics.forget(60_500);
         assert_eq!(
             metrics.last_seen_ms.keys().collect::<Vec<_>>(),
             ["prod/vm/uid-2"]
         );
-        // A thousand more, one after another: what is kept stays bounded.
+        // A thousand more, one after another, across new observations
+        // (the agent's epochs, whose clocks start at 0 again): what is kept
+        // stays bounded by the retention, on the process's clock.
         for i in 0..1000u64 {
             let id = format!("prod/vm-{i}/uid");
-            let at = 61_000 + i * 1_000;
-            metrics.feed(&snapshot(at, &[id.as_str()]), &table, &[]);
-            metrics.forget(at);
+            let now = 61_000 + i * 1_000;
+            let at = (i % 100) * 1_000;
+            metrics.feed(&snapshot(at, &[id.as_str()]), &table, &[], now);
+            metrics.forget(now);
             assert!(
                 metrics.migrations_kept() <= 62,
                 "{}",
