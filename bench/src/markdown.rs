@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{labbench::Variant, Results};
+use crate::{labbench::Variant, soak::SoakSample, Results};
 
 fn verdict(met: bool, gap: String) -> String {
     if met {
@@ -280,6 +280,9 @@ pub fn render(r: &Results) -> String {
     out
 }
 
+/// One figure of a soak sample, as a number.
+type Figure = fn(&SoakSample) -> f64;
+
 /// The agent's soak: samples at the start, the quarters and the end, and
 /// whether each figure levelled off: the second half's peak within 10% of
 /// the first half's (BPF links exactly), the samples taken mid-restart
@@ -338,21 +341,19 @@ fn soak_section(out: &mut String, s: &crate::soak::SoakBench) {
         );
     }
     // Warm-up and restarts excluded: samples with migrations on and attached.
-    let body: Vec<crate::soak::SoakSample> = s.samples[1.min(n - 1)..]
+    let body: Vec<SoakSample> = s.samples[1.min(n - 1)..]
         .iter()
         .filter(|x| x.attached > 0)
         .cloned()
         .collect();
     let half = body.len() / 2;
     let (first, second) = body.split_at(half.max(1).min(body.len()));
-    let max = |xs: &[crate::soak::SoakSample], f: &dyn Fn(&crate::soak::SoakSample) -> f64| {
-        xs.iter().map(f).fold(0.0, f64::max)
-    };
-    let figures: [(&str, &dyn Fn(&crate::soak::SoakSample) -> f64, f64); 4] = [
-        ("RSS", &|x| x.rss_kib as f64, 1.10),
-        ("open fds", &|x| x.fds as f64, 1.10),
-        ("BPF links", &|x| x.bpf_links as f64, 1.0),
-        ("series", &|x| x.series as f64, 1.10),
+    let max = |xs: &[SoakSample], f: Figure| xs.iter().map(f).fold(0.0, f64::max);
+    let figures: [(&str, Figure, f64); 4] = [
+        ("RSS", |x| x.rss_kib as f64, 1.10),
+        ("open fds", |x| x.fds as f64, 1.10),
+        ("BPF links", |x| x.bpf_links as f64, 1.0),
+        ("series", |x| x.series as f64, 1.10),
     ];
     let mut verdicts = Vec::new();
     for (name, f, slack) in figures {
