@@ -8,6 +8,10 @@ use std::{
     process::Command,
 };
 
+/// The pinned nightly, as `cargo xtask setup` links it (xtask/src/setup.rs
+/// holds the pin: channel, commit, LLVM).
+const EBPF_TOOLCHAIN: &str = "migverify-nightly";
+
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let workspace = manifest_dir
@@ -35,13 +39,17 @@ fn main() {
         );
     }
 
+    println!("cargo:rustc-env=MIGVERIFY_REVISION={}", revision(workspace));
+
     let ebpf = workspace.join("verifier-ebpf");
     let package = aya_build::Package {
         name: "verifier-ebpf",
         root_dir: ebpf.to_str().expect("workspace path is UTF-8"),
         ..Default::default()
     };
-    if let Err(error) = aya_build::build_ebpf([package], aya_build::Toolchain::default()) {
+    if let Err(error) =
+        aya_build::build_ebpf([package], aya_build::Toolchain::Custom(EBPF_TOOLCHAIN))
+    {
         panic!("building the eBPF programs failed: {error:#}");
     }
 }
@@ -53,15 +61,39 @@ fn check_toolchain() -> Result<(), String> {
         return Err("bpf-linker is missing or cannot start (its LLVM changed?)".into());
     }
     let sysroot = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .args(["run", EBPF_TOOLCHAIN, "rustc", "--print", "sysroot"])
         .output()
         .ok()
         .filter(|out| out.status.success())
-        .ok_or("the nightly Rust toolchain is not installed")?;
+        .ok_or("the pinned nightly Rust toolchain (migverify-nightly) is not set up")?;
     let sysroot = String::from_utf8_lossy(&sysroot.stdout);
     let core_src = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
     if !core_src.is_dir() {
         return Err("the nightly toolchain lacks the rust-src component".into());
     }
     Ok(())
+}
+
+/// The source revision for `migverify_build_info`: `MIGVERIFY_REVISION`
+/// when the build is given one (the image build), else the workspace's git
+/// HEAD when this script ran, else `unknown`. Not re-run at every commit
+/// (that would rebuild the eBPF object each time): give the variable where
+/// the revision must be exact.
+fn revision(workspace: &Path) -> String {
+    println!("cargo:rerun-if-env-changed=MIGVERIFY_REVISION");
+    if let Some(revision) = env::var("MIGVERIFY_REVISION")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
+        return revision.trim().to_string();
+    }
+    Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(workspace)
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }

@@ -18,7 +18,13 @@ pub mod lab;
 pub mod measure;
 pub mod metrics;
 pub mod netbench;
+pub mod pki;
 pub mod report;
 pub mod session;
 pub mod units;
 pub mod verdict;
+
+/// The source revision this binary was built from: `MIGVERIFY_REVISION` at
+/// build time (the image build passes it), else `git rev-parse` of the
+/// workspace, else `unknown`. Exposed as `migverify_build_info`.
+pub const REVISION: &str = env!("MIGVERIFY_REVISION");

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     config::{Cidr, Endpoint},
-    dataplane::{AttachSpec, Dataplane, DataplaneError},
+    dataplane::{AttachSpec, Dataplane, DataplaneError, Hooks},
     flows::{collect, Collected, FlowTable, Request, Tick},
     intent::{Ended, Intent, Limits, VmSize},
     measure::{
@@ -150,8 +150,13 @@ pub struct Session {
 impl Session {
     /// Loads the programs, gives them the migration network's CIDRs and
     /// attaches to every interface.
-    pub fn start(ifaces: &[AttachSpec], cidrs: &[Cidr]) -> Result<Session, DataplaneError> {
+    pub fn start(
+        ifaces: &[AttachSpec],
+        cidrs: &[Cidr],
+        hooks: Hooks,
+    ) -> Result<Session, DataplaneError> {
         let mut dataplane = Dataplane::load()?;
+        dataplane.set_hooks(hooks);
         for cidr in cidrs {
             dataplane.add_cidr(*cidr)?;
         }

@@ -91,7 +91,22 @@ fn counters_reports_json_for_each_interface() {
 #[test]
 fn the_checkup_clients_arguments_parse() {
     use clap::Parser as _;
-    let argv = "migverify bench run --peer 10.200.5.12:9440 --no-tls --token t0k --duration 10 --streams 8 \
-                --vm-memory 2147483648 --completion-timeout-per-gib 20 --output json";
+    let argv =
+        "migverify bench run --peer 10.200.5.12:9440 --tls-ca-pem PEM --token t0k --duration 10 \
+                --streams 8 --vm-memory 2147483648 --completion-timeout-per-gib 20 --output json";
     verifier::cli::Cli::try_parse_from(argv.split_whitespace()).unwrap();
+    let server = "migverify bench serve --listen [::]:9440 --tls-self-signed --token t0k";
+    verifier::cli::Cli::try_parse_from(server.split_whitespace()).unwrap();
+    // The CA is PEM text, which starts with dashes.
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    verifier::cli::Cli::try_parse_from([
+        "migverify",
+        "bench",
+        "run",
+        "--peer",
+        "10.200.5.12:9440",
+        "--tls-ca-pem",
+        pem,
+    ])
+    .unwrap();
 }

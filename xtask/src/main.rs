@@ -41,7 +41,9 @@ enum Task {
         quick: bool,
         /// Run one part (per-packet, attach, flood, migration,
         /// hooks-in-place, iperf3, footprint) and print its figures;
-        /// nothing is written.
+        /// nothing is written. agent-soak: the agent over 1000
+        /// migrations, its figures added to the latest results and
+        /// docs/benchmarks.md.
         #[arg(long, value_name = "PART")]
         only: Option<String>,
     },
@@ -49,7 +51,7 @@ enum Task {
     /// `not-converging` scenarios and print what migverify saw (as root).
     Demo,
     /// Build the static migverify of the container image (musl, release):
-    /// target/x86_64-unknown-linux-musl/release/migverify.
+    /// target/ARCH-unknown-linux-musl/release/migverify.
     Static,
 }
 
@@ -184,13 +186,13 @@ fn static_binary() -> anyhow::Result<()> {
         "--bin",
         "migverify",
         "--target",
-        setup::STATIC_TARGET,
+        &setup::static_target(),
     ]))?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
     let binary = target_dir
-        .join(setup::STATIC_TARGET)
+        .join(setup::static_target())
         .join("release/migverify");
     let elf = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
     if is_dynamic(&elf) {
@@ -234,7 +236,7 @@ fn lint() -> anyhow::Result<()> {
             .current_dir(workspace_root())
             .args([
                 "run",
-                "nightly",
+                setup::EBPF_TOOLCHAIN,
                 "cargo",
                 "clippy",
                 "--package",

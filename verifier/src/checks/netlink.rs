@@ -1,7 +1,9 @@
-//! The few rtnetlink requests the host checks need, made directly: links
-//! (flags, MTU, kind, carrier, bridge VLAN filtering), addresses, bridge
-//! port VLANs, and the route the kernel would pick for a destination.
-//! Everything runs in the calling thread's network namespace.
+//! The few rtnetlink requests migverify makes, directly: links (flags, MTU,
+//! kind, carrier, bridge VLAN filtering), addresses, bridge port VLANs and
+//! the route the kernel would pick for a destination (the host checks, the
+//! agent), and removing a clsact qdisc (the data plane on kernels before
+//! 6.6: the image has no `tc` to do it). Everything runs in the calling
+//! thread's network namespace.
 
 use std::{
     io,
@@ -13,6 +15,7 @@ use std::{
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
@@ -20,6 +23,12 @@ const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
+const RTM_DELQDISC: u16 = 37;
+/// `TCA_KIND` of a qdisc request.
+const TCA_KIND: u16 = 1;
+/// The clsact qdisc's parent and handle (`TC_H_CLSACT`, `TC_H_MAKE(TC_H_CLSACT, 0)`).
+const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
+const CLSACT_HANDLE: u32 = 0xFFFF_0000;
 
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
@@ -147,6 +156,19 @@ pub fn route_to(dst: IpAddr) -> io::Result<Option<u32>> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Removes the clsact qdisc of interface `ifindex` and every filter on it
+/// (`tc qdisc del dev IFACE clsact`). Needs CAP_NET_ADMIN.
+pub fn delete_clsact(ifindex: u32) -> io::Result<()> {
+    // struct tcmsg: family, 3 bytes of padding, ifindex, handle, parent, info.
+    let mut request = vec![0u8; 4];
+    request.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    request.extend_from_slice(&CLSACT_HANDLE.to_ne_bytes());
+    request.extend_from_slice(&TC_H_CLSACT.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    push_attr(&mut request, TCA_KIND, b"clsact\0");
+    exchange(RTM_DELQDISC, NLM_F_ACK, &request).map(drop)
 }
 
 fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 use super::Status;
 use crate::{
     config::{documents::load_path, quantity::Quantity, Cidr, Endpoint},
-    dataplane::AttachSpec,
+    dataplane::{AttachSpec, Hooks},
     intent::{self, limits::LimitFlags, vmi, Ended, VmSize},
     session::Criteria,
 };
@@ -19,6 +19,9 @@ pub struct InterfaceArgs {
     /// such as /proc/PID/ns/net). Repeat for more.
     #[arg(short, long = "iface", value_name = "SPEC")]
     pub ifaces: Vec<AttachSpec>,
+    /// The kernel hook to attach with (clsact: the fallback of kernels before 6.6, on any kernel).
+    #[arg(long, value_enum, default_value_t = Hooks::Auto)]
+    pub hooks: Hooks,
 }
 
 impl InterfaceArgs {

@@ -41,7 +41,7 @@ enum BenchCommand {
     Serve(ServeArgs),
     /// Run a bench against a `bench serve` and judge the link against the budgets.
     Run(Box<RunArgs>),
-    /// Write a CA and server/client certificates for mutual TLS (needs openssl).
+    /// Write a CA and server/client certificates for mutual TLS.
     Certs(CertsArgs),
 }
 
@@ -113,8 +113,12 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     match args.command {
         BenchCommand::Serve(serve) => {
             let token = serve.tls.token()?;
+            let (tls, ca) = serve.tls.server(&crate::netbench::local_addresses())?;
+            if let Some(ca) = ca {
+                eprint!("migverify: bench serve: clients pin this CA (--tls-ca-pem):\n{ca}");
+            }
             let options = ServerOptions {
-                tls: serve.tls.server()?,
+                tls,
                 token: (!token.is_empty()).then_some(token),
             };
             let listener = std::net::TcpListener::bind(serve.listen)
@@ -128,7 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             emit(&run.report, &measure(plan)?)
         }
         BenchCommand::Certs(certs) => {
-            crate::lab::pki::create(&certs.dir, &certs.ip)?;
+            crate::pki::write_mutual(&certs.dir, &certs.ip)?;
             eprintln!(
                 "migverify: credentials written to {}: give `bench serve` and `bench run` --tls-dir {}",
                 certs.dir.display(),
@@ -174,6 +178,7 @@ fn plan<'a>(args: &RunArgs, connect: Connector<'a>) -> anyhow::Result<Plan<'a>> 
             .sync_port
             .map(|port| SocketAddr::new(args.sync_address.unwrap_or(args.peer.ip()), port)),
         ifaces: args.interfaces.ifaces.clone(),
+        hooks: args.interfaces.hooks,
         cidrs: args.network.cidr.clone(),
         vlan: args.network.vlan,
         limits: args.budget.limits_or_defaults()?,

@@ -33,7 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
     let interval = seconds("--interval", Some(args.interval))?.filter(|i| !i.is_zero());
     let ifaces = args.interfaces.required()?;
-    let session = Session::start(ifaces, &[])?;
+    let session = Session::start(ifaces, &[], args.interfaces.hooks)?;
     eprintln!(
         "migverify: observing {} interface(s){}; Ctrl-C to stop",
         ifaces.len(),

@@ -42,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
     let ifaces = args.interfaces.required()?;
     let (endpoints, _) = args.target.published()?;
-    let mut session = Session::start(ifaces, &args.network.cidr)?;
+    let mut session = Session::start(ifaces, &args.network.cidr, args.interfaces.hooks)?;
     eprintln!(
         "migverify: observing {} interface(s), {} endpoint(s), {} CIDR(s); Ctrl-C to stop",
         ifaces.len(),

@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let (endpoints, size) = args.judge.target.published()?;
     let criteria = args.judge.criteria(endpoints, size)?;
     let listener = args.metrics.bind()?;
-    let mut session = Session::start(ifaces, &criteria.expectations.cidrs)?;
+    let mut session = Session::start(ifaces, &criteria.expectations.cidrs, args.interfaces.hooks)?;
     eprintln!(
         "migverify: verifying on {} interface(s) with {} endpoint(s) and {} CIDR(s); waiting for migrations \
          (Ctrl-C to stop and judge)",
@@ -70,7 +70,11 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 "migverify: metrics at http://{}/metrics",
                 listener.local_addr()?
             );
-            tokio::spawn(crate::metrics::serve(listener, page.clone()));
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                page.clone(),
+                crate::metrics::Access::Open,
+            ));
         }
         let (_, requests) = mpsc::channel(1);
         Ok::<_, anyhow::Error>(

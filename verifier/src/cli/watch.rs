@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let size_given = args.judge.size.vm_memory.is_some();
     let listener = args.metrics.bind()?;
     let serving = listener.is_some();
-    let mut session = Session::start(ifaces, &criteria.expectations.cidrs)?;
+    let mut session = Session::start(ifaces, &criteria.expectations.cidrs, args.interfaces.hooks)?;
     let mut evaluator = criteria.evaluator();
     evaluator.set_queued(&queued, 0);
     let waiting: Vec<String> = vmis.missing().map(|p| p.display().to_string()).collect();
@@ -105,7 +105,11 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let (requests, endpoint_requests) = mpsc::channel::<Request>(4);
     let collected = runtime()?.block_on(async {
         if let Some(listener) = listener {
-            tokio::spawn(crate::metrics::serve(listener, page.clone()));
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                page.clone(),
+                crate::metrics::Access::Open,
+            ));
         }
         session
             .collect(

@@ -106,6 +106,30 @@ impl AttachMode {
     }
 }
 
+/// Which kernel hook the observers attach with (`--hooks`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Hooks {
+    /// tcx on kernels 6.6 and later, clsact before.
+    #[default]
+    Auto,
+    /// tcx links (kernels 6.6 and later).
+    Tcx,
+    /// A clsact qdisc and its filters, as on kernels before 6.6 (RHEL 9):
+    /// the fallback, on any kernel.
+    Clsact,
+}
+
 /// What one attachment saw, both directions; bytes include the Ethernet
 /// header, as `ip -s link` counts them.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -154,6 +178,7 @@ pub struct Dataplane {
     /// Packets the hooks counted before the classifier was in place: they
     /// arrived before observation began, and are not a loss.
     unclassified_before_ready: u64,
+    hooks: Hooks,
 }
 
 fn program_name(slot: u32, direction: Direction) -> String {
@@ -194,6 +219,7 @@ impl Dataplane {
             attachments: Vec::new(),
             classifier_ready: false,
             unclassified_before_ready: 0,
+            hooks: Hooks::Auto,
         })
     }
 
@@ -234,6 +260,11 @@ impl Dataplane {
         Ok(())
     }
 
+    /// The hook the next attachments use.
+    pub fn set_hooks(&mut self, hooks: Hooks) {
+        self.hooks = hooks;
+    }
+
     pub fn attachments(&self) -> &[Attachment] {
         &self.attachments
     }
@@ -246,7 +277,11 @@ impl Dataplane {
     /// concurrent waits overlap.
     pub fn attach_all(&mut self, specs: &[AttachSpec]) -> Result<(), DataplaneError> {
         let slots = self.prepare_slots(specs)?;
-        let tcx = uses_tcx();
+        let tcx = match self.hooks {
+            Hooks::Auto => uses_tcx(),
+            Hooks::Tcx => true,
+            Hooks::Clsact => false,
+        };
         let (classifier, mut programs) =
             split_programs(&mut self.ebpf, &slots, !self.classifier_ready);
         let (loaded, results) = std::thread::scope(|scope| {
@@ -506,6 +541,10 @@ fn attach_slot(
                 for (program, link) in programs.iter_mut().zip(links) {
                     let _ = program.detach(link);
                 }
+                if mode == (AttachMode::Clsact { added_qdisc: true }) {
+                    // Ours, and now empty: nothing is left behind.
+                    let _ = crate::checks::netlink::delete_clsact(ifindex);
+                }
                 return Err(attach_error(source));
             }
         }
@@ -526,10 +565,20 @@ fn detach_slot(
         }
     }
     if attachment.mode == (AttachMode::Clsact { added_qdisc: true }) {
-        // aya has no call to remove a qdisc; tc runs in this thread's namespace.
-        let _ = std::process::Command::new("tc")
-            .args(["qdisc", "del", "dev", &attachment.spec.iface, "clsact"])
-            .status();
+        // aya has no call to remove a qdisc, and the image has no `tc`:
+        // rtnetlink, in this thread's namespace. A qdisc already gone
+        // (its interface went) is no error.
+        match crate::checks::netlink::delete_clsact(attachment.ifindex) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENODEV | libc::ENOENT | libc::EINVAL)
+                ) => {}
+            Err(e) => {
+                first_error.get_or_insert(ProgramError::IOError(e));
+            }
+        }
     }
     first_error.map_or(Ok(()), Err)
 }

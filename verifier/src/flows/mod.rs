@@ -324,6 +324,11 @@ impl FlowTable {
         self.connections.len()
     }
 
+    /// Whether the connection is (still) in the table.
+    pub fn contains(&self, key: &ConnKey) -> bool {
+        self.connections.contains_key(key)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.connections.is_empty()
     }

@@ -7,6 +7,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataplane::Hooks;
 use crate::intent::limits::DEFAULT_PARALLEL_OUTBOUND_PER_NODE;
 
 /// The CNI plugin the migration NetworkAttachmentDefinition uses.
@@ -109,6 +110,7 @@ impl Scenario {
             guest: Guest::Paused,
             auto_converge: false,
             post_copy: false,
+            hooks: Hooks::Auto,
             vms: 1,
             parallel: DEFAULT_PARALLEL_OUTBOUND_PER_NODE,
             disk_mib: None,
@@ -250,6 +252,8 @@ pub struct LabConfig {
     /// does (and QEMU 7.2's target aborts at the end of a multifd post-copy).
     #[serde(default)]
     pub post_copy: bool,
+    /// The kernel hook migverify's observers attach with.
+    pub hooks: Hooks,
     /// VMs migrated from node A to node B, as a node drain moves them.
     #[serde(default = "one")]
     pub vms: usize,

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::{
     config::{Guest, LabConfig},
-    guest, pki,
+    guest,
     qemu::{self, QemuOutcome, Vm},
     vmi::{self, State},
     LabError, Progress,
@@ -98,7 +98,7 @@ pub fn run(
     // What the VMs share is made once, before they run side by side.
     if config.tls && !state.join("pki/server/server-cert.pem").exists() {
         progress("creating TLS credentials (CA, server and client certificates)");
-        pki::create(&state.join("pki"), &[config.target_address()])?;
+        crate::pki::write_mutual(&state.join("pki"), &[config.target_address()])?;
     }
     if matches!(config.guest, Guest::Running { .. }) {
         guest::prepare(state, progress)?;

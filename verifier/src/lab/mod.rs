@@ -15,7 +15,6 @@ pub mod control;
 pub mod drain;
 pub mod guest;
 mod options;
-pub mod pki;
 pub mod qemu;
 mod qmp;
 mod report;
@@ -66,6 +65,8 @@ pub enum LabError {
     Switch { port: String, message: String },
     #[error("{0}")]
     Io(String),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
     #[error("no lab is up (run `migverify lab up`)")]
     NotUp,
     #[error("the lab state in {path} is unreadable ({message}); run `migverify lab down`")]
@@ -378,7 +379,7 @@ pub fn migrate_observed(
         points.len()
     ));
     // What an operator would give: the NAD's range.
-    let mut session = Session::start(&points, &[config.migration_cidr().parse()?])?;
+    let mut session = Session::start(&points, &[config.migration_cidr().parse()?], config.hooks)?;
     let before = session.dataplane().interface_counts()?;
 
     // The migration runs on its own thread; the collector on this one, so

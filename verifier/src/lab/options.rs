@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::config::{Cni, Guest, LabConfig, Scenario};
+use crate::dataplane::Hooks;
 use crate::intent::Limits;
 
 /// The running guest's working set when only a dirty rate is given.
@@ -61,6 +62,9 @@ pub struct Options {
     /// Switch to post-copy after the first full pass (KubeVirt's `allowPostCopy`).
     #[arg(long)]
     post_copy: bool,
+    /// The kernel hook to attach with (clsact: the fallback of kernels before 6.6, on any kernel).
+    #[arg(long, value_enum, default_value_t = Hooks::Auto)]
+    hooks: Hooks,
     /// Migrate this many VMs from node A to node B as a node drain does, at
     /// most --parallel-outbound-migrations-per-node at once (drain: 3).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=16))]
@@ -132,6 +136,7 @@ impl Options {
                 working_set_mib,
             };
         }
+        config.hooks = self.hooks;
         config.auto_converge |= self.auto_converge;
         config.post_copy |= self.post_copy;
         if let Some(vms) = self.vms {

@@ -23,7 +23,6 @@ use super::{
     config::{Guest, LabConfig},
     control::{ControlClient, ControlServer},
     guest::{self, Accel, GuestBoot},
-    pki,
     qmp::Qmp,
     storage,
     topology::{NODE_A, NODE_B},
@@ -385,7 +384,7 @@ pub fn migrate(
     let target_address = config.target_address();
     if config.tls && !state.join("pki/server/server-cert.pem").exists() {
         progress("creating TLS credentials (CA, server and client certificates)");
-        pki::create(&state.join("pki"), &[target_address])?;
+        crate::pki::write_mutual(&state.join("pki"), &[target_address])?;
     }
 
     // The source first: a running guest boots and dirties its working set

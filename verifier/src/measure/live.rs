@@ -190,6 +190,9 @@ impl Evaluator {
         neighbors: &[(NeighborKey, NeighborStats)],
         now_ms: u64,
     ) -> Snapshot {
+        // Connections gone from the table (a judged migration's, taken
+        // out) leave no marks behind: a long run keeps only the live ones.
+        self.rtt_marks.retain(|key, _| table.contains(key));
         for connection in table.connections() {
             // A connection new to us: every sample it has so far is recent.
             let marks = self

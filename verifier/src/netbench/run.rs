@@ -31,6 +31,8 @@ pub struct Plan<'a> {
     pub iperf: Option<(Vec<String>, SocketAddr)>,
     pub sync: Option<SocketAddr>,
     pub ifaces: Vec<AttachSpec>,
+    /// The kernel hook the observers attach with.
+    pub hooks: crate::dataplane::Hooks,
     pub cidrs: Vec<Cidr>,
     pub vlan: Option<u16>,
     pub limits: Limits,
@@ -66,7 +68,7 @@ pub fn measure(plan: Plan) -> anyhow::Result<Report> {
         let result = client::run(&plan.options, plan.connect)?;
         (result, None, reference())
     } else {
-        let mut session = Session::start(&plan.ifaces, &plan.cidrs)?;
+        let mut session = Session::start(&plan.ifaces, &plan.cidrs, plan.hooks)?;
         let (done, finished) = oneshot::channel::<()>();
         let (_requests_tx, requests) = mpsc::channel(1);
         let runtime = tokio::runtime::Builder::new_current_thread()
