@@ -3,7 +3,7 @@
 //! then what it saw judged against what was expected. `verify`, `watch`,
 //! `flows`, `bench run`, the lab and the agent all observe through here.
 
-use std::{future::Future, time::Duration};
+use std::{collections::BTreeMap, future::Future, time::Duration};
 
 use tokio::sync::mpsc;
 
@@ -28,8 +28,11 @@ pub struct Criteria {
     /// The migration network's CIDRs and VLAN, and whether traffic is due.
     pub expectations: Expectations,
     pub limits: Limits,
-    /// The VM's size; `None`: the data sent is taken for it (assumed).
+    /// Every migration's size (a flag); `None`: each VMI's own from
+    /// `sizes`, else the data sent is taken for it (assumed).
     pub size: Option<VmSize>,
+    /// Each VMI's size, by the migration id its endpoints carry.
+    pub sizes: BTreeMap<String, VmSize>,
     /// Milliseconds per throughput interval.
     pub interval_ms: u64,
     /// Assumptions made while reading the inputs.
@@ -43,6 +46,7 @@ impl Criteria {
             expectations: Expectations::default(),
             limits,
             size: None,
+            sizes: BTreeMap::new(),
             interval_ms,
             assumptions: Vec::new(),
         }
@@ -79,6 +83,7 @@ impl Criteria {
             endpoints,
             limits,
             size,
+            sizes: BTreeMap::new(),
             interval_ms,
             assumptions,
         }
@@ -95,6 +100,7 @@ impl Criteria {
             expectations: &self.expectations,
             limits: &self.limits,
             size: self.size.as_ref(),
+            sizes: &self.sizes,
             interval_ms: self.interval_ms,
             now_ms: collected.duration.as_millis() as u64,
             phase: Phase::Final,
@@ -118,13 +124,15 @@ impl Criteria {
 
     /// The live evaluation of the same criteria.
     pub fn evaluator(&self) -> Evaluator {
-        Evaluator::new(
+        let mut evaluator = Evaluator::new(
             self.endpoints.clone(),
             self.limits.clone(),
             self.size.clone(),
             self.expectations.clone(),
             self.interval_ms,
-        )
+        );
+        evaluator.sizes = self.sizes.clone();
+        evaluator
     }
 }
 

@@ -154,8 +154,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         host::check(&plan, &mut report.findings)?;
     }
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&render::json(&report))?),
         Output::Text => print!("{}", render::text(&report)),
+        structured => println!("{}", structured.render(&render::json(&report))),
     }
     Ok(match report.verdict() {
         Verdict::Fail => Status::Fail,

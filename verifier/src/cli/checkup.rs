@@ -58,10 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     })?;
     match args.output {
         Output::Text => print!("{}", checkup::text(&written.data)),
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&checkup::json(&written.data))?
-        ),
+        structured => println!("{}", structured.render(&checkup::json(&written.data))),
     }
     Ok(if written.succeeded {
         Status::Pass

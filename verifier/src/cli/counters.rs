@@ -62,7 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     session.detach();
     match args.output {
         Output::Text => print!("{}", tables::counters(&rows, None)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        structured => println!("{}", structured.render(&rows)),
     }
     Ok(Status::Pass)
 }

@@ -41,7 +41,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
     let ifaces = args.interfaces.required()?;
-    let (endpoints, _) = args.target.published()?;
+    let endpoints = args.target.published()?.endpoints;
     let mut session = Session::start(ifaces, &args.network.cidr)?;
     eprintln!(
         "migverify: observing {} interface(s), {} endpoint(s), {} CIDR(s); Ctrl-C to stop",
@@ -79,10 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     session.detach();
     match args.output {
         Output::Text => print!("{}", tables::flows_final(&collected, vlan)),
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&tables::flows_json(&collected))?
-        ),
+        structured => println!("{}", structured.render(&tables::flows_json(&collected))),
     }
     Ok(Status::Pass)
 }

@@ -82,11 +82,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             let config = lab::current()?;
             let outcome = lab::migrate(&config, &progress, &mut |_| Ok(()))?;
             match out.output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({ "qemu": outcome }))?
-                ),
                 Output::Text => print_qemu(&outcome),
+                structured => println!("{}", structured.render(&json!({ "qemu": outcome }))),
             }
             Ok(if outcome.status == "completed" {
                 Status::Pass
@@ -121,8 +118,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
 fn status(output: Output) -> anyhow::Result<Status> {
     let status = lab::status()?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
         Output::Text => print!("{}", status.text()),
+        structured => println!("{}", structured.render(&status)),
     }
     Ok(Status::Pass)
 }

@@ -17,7 +17,7 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::verdict::Verdict;
+use crate::{report::Structured, verdict::Verdict};
 
 /// The exit statuses every command shares (design, section 6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +49,23 @@ impl From<Status> for ExitCode {
 pub enum Output {
     Text,
     Json,
+    Yaml,
+}
+
+impl Output {
+    /// JSON or YAML; `None` for text, which is each command's own.
+    fn structured(self) -> Option<Structured> {
+        match self {
+            Output::Text => None,
+            Output::Json => Some(Structured::Json),
+            Output::Yaml => Some(Structured::Yaml),
+        }
+    }
+
+    /// `value` in this structured form (JSON for text).
+    fn render(self, value: &impl serde::Serialize) -> String {
+        self.structured().unwrap_or(Structured::Json).render(value)
+    }
 }
 
 /// Verify on the wire that KubeVirt live migrations use the migration network.

@@ -46,8 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
     let idle = seconds("--idle", Some(args.idle))?.expect("given");
     let ifaces = args.interfaces.required()?;
-    let (endpoints, size) = args.judge.target.published()?;
-    let criteria = args.judge.criteria(endpoints, size)?;
+    let criteria = args.judge.criteria(args.judge.target.published()?)?;
     let listener = args.metrics.bind()?;
     let mut session = Session::start(ifaces, &criteria.expectations.cidrs)?;
     eprintln!(

@@ -103,6 +103,8 @@ pub struct Evaluator {
     pub endpoints_since_ms: u64,
     pub limits: Limits,
     pub size: Option<VmSize>,
+    /// Each VMI's size, by migration id.
+    pub sizes: BTreeMap<String, VmSize>,
     pub expectations: Expectations,
     pub interval_ms: u64,
     /// Per connection: (when, how many RTT samples it had then), to take
@@ -123,6 +125,7 @@ impl Evaluator {
             endpoints_since_ms: 0,
             limits,
             size,
+            sizes: BTreeMap::new(),
             expectations,
             interval_ms,
             rtt_marks: HashMap::new(),
@@ -178,6 +181,7 @@ impl Evaluator {
             expectations: &self.expectations,
             limits: &self.limits,
             size: self.size.as_ref(),
+            sizes: &self.sizes,
             interval_ms: self.interval_ms,
             now_ms,
             phase: Phase::Live,

@@ -28,6 +28,32 @@ use crate::{
 
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The machine-readable forms of every command's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Structured {
+    Json,
+    Yaml,
+}
+
+impl Structured {
+    /// `value`, pretty JSON or a YAML document.
+    pub fn render(self, value: &impl Serialize) -> String {
+        match self {
+            Structured::Json => serde_json::to_string_pretty(value).expect("serializes"),
+            Structured::Yaml => serde_yaml_ng::to_string(value).expect("serializes"),
+        }
+    }
+
+    /// `value` as one record of a stream: a JSON line, or a YAML document
+    /// after its `---`.
+    pub fn record(self, value: &impl Serialize) -> String {
+        match self {
+            Structured::Json => serde_json::to_string(value).expect("serializes"),
+            Structured::Yaml => format!("---\n{}", self.render(value).trim_end()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("writing {}: {source}", path.display())]
 pub struct WriteError {
@@ -147,7 +173,7 @@ impl Report {
     }
 
     pub fn json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("the report serializes")
+        Structured::Json.render(self)
     }
 
     pub fn text(&self) -> String {
