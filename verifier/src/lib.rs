@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod dataplane;
+pub mod discovery;
 pub mod flows;
 pub mod frames;
 pub mod intent;

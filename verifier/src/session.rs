@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use crate::{
     config::{Cidr, Endpoint},
     dataplane::{AttachSpec, Dataplane, DataplaneError},
+    discovery::Discovery,
     flows::{collect, Collected, FlowTable, Request, Tick},
     intent::{Intent, Limits, VmSize},
     measure::{
@@ -87,6 +88,33 @@ impl Criteria {
             interval_ms,
             assumptions,
         }
+    }
+
+    /// What discovery found, where no flag or manifest said: migration0's
+    /// own prefixes as the migration network, the VLAN on its bridge port.
+    /// Each is an assumption of the report; returned to be said.
+    pub fn adopt(&mut self, found: Option<&Discovery>) -> Vec<String> {
+        let Some(found) = found else {
+            return Vec::new();
+        };
+        let mut said = Vec::new();
+        if self.expectations.cidrs.is_empty() && !found.cidrs.is_empty() {
+            self.expectations.cidrs = found.cidrs.clone();
+            let cidrs: Vec<String> = found.cidrs.iter().map(ToString::to_string).collect();
+            said.push(format!(
+                "migration CIDR {}: migration0's own address prefix (no --cidr or --config gave one)",
+                cidrs.join(", ")
+            ));
+        }
+        if self.expectations.vlan.is_none() && found.vlan.is_some() {
+            self.expectations.vlan = found.vlan;
+            said.push(format!(
+                "migration VLAN {}: the VLAN of migration0's bridge port (no --vlan or --config gave one)",
+                found.vlan.unwrap_or_default()
+            ));
+        }
+        self.assumptions.extend(said.iter().cloned());
+        said
     }
 
     /// The verdict report on everything `collected` holds.

@@ -117,6 +117,13 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Lines for the user, on stderr.
+fn say(lines: impl IntoIterator<Item = String>) {
+    for line in lines {
+        eprintln!("migverify: {line}");
+    }
+}
+
 /// Seconds from a flag, as a Duration, with the flag named on error.
 fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
     value

@@ -5,8 +5,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{
-    args::{InterfaceArgs, JudgeArgs, MetricsArgs, ReportArgs},
-    runtime, seconds, Status,
+    args::{JudgeArgs, MetricsArgs, ObserveArgs, ReportArgs},
+    runtime, say, seconds, Status,
 };
 use crate::{
     metrics::{Exposition, Metrics},
@@ -24,7 +24,7 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    interfaces: InterfaceArgs,
+    observe: ObserveArgs,
     #[command(flatten)]
     judge: JudgeArgs,
     /// Stop once this many migrations have completed (all their connections closed).
@@ -45,10 +45,11 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
     let idle = seconds("--idle", Some(args.idle))?.expect("given");
-    let ifaces = args.interfaces.required()?;
-    let criteria = args.judge.criteria(args.judge.target.published()?)?;
+    let (ifaces, found) = args.observe.resolve()?;
+    let mut criteria = args.judge.criteria(args.judge.target.published()?)?;
+    say(criteria.adopt(found.as_ref()));
     let listener = args.metrics.bind()?;
-    let mut session = Session::start(ifaces, &criteria.expectations.cidrs)?;
+    let mut session = Session::start(&ifaces, &criteria.expectations.cidrs)?;
     eprintln!(
         "migverify: verifying on {} interface(s) with {} endpoint(s) and {} CIDR(s); waiting for migrations \
          (Ctrl-C to stop and judge)",

@@ -10,8 +10,8 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    args::{InterfaceArgs, JudgeArgs, MetricsArgs, ReportArgs},
-    runtime, seconds, Status,
+    args::{JudgeArgs, MetricsArgs, ObserveArgs, ReportArgs},
+    runtime, say, seconds, Status,
 };
 use crate::{
     flows::Request,
@@ -37,7 +37,7 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    interfaces: InterfaceArgs,
+    observe: ObserveArgs,
     #[command(flatten)]
     judge: JudgeArgs,
     /// Stop after this many seconds (default: until Ctrl-C).
@@ -57,17 +57,18 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
-    let ifaces = args.interfaces.required()?;
+    let (ifaces, found) = args.observe.resolve()?;
     let given = args.judge.target.endpoint.clone();
     let mut vmis = VmiFiles::new(args.judge.target.vmi.clone());
     let mut api = args.judge.target.api();
     // Files there now must be good: a typo is a usage error, not a wait.
     let mut loaded = vmis.poll(api.as_mut().map(|a| a as _))?.unwrap_or_default();
     loaded.endpoints.splice(0..0, given.iter().cloned());
-    let criteria = args.judge.criteria(loaded)?;
+    let mut criteria = args.judge.criteria(loaded)?;
+    say(criteria.adopt(found.as_ref()));
     let listener = args.metrics.bind()?;
     let serving = listener.is_some();
-    let mut session = Session::start(ifaces, &criteria.expectations.cidrs)?;
+    let mut session = Session::start(&ifaces, &criteria.expectations.cidrs)?;
     let mut evaluator = criteria.evaluator();
     let waiting: Vec<String> = vmis.missing().map(ToString::to_string).collect();
     eprintln!(

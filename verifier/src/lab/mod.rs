@@ -1,8 +1,10 @@
 //! The lab: an emulated two-node KubeVirt migration network in network
 //! namespaces on this host, and a real QEMU live migration across it.
 //!
-//! `up` builds the topology a scenario describes and records it in the
-//! state folder; `migrate` runs one migration across it; `down` removes
+//! `up` builds the topology a scenario describes, starts a process named
+//! `virt-handler` in each virt-handler namespace (so discovery finds the
+//! lab's nodes as it finds a real node's) and records it in the state
+//! folder; `migrate` runs one migration across it; `down` removes
 //! everything the lab made, found by its prefix, so it also cleans up after
 //! a crashed or killed run. `run` does all of it around migverify's
 //! observers.
@@ -14,6 +16,7 @@ pub mod pki;
 pub mod qemu;
 mod qmp;
 mod report;
+mod standin;
 mod switch;
 pub mod topology;
 
@@ -82,7 +85,7 @@ pub fn up(config: &LabConfig, progress: Progress) -> Result<(), LabError> {
     }
     create_dir(STATE_DIR)?;
     create_dir(MEMORY_DIR)?;
-    if let Err(error) = topology::build(config, progress) {
+    if let Err(error) = topology::build(config, progress).and_then(|()| standin::start()) {
         let _ = down();
         return Err(error);
     }
@@ -183,6 +186,7 @@ pub fn down() -> Result<Vec<String>, LabError> {
             removed.push(format!("qemu {who} (pid {pid})"));
         }
     }
+    removed.extend(standin::stop());
     removed.extend(topology::destroy()?);
     for dir in [STATE_DIR, MEMORY_DIR] {
         if Path::new(dir).exists() {
