@@ -43,6 +43,8 @@ pub enum DiscoveryError {
          interfaces with -i [ROLE:]IFACE[@NETNS]"
     )]
     NoVirtHandler,
+    #[error("found nothing to observe{0}; give the interfaces with -i [ROLE:]IFACE[@NETNS]")]
+    Nothing(String),
     #[error("virt-handler pid {pid}: {message}")]
     Process { pid: u32, message: String },
     #[error("reading the interfaces of {netns}: {source}")]
@@ -51,6 +53,34 @@ pub enum DiscoveryError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Where `verify` and `watch` observe: the interfaces given, else those
+/// found on this node.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Interface to observe, as [ROLE:]IFACE[@NETNS] (ROLE: migration,
+    /// bridge, primary, other; NETNS: a name under /var/run/netns or a path
+    /// such as /proc/PID/ns/net). Repeat for more. Without any, they are
+    /// found on this node: virt-handler's namespace, migration0, the pod
+    /// interface and the node's devices under them.
+    #[arg(short, long = "iface", value_name = "SPEC")]
+    pub ifaces: Vec<AttachSpec>,
+    /// virt-handler's process id, when it does not run as `virt-handler`
+    /// (repeat for more); without -i only.
+    #[arg(long, value_name = "PID", conflicts_with = "ifaces")]
+    pub virt_handler_pid: Vec<u32>,
+}
+
+impl Options {
+    /// The interfaces given, else those found (with why, to be said).
+    pub fn resolve(&self) -> Result<(Vec<AttachSpec>, Option<Discovery>), DiscoveryError> {
+        if !self.ifaces.is_empty() {
+            return Ok((self.ifaces.clone(), None));
+        }
+        let found = discover(&virt_handlers(&self.virt_handler_pid)?)?;
+        Ok((found.specs(), Some(found)))
+    }
 }
 
 /// One interface to observe and why it was chosen.
@@ -214,6 +244,11 @@ pub fn discover(pids: &[u32]) -> Result<Discovery, DiscoveryError> {
         if done.insert(id) {
             Node::new(pid, place, &candidates)?.discover(&mut found)?;
         }
+    }
+    if found.attach.is_empty() {
+        return Err(DiscoveryError::Nothing(
+            found.notes.iter().map(|n| format!(": {n}")).collect(),
+        ));
     }
     Ok(found)
 }

@@ -8,7 +8,6 @@ use crate::{
     cluster::vmi::ApiVmis,
     config::{documents::load_path, quantity::Quantity, Cidr, Endpoint},
     dataplane::AttachSpec,
-    discovery::{self, Discovery},
     intent::{
         self,
         limits::LimitFlags,
@@ -37,35 +36,6 @@ impl InterfaceArgs {
              -i migration:migration0@/proc/PID/ns/net"
         );
         Ok(&self.ifaces)
-    }
-}
-
-/// Where `verify` and `watch` observe: the interfaces given, else those
-/// found on this node (virt-handler's namespace, migration0, the pod
-/// interface and the node-side devices under them).
-#[derive(Debug, Clone, clap::Args)]
-pub struct ObserveArgs {
-    #[command(flatten)]
-    pub interfaces: InterfaceArgs,
-    /// virt-handler's process id, when it does not run as `virt-handler`
-    /// (repeat for more); without -i only.
-    #[arg(long, value_name = "PID", conflicts_with = "ifaces")]
-    virt_handler_pid: Vec<u32>,
-}
-
-impl ObserveArgs {
-    /// The interfaces given, else those found (each said on stderr with why).
-    pub fn resolve(&self) -> anyhow::Result<(Vec<AttachSpec>, Option<Discovery>)> {
-        if !self.interfaces.ifaces.is_empty() {
-            return Ok((self.interfaces.ifaces.clone(), None));
-        }
-        let found = discovery::discover(&discovery::virt_handlers(&self.virt_handler_pid)?)?;
-        super::say(found.lines());
-        anyhow::ensure!(
-            !found.attach.is_empty(),
-            "nothing found to observe: give -i"
-        );
-        Ok((found.specs(), Some(found)))
     }
 }
 

@@ -33,6 +33,7 @@ use crate::{
 ///
 /// Exit status: 0 no error-level finding, 1 errors, 2 unreadable input.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/check.txt"))]
 pub struct Args {
     /// Files to read; `-` reads standard input.
     #[arg(value_name = "FILE")]

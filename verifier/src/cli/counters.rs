@@ -16,6 +16,7 @@ use crate::{
 /// total when the duration ends or on Ctrl-C. Bytes include the Ethernet
 /// header, as `ip -s link` counts them.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/counters.txt"))]
 pub struct Args {
     #[command(flatten)]
     interfaces: InterfaceArgs,

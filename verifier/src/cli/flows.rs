@@ -22,6 +22,7 @@ use crate::{
 /// second and a final table (or JSON) on exit; with --vlan, a tag other
 /// than the NAD's is marked.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/flows.txt"))]
 pub struct Args {
     #[command(flatten)]
     interfaces: InterfaceArgs,

@@ -19,6 +19,7 @@ use crate::{
 /// to this host's networks. `lab run` is the one-shot form: up, attach
 /// migverify, migrate, report, down.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/lab.txt"))]
 pub struct Args {
     #[command(subcommand)]
     command: LabCommand,
@@ -27,14 +28,19 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum LabCommand {
     /// Build the lab for a scenario (removing any earlier lab first).
+    #[command(after_help = include_str!("../../help/lab-up.txt"))]
     Up(UpArgs),
     /// Run one live migration across the lab that is up.
+    #[command(after_help = include_str!("../../help/lab-migrate.txt"))]
     Migrate(OutputArgs),
     /// Show the lab that is up: scenario, namespaces, addresses.
+    #[command(after_help = include_str!("../../help/lab-status.txt"))]
     Status(OutputArgs),
     /// Remove every namespace, process and file of the lab, also after a crash.
+    #[command(after_help = include_str!("../../help/lab-down.txt"))]
     Down,
     /// Up, attach migverify, migrate, report, down. Exit 0 pass, 1 fail.
+    #[command(after_help = include_str!("../../help/lab-run.txt"))]
     Run(RunArgs),
 }
 

@@ -15,9 +15,9 @@ mod watch;
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::{report::Structured, verdict::Verdict};
+use crate::verdict::Verdict;
 
 /// The exit statuses every command shares (design, section 6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,28 +45,7 @@ impl From<Status> for ExitCode {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-    Yaml,
-}
-
-impl Output {
-    /// JSON or YAML; `None` for text, which is each command's own.
-    fn structured(self) -> Option<Structured> {
-        match self {
-            Output::Text => None,
-            Output::Json => Some(Structured::Json),
-            Output::Yaml => Some(Structured::Yaml),
-        }
-    }
-
-    /// `value` in this structured form (JSON for text).
-    fn render(self, value: &impl serde::Serialize) -> String {
-        self.structured().unwrap_or(Structured::Json).render(value)
-    }
-}
+pub use crate::report::Format as Output;
 
 /// Verify on the wire that KubeVirt live migrations use the migration network.
 ///

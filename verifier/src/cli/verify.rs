@@ -5,10 +5,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{
-    args::{JudgeArgs, MetricsArgs, ObserveArgs, ReportArgs},
+    args::{JudgeArgs, MetricsArgs, ReportArgs},
     runtime, say, seconds, Status,
 };
 use crate::{
+    discovery::{self, Discovery},
     metrics::{Exposition, Metrics},
     session::{stop_after, Session, StopRule},
 };
@@ -22,9 +23,10 @@ use crate::{
 /// completion exceeds the completion budget; WARN within 80% of a budget or
 /// with too few RTT samples; PASS otherwise.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/verify.txt"))]
 pub struct Args {
     #[command(flatten)]
-    observe: ObserveArgs,
+    observe: discovery::Options,
     #[command(flatten)]
     judge: JudgeArgs,
     /// Stop once this many migrations have completed (all their connections closed).
@@ -46,6 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
     let idle = seconds("--idle", Some(args.idle))?.expect("given");
     let (ifaces, found) = args.observe.resolve()?;
+    say(found.iter().flat_map(Discovery::lines));
     let mut criteria = args.judge.criteria(args.judge.target.published()?)?;
     say(criteria.adopt(found.as_ref()));
     let listener = args.metrics.bind()?;

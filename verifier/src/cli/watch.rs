@@ -10,10 +10,11 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    args::{JudgeArgs, MetricsArgs, ObserveArgs, ReportArgs},
-    runtime, say, seconds, Status,
+    args::{JudgeArgs, MetricsArgs, ReportArgs},
+    runtime, say, seconds, Output, Status,
 };
 use crate::{
+    discovery::{self, Discovery},
     flows::Request,
     intent::vmi::VmiFiles,
     metrics::{Exposition, Metrics},
@@ -35,9 +36,10 @@ use crate::{
 /// A --vmi file is read again whenever it changes, and may appear later:
 /// keep it current with `oc get vmi NAME -o json > FILE` in a loop.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/watch.txt"))]
 pub struct Args {
     #[command(flatten)]
-    observe: ObserveArgs,
+    observe: discovery::Options,
     #[command(flatten)]
     judge: JudgeArgs,
     /// Stop after this many seconds (default: until Ctrl-C).
@@ -58,6 +60,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
     let (ifaces, found) = args.observe.resolve()?;
+    say(found.iter().flat_map(Discovery::lines));
     let given = args.judge.target.endpoint.clone();
     let mut vmis = VmiFiles::new(args.judge.target.vmi.clone());
     let mut api = args.judge.target.api();
@@ -88,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             .unwrap_or_default(),
     );
     // After the message: on a terminal the view takes the screen.
-    let structured = args.report.output.structured();
+    let structured = Some(args.report.output).filter(|o| *o != Output::Text);
     let mut view = match structured {
         Some(format) => View::structured(format),
         None => View::for_stdout(args.plain),

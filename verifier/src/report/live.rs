@@ -11,7 +11,7 @@ use std::{
 
 use serde_json::json;
 
-use super::Structured;
+use super::Format;
 use crate::{
     measure::{
         live::{ConnectionRow, MigrationRow, Snapshot},
@@ -148,7 +148,7 @@ fn cause_key(cause: &Reason) -> (String, &'static str) {
 
 /// Timestamped lines, or JSON lines, or YAML documents.
 pub struct Lines {
-    structured: Option<Structured>,
+    structured: Option<Format>,
     /// Causes that held at the last refresh.
     active: BTreeSet<(String, &'static str)>,
     /// Each migration's state at the last refresh.
@@ -161,11 +161,11 @@ impl Lines {
         Self::new(None)
     }
 
-    pub fn structured(format: Structured) -> Self {
+    pub fn structured(format: Format) -> Self {
         Self::new(Some(format))
     }
 
-    fn new(structured: Option<Structured>) -> Self {
+    fn new(structured: Option<Format>) -> Self {
         Lines {
             structured,
             active: BTreeSet::new(),
@@ -444,7 +444,7 @@ impl View {
     }
 
     /// JSON lines or YAML documents.
-    pub fn structured(format: Structured) -> View {
+    pub fn structured(format: Format) -> View {
         View::Lines(Lines::structured(format))
     }
 

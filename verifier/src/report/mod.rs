@@ -28,19 +28,21 @@ use crate::{
 
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// The machine-readable forms of every command's output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Structured {
+/// How a command prints its result (`-o`): text for people (each
+/// command's own), JSON or YAML for machines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
     Json,
     Yaml,
 }
 
-impl Structured {
-    /// `value`, pretty JSON or a YAML document.
+impl Format {
+    /// `value`, pretty JSON or a YAML document (JSON for text).
     pub fn render(self, value: &impl Serialize) -> String {
         match self {
-            Structured::Json => serde_json::to_string_pretty(value).expect("serializes"),
-            Structured::Yaml => serde_yaml_ng::to_string(value).expect("serializes"),
+            Format::Text | Format::Json => serde_json::to_string_pretty(value).expect("serializes"),
+            Format::Yaml => serde_yaml_ng::to_string(value).expect("serializes"),
         }
     }
 
@@ -48,8 +50,8 @@ impl Structured {
     /// after its `---`.
     pub fn record(self, value: &impl Serialize) -> String {
         match self {
-            Structured::Json => serde_json::to_string(value).expect("serializes"),
-            Structured::Yaml => format!("---\n{}", self.render(value).trim_end()),
+            Format::Text | Format::Json => serde_json::to_string(value).expect("serializes"),
+            Format::Yaml => format!("---\n{}", self.render(value).trim_end()),
         }
     }
 }
@@ -173,7 +175,7 @@ impl Report {
     }
 
     pub fn json(&self) -> String {
-        Structured::Json.render(self)
+        Format::Json.render(self)
     }
 
     pub fn text(&self) -> String {
