@@ -26,6 +26,7 @@ use crate::{
     checks::netlink::{self, Address, Link, RT_SCOPE_UNIVERSE},
     config::Cidr,
     dataplane::{netns::run_in, AttachSpec, Netns, Role},
+    report,
 };
 
 /// virt-handler's process name (`comm`).
@@ -103,6 +104,8 @@ pub struct Discovery {
     pub vlan: Option<u16>,
     /// What could not be told, and what that means.
     pub notes: Vec<String>,
+    /// Which virt-handler's node each namespace found is on.
+    pub places: Vec<report::Place>,
 }
 
 impl Discovery {
@@ -126,6 +129,17 @@ impl Discovery {
         );
         lines.extend(self.notes.iter().cloned());
         lines
+    }
+
+    fn locate(&mut self, place: &Place, node: &str, pod: bool) {
+        let netns = place.netns.as_ref().map(ToString::to_string);
+        if !self.places.iter().any(|p| p.netns == netns) {
+            self.places.push(report::Place {
+                netns,
+                node: node.to_string(),
+                pod,
+            });
+        }
     }
 
     fn add(&mut self, role: Role, iface: &str, netns: &Place, why: String) {
@@ -319,8 +333,14 @@ impl Node {
         })
     }
 
+    /// The node's name in the report: whose virt-handler it runs.
+    fn node(&self) -> String {
+        format!("node of virt-handler {}", self.pid)
+    }
+
     fn discover(&self, found: &mut Discovery) -> Result<(), DiscoveryError> {
         let (pid, place) = (self.pid, &self.place);
+        found.locate(place, &self.node(), true);
         match self.links.iter().find(|l| l.name == MIGRATION_IFACE) {
             Some(m0) => {
                 let addresses = global(&self.addresses, m0);
@@ -426,6 +446,7 @@ impl Node {
             },
         };
         let (links, _) = read(&place)?;
+        found.locate(&place, &self.node(), false);
         let Some(other) = links.iter().find(|l| l.index == index) else {
             return Ok(());
         };

@@ -18,7 +18,7 @@ use crate::{
         live::Evaluator,
         migration::group,
     },
-    report::{DataplaneHealth, Report},
+    report::{DataplaneHealth, Place, Report},
 };
 
 /// What migrations are judged against.
@@ -38,6 +38,8 @@ pub struct Criteria {
     pub interval_ms: u64,
     /// Assumptions made while reading the inputs.
     pub assumptions: Vec<String>,
+    /// Which node each observed namespace is on, when known.
+    pub places: Vec<Place>,
 }
 
 impl Criteria {
@@ -50,6 +52,7 @@ impl Criteria {
             sizes: BTreeMap::new(),
             interval_ms,
             assumptions: Vec::new(),
+            places: Vec::new(),
         }
     }
 
@@ -87,6 +90,7 @@ impl Criteria {
             sizes: BTreeMap::new(),
             interval_ms,
             assumptions,
+            places: Vec::new(),
         }
     }
 
@@ -97,6 +101,7 @@ impl Criteria {
         let Some(found) = found else {
             return Vec::new();
         };
+        self.places = found.places.clone();
         let mut said = Vec::new();
         if self.expectations.cidrs.is_empty() && !found.cidrs.is_empty() {
             self.expectations.cidrs = found.cidrs.clone();
@@ -142,12 +147,15 @@ impl Criteria {
                     .to_string(),
             );
         }
-        Report::new(
+        let mut report = Report::new(
             judgement,
             &self.limits,
             DataplaneHealth::of(collected),
             assumptions,
-        )
+        );
+        report.started_at = Some(collected.started_at);
+        report.places = self.places.clone();
+        report
     }
 
     /// The live evaluation of the same criteria.

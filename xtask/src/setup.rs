@@ -22,6 +22,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tcpdump",
     "ethtool",
     "openssl",
+    // The HTML report's test renders it in a real browser, headless, with
+    // a font to draw its text.
+    "chromium",
+    "fonts-dejavu-core",
 ];
 
 pub fn run() -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use std::{
     collections::HashSet,
     future::Future,
     net::SocketAddr,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -65,6 +65,8 @@ pub struct Collected {
     pub stats: DataplaneStats,
     pub endpoints: HashSet<SocketAddr>,
     pub duration: Duration,
+    /// When the observation started, by the wall clock.
+    pub started_at: SystemTime,
     /// ARP per address and hook, read at the end.
     pub neighbors: Vec<(NeighborKey, NeighborStats)>,
 }
@@ -94,6 +96,7 @@ pub async fn collect(
 ) -> Result<Collected, DataplaneError> {
     let mut state = State {
         started: Instant::now(),
+        started_at: SystemTime::now(),
         slots: slot_infos(dataplane),
         table: FlowTable::default(),
         events: Vec::new(),
@@ -158,6 +161,7 @@ pub async fn collect(
         stats: dataplane.stats()?,
         endpoints: state.endpoints,
         duration,
+        started_at: state.started_at,
         neighbors: dataplane.neighbors()?,
     })
 }
@@ -173,6 +177,7 @@ fn slot_infos(dataplane: &Dataplane) -> Vec<Option<SlotInfo>> {
 /// What a collection run has gathered so far.
 struct State {
     started: Instant,
+    started_at: SystemTime,
     slots: Vec<Option<SlotInfo>>,
     table: FlowTable,
     events: Vec<FlowEventRecord>,

@@ -30,6 +30,7 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
         bytes: config.memory_mib << 20,
         source: "VMI spec.domain.memory.guest".into(),
     });
+    criteria.places = super::topology::places();
     let mut report = criteria.report(&run.collected);
     let qemu = &run.qemu;
     if qemu.status != "completed" {
