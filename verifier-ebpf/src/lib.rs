@@ -5,6 +5,76 @@
 //! so a layout change cannot reach only one of them.
 #![no_std]
 
+/// A byte that is none of a shared enum's values: not written by these
+/// programs (another version of them, or memory that is not an entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownValue {
+    /// The enum the byte was read as.
+    pub kind: &'static str,
+    pub value: u8,
+}
+
+impl core::fmt::Display for UnknownValue {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} is no {} value", self.value, self.kind)
+    }
+}
+
+impl core::error::Error for UnknownValue {}
+
+/// A `#[repr(u8)]` enum whose values cross between the programs and user
+/// space as bytes, with the one spelling reports use for each value.
+/// Structs in maps keep the byte (any bit pattern must be valid there);
+/// user space turns it into the enum with `TryFrom<u8>` as soon as it reads
+/// it, and prints it with `name()`.
+macro_rules! shared_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $enum:ident {
+            $($(#[$variant_meta:meta])* $variant:ident = $value:literal => $name:literal,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(u8)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $enum {
+            $($(#[$variant_meta])* $variant = $value,)*
+        }
+
+        impl $enum {
+            /// Every value, in the order of their bytes.
+            pub const ALL: [$enum; [$($value),*].len()] = [$($enum::$variant),*];
+
+            /// The spelling reports, metrics and flags use.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($enum::$variant => $name,)*
+                }
+            }
+        }
+
+        impl TryFrom<u8> for $enum {
+            type Error = UnknownValue;
+
+            fn try_from(value: u8) -> Result<Self, UnknownValue> {
+                match value {
+                    $($value => Ok($enum::$variant),)*
+                    _ => Err(UnknownValue {
+                        kind: stringify!($enum),
+                        value,
+                    }),
+                }
+            }
+        }
+
+        impl core::fmt::Display for $enum {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
 /// How many interfaces one migverify process can attach to.
 ///
 /// Each attachment gets a *slot*: its own pair of small programs
@@ -17,16 +87,12 @@ pub const MAX_SLOTS: u32 = 32;
 /// Where the shared classifier sits in the `CLASSIFIER` program array.
 pub const CLASSIFIER_INDEX: u32 = 0;
 
-/// Which way a packet crossed the hook.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    Ingress = 0,
-    Egress = 1,
-}
-
-impl Direction {
-    pub const ALL: [Direction; 2] = [Direction::Ingress, Direction::Egress];
+shared_enum! {
+    /// Which way a packet crossed the hook.
+    pub enum Direction {
+        Ingress = 0 => "ingress",
+        Egress = 1 => "egress",
+    }
 }
 
 /// Packets and frame bytes seen at one hook (slot x direction).
@@ -48,14 +114,14 @@ pub const fn hook_index(slot: u32, direction: Direction) -> u32 {
 /// Number of entries in `HOOK_COUNTERS`.
 pub const HOOK_ENTRIES: u32 = MAX_SLOTS * 2;
 
-/// The network role of an attachment, as user space declares it.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SlotRole {
-    Migration = 0,
-    Bridge = 1,
-    Primary = 2,
-    Other = 3,
+shared_enum! {
+    /// The network role of an attachment, as user space declares it.
+    pub enum SlotRole {
+        Migration = 0 => "migration",
+        Bridge = 1 => "bridge",
+        Primary = 2 => "primary",
+        Other = 3 => "other",
+    }
 }
 
 /// Per-slot settings user space writes into `SLOT_CONFIG` at attach time.
@@ -124,52 +190,31 @@ impl FlowKeyV4 {
     }
 }
 
-/// What a migration connection carries, as KubeVirt labels its target
-/// ports in `targetDirectMigrationNodePorts`.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Channel {
-    Unknown = 0,
-    /// libvirt's control connection (label 0).
-    Control = 1,
-    /// The memory stream: main and multifd channels (label 49152).
-    Memory = 2,
-    /// Block migration over NBD (label 49153).
-    Disk = 3,
-}
-
-impl Channel {
-    pub const fn from_u8(value: u8) -> Channel {
-        match value {
-            1 => Channel::Control,
-            2 => Channel::Memory,
-            3 => Channel::Disk,
-            _ => Channel::Unknown,
-        }
+shared_enum! {
+    /// What a migration connection carries, as KubeVirt labels its target
+    /// ports in `targetDirectMigrationNodePorts`.
+    pub enum Channel {
+        Unknown = 0 => "unknown",
+        /// libvirt's control connection (label 0).
+        Control = 1 => "control",
+        /// The memory stream: main and multifd channels (label 49152).
+        Memory = 2 => "memory",
+        /// Block migration over NBD (label 49153).
+        Disk = 3 => "disk",
     }
 }
 
-/// Why a flow was taken for migration traffic, strongest first.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
-    /// Matches a published target endpoint (address + port).
-    Endpoint = 1,
-    /// An endpoint is inside a migration network CIDR or is a known
-    /// virt-handler migration address.
-    Cidr = 2,
-    /// Cleartext: the first payload bytes are QEMU's stream magic.
-    Signature = 3,
-}
-
-impl Reason {
-    pub const fn from_u8(value: u8) -> Option<Reason> {
-        match value {
-            1 => Some(Reason::Endpoint),
-            2 => Some(Reason::Cidr),
-            3 => Some(Reason::Signature),
-            _ => None,
-        }
+shared_enum! {
+    /// Why a flow was taken for migration traffic, strongest first (so the
+    /// order of the values is the order of strength).
+    pub enum Reason {
+        /// Matches a published target endpoint (address + port).
+        Endpoint = 1 => "endpoint",
+        /// An endpoint is inside a migration network CIDR or is a known
+        /// virt-handler migration address.
+        Cidr = 2 => "cidr",
+        /// Cleartext: the first payload bytes are QEMU's stream magic.
+        Signature = 3 => "signature",
     }
 }
 
@@ -309,14 +354,22 @@ pub struct NeighborStats {
 /// Entries of the `NEIGHBORS` LRU map: old addresses make room for new.
 pub const NEIGHBOR_ENTRIES: u32 = 4096;
 
-/// Event kinds on the `EVENTS` ring buffer.
-pub const EVENT_NEW_FLOW: u8 = 1;
-/// A migration flow on an interface whose role is not migration or bridge.
-pub const EVENT_WRONG_ROLE: u8 = 2;
-pub const EVENT_RST: u8 = 3;
-/// A round-trip time from a TCP timestamp echo: `value_ns` holds it. The key
-/// is the direction that carried the echo, at the hook that saw both.
-pub const EVENT_RTT: u8 = 4;
+shared_enum! {
+    /// What a [`FlowEvent`] on the `EVENTS` ring buffer reports.
+    pub enum EventKind {
+        /// A flow was classified and kept.
+        NewFlow = 1 => "new-flow",
+        /// A migration flow on an interface whose role is not migration or
+        /// bridge.
+        WrongRole = 2 => "wrong-role",
+        /// The first RST of a flow at a hook.
+        Rst = 3 => "rst",
+        /// A round-trip time from a TCP timestamp echo: `value_ns` holds it.
+        /// The key is the direction that carried the echo, at the hook that
+        /// saw both.
+        Rtt = 4 => "rtt",
+    }
+}
 
 /// RTT samples per flow x hook x direction are at least this far apart, so
 /// busy connections cannot flood the ring buffer.
@@ -327,11 +380,15 @@ pub const RTT_SAMPLE_SPACING_NS: u64 = 10_000_000;
 pub struct FlowEvent {
     pub key: FlowKey,
     pub ts_ns: u64,
-    /// The RTT of an `EVENT_RTT`; 0 otherwise.
+    /// The RTT of an [`EventKind::Rtt`]; 0 otherwise.
     pub value_ns: u64,
+    /// An [`EventKind`] value.
     pub kind: u8,
+    /// A [`SlotRole`] value: the role of the hook's interface.
     pub role: u8,
+    /// A [`Channel`] value.
     pub channel: u8,
+    /// A [`Reason`] value.
     pub reason: u8,
     pub vlan: u16,
     pub tcp_flags: u8,
@@ -429,4 +486,52 @@ mod pod {
     unsafe impl aya::Pod for super::CidrTable {}
     unsafe impl aya::Pod for super::NeighborKey {}
     unsafe impl aya::Pod for super::NeighborStats {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::format;
+
+    use super::*;
+
+    /// Every value comes back from its byte, prints as its name, no two
+    /// share a spelling, and a byte that is none of them is refused.
+    macro_rules! check {
+        ($enum:ident, $unused:literal) => {
+            for (i, value) in $enum::ALL.into_iter().enumerate() {
+                assert_eq!($enum::try_from(value as u8), Ok(value));
+                assert_eq!(value.name(), format!("{value}"));
+                for other in &$enum::ALL[i + 1..] {
+                    assert_ne!(value.name(), other.name());
+                }
+            }
+            assert_eq!(
+                $enum::try_from($unused),
+                Err(UnknownValue {
+                    kind: stringify!($enum),
+                    value: $unused
+                })
+            );
+        };
+    }
+
+    #[test]
+    fn shared_enums_round_trip_through_their_bytes() {
+        check!(Direction, 2);
+        check!(SlotRole, 4);
+        check!(Channel, 4);
+        check!(Reason, 0);
+        check!(EventKind, 0);
+    }
+
+    /// Spellings the JSON report and `--endpoint` promise.
+    #[test]
+    fn report_spellings() {
+        assert_eq!(Direction::Egress.name(), "egress");
+        assert_eq!(SlotRole::Primary.name(), "primary");
+        assert_eq!(Channel::Memory.name(), "memory");
+        assert_eq!(Reason::Signature.name(), "signature");
+        assert_eq!(EventKind::NewFlow.name(), "new-flow");
+    }
 }

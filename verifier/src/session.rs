@@ -12,7 +12,7 @@ use crate::{
     dataplane::{AttachSpec, Dataplane, DataplaneError},
     discovery::Discovery,
     flows::{collect, Collected, FlowTable, Request, Tick},
-    intent::{Intent, Limits, VmSize},
+    intent::{Ended, Intent, Limits, VmSize},
     measure::{
         judge::{judge, Expectations, Observation, Phase},
         live::Evaluator,
@@ -34,6 +34,8 @@ pub struct Criteria {
     pub size: Option<VmSize>,
     /// Each VMI's size, by the migration id its endpoints carry.
     pub sizes: BTreeMap<String, VmSize>,
+    /// How migrations ended, by id, where whoever ran them said.
+    pub ended: BTreeMap<String, Ended>,
     /// Milliseconds per throughput interval.
     pub interval_ms: u64,
     /// Assumptions made while reading the inputs.
@@ -50,6 +52,7 @@ impl Criteria {
             limits,
             size: None,
             sizes: BTreeMap::new(),
+            ended: BTreeMap::new(),
             interval_ms,
             assumptions: Vec::new(),
             places: Vec::new(),
@@ -88,6 +91,7 @@ impl Criteria {
             limits,
             size,
             sizes: BTreeMap::new(),
+            ended: BTreeMap::new(),
             interval_ms,
             assumptions,
             places: Vec::new(),
@@ -134,6 +138,7 @@ impl Criteria {
             limits: &self.limits,
             size: self.size.as_ref(),
             sizes: &self.sizes,
+            ended: &self.ended,
             interval_ms: self.interval_ms,
             now_ms: collected.duration.as_millis() as u64,
             phase: Phase::Final,

@@ -272,9 +272,7 @@ mod classification {
     use super::*;
     use pnet_packet::tcp::TcpFlags;
     use verifier::dataplane::to_addr;
-    use verifier_ebpf::{
-        Channel, FlowEvent, FlowKey, FlowStats, Reason, EVENT_NEW_FLOW, EVENT_RTT,
-    };
+    use verifier_ebpf::{Channel, EventKind, FlowEvent, FlowKey, FlowStats, Reason};
 
     fn loaded() -> Dataplane {
         let mut dataplane = Dataplane::load().expect("load");
@@ -453,13 +451,17 @@ mod classification {
         while let Some(item) = events.next() {
             // SAFETY: the programs write FlowEvents.
             let event = unsafe { (item.as_ptr() as *const FlowEvent).read_unaligned() };
-            kinds.push((event.kind, event.reason, event.key.sport));
+            kinds.push((
+                EventKind::try_from(event.kind),
+                Reason::try_from(event.reason),
+                event.key.sport,
+            ));
         }
         assert_eq!(
             kinds,
             [
-                (EVENT_NEW_FLOW, Reason::Signature as u8, 40000),
-                (EVENT_NEW_FLOW, Reason::Signature as u8, 40001)
+                (Ok(EventKind::NewFlow), Ok(Reason::Signature), 40000),
+                (Ok(EventKind::NewFlow), Ok(Reason::Signature), 40001)
             ]
         );
     }
@@ -731,7 +733,7 @@ mod classification {
         while let Some(item) = events.next() {
             // SAFETY: the programs write FlowEvents.
             let event = unsafe { (item.as_ptr() as *const FlowEvent).read_unaligned() };
-            if event.kind == EVENT_RTT {
+            if event.kind == EventKind::Rtt as u8 {
                 rtts.push(event.value_ns);
             }
         }

@@ -1,7 +1,7 @@
 //! The argument groups commands share: each flag is defined once, here,
 //! and a command flattens the groups it takes.
 
-use std::path::PathBuf;
+use std::{collections::BTreeMap, path::PathBuf};
 
 use super::Status;
 use crate::{
@@ -12,7 +12,7 @@ use crate::{
         self,
         limits::LimitFlags,
         vmi::{self, VmiSource},
-        VmSize,
+        Ended, VmSize,
     },
     session::Criteria,
 };
@@ -70,6 +70,13 @@ impl TargetArgs {
         let mut loaded = vmi::published(&self.vmi, api.as_mut().map(|a| a as _))?;
         loaded.endpoints.splice(0..0, self.endpoint.iter().cloned());
         Ok(loaded)
+    }
+}
+
+impl TargetArgs {
+    /// How the VMIs' migrations ended, where they say, read again now.
+    pub fn ended(&self) -> anyhow::Result<BTreeMap<String, Ended>> {
+        vmi::ended_now(&self.vmi, self.api().as_mut().map(|a| a as _))
     }
 }
 

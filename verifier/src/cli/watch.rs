@@ -170,6 +170,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     criteria.endpoints = evaluator.endpoints;
     criteria.expectations = evaluator.expectations;
     criteria.sizes = evaluator.sizes;
+    criteria.ended = args.judge.target.ended()?;
     let report = criteria.report(&collected);
     if let Some(format) = structured {
         // One record, like the rest of the stream.

@@ -56,15 +56,6 @@ pub fn channel_for_label(label: u64) -> Option<Channel> {
     }
 }
 
-pub fn channel_name(channel: Channel) -> &'static str {
-    match channel {
-        Channel::Control => "control",
-        Channel::Memory => "memory",
-        Channel::Disk => "disk",
-        Channel::Unknown => "unknown",
-    }
-}
-
 /// A JSON document from a file, as `oc get ... -o json` prints it.
 pub fn read_json(path: &Path) -> Result<Value, InputError> {
     let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
@@ -187,15 +178,13 @@ impl FromStr for Endpoint {
                 "--endpoint {spec}: expected ADDR:PORT[=CHANNEL], [ADDR]:PORT for IPv6"
             ))
         })?;
-        let channel = match channel {
-            "control" => Channel::Control,
-            "memory" => Channel::Memory,
-            "disk" => Channel::Disk,
-            other => {
-                return Err(InputError::Flag(format!(
-                    "--endpoint {spec}: channel {other:?} is none of control, memory, disk"
-                )))
-            }
+        let Some(channel) = [Channel::Control, Channel::Memory, Channel::Disk]
+            .into_iter()
+            .find(|c| c.name() == channel)
+        else {
+            return Err(InputError::Flag(format!(
+                "--endpoint {spec}: channel {channel:?} is none of control, memory, disk"
+            )));
         };
         Ok(Endpoint {
             addr,

@@ -345,3 +345,18 @@ impl Dataplane {
         RingBuf::try_from(map).map_err(|source| DataplaneError::Map { map: MAP, source })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum as _;
+
+    use super::*;
+
+    /// The flag's role and the programs' role are spelled alike in reports.
+    #[test]
+    fn slot_roles_carry_the_flag_spelling() {
+        for role in Role::value_variants() {
+            assert_eq!(slot_role(*role).name(), role.as_str());
+        }
+    }
+}

@@ -16,14 +16,11 @@ use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::{mpsc, oneshot},
 };
-use verifier_ebpf::{
-    Channel, FlowEvent, NeighborKey, NeighborStats, Reason, EVENT_NEW_FLOW, EVENT_RST, EVENT_RTT,
-    EVENT_WRONG_ROLE,
-};
+use verifier_ebpf::{Channel, EventKind, FlowEvent, NeighborKey, NeighborStats, Reason};
 
-use super::{reason_name, FlowTable, SlotInfo};
+use super::{FlowTable, SlotInfo};
 use crate::{
-    config::{endpoints::channel_name, Endpoint},
+    config::Endpoint,
     dataplane::{from_addr, Dataplane, DataplaneError, DataplaneStats},
 };
 
@@ -229,7 +226,8 @@ impl State {
             // SAFETY: the kernel wrote a FlowEvent here; read unaligned.
             let event = unsafe { (item.as_ptr() as *const FlowEvent).read_unaligned() };
             drop(item);
-            if event.kind == EVENT_RTT {
+            let kind = EventKind::try_from(event.kind);
+            if kind == Ok(EventKind::Rtt) {
                 self.table.record_rtt(
                     &event.key,
                     event.channel,
@@ -239,8 +237,8 @@ impl State {
                 );
                 continue;
             }
-            let reason = Reason::from_u8(event.reason);
-            if event.kind == EVENT_NEW_FLOW && reason == Some(Reason::Signature) {
+            let reason = Reason::try_from(event.reason).ok();
+            if kind == Ok(EventKind::NewFlow) && reason == Some(Reason::Signature) {
                 // The program set this bit with a plain write; make sure it stuck.
                 dataplane.list_port(event.key.dport)?;
             }
@@ -258,12 +256,7 @@ impl State {
         let slot = self.slots.get(usize::from(key.slot)).cloned().flatten();
         FlowEventRecord {
             at_ms: self.started.elapsed().as_millis() as u64,
-            kind: match event.kind {
-                EVENT_NEW_FLOW => "new-flow",
-                EVENT_WRONG_ROLE => "wrong-role",
-                EVENT_RST => "rst",
-                _ => "unknown",
-            },
+            kind: EventKind::try_from(event.kind).map_or("unknown", EventKind::name),
             src: SocketAddr::new(from_addr(&key.src, key.family), key.sport).to_string(),
             dst: SocketAddr::new(from_addr(&key.dst, key.family), key.dport).to_string(),
             interface: slot
@@ -271,8 +264,10 @@ impl State {
                 .map_or_else(|| format!("slot{}", key.slot), |s| s.interface.clone()),
             netns: slot.as_ref().and_then(|s| s.netns.clone()),
             role: slot.map_or("other", |s| s.role.as_str()),
-            channel: channel_name(Channel::from_u8(event.channel)),
-            reason: reason.map_or("unknown", reason_name),
+            channel: Channel::try_from(event.channel)
+                .unwrap_or(Channel::Unknown)
+                .name(),
+            reason: reason.map_or("unknown", Reason::name),
             vlan: (event.vlan != 0).then_some(event.vlan),
         }
     }

@@ -16,10 +16,7 @@ use verifier_ebpf::{
 };
 
 pub use self::collector::{collect, Collected, FlowEventRecord, Request, Tick};
-use crate::{
-    config::endpoints::channel_name,
-    dataplane::{from_addr, Attachment, Role},
-};
+use crate::dataplane::{from_addr, Attachment, Role};
 
 /// Intervals of history kept per connection: an hour at 100 ms.
 pub const HISTORY_CAP: usize = 36_000;
@@ -69,7 +66,7 @@ pub struct ConnKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Observation {
     slot: u8,
-    direction: u8,
+    direction: Direction,
     /// Packets from client to server.
     forward: bool,
 }
@@ -78,8 +75,8 @@ struct Observation {
 #[derive(Clone, Copy, Debug)]
 pub struct Seen<'a> {
     pub slot: u8,
-    /// A [`Direction`] value: which way the packets crossed the hook.
-    pub direction: u8,
+    /// Which way the packets crossed the hook.
+    pub direction: Direction,
     /// Packets from client to server (for migrations: source to target).
     pub forward: bool,
     pub stats: &'a FlowStats,
@@ -312,14 +309,6 @@ pub struct InterfaceView {
     pub largest_segment: u32,
 }
 
-pub fn reason_name(reason: Reason) -> &'static str {
-    match reason {
-        Reason::Endpoint => "endpoint",
-        Reason::Cidr => "cidr",
-        Reason::Signature => "signature",
-    }
-}
-
 /// The migration connections seen so far.
 #[derive(Debug, Default)]
 pub struct FlowTable {
@@ -351,8 +340,8 @@ impl FlowTable {
     fn entry(&mut self, key: ConnKey, channel: u8, reason: u8) -> &mut Connection {
         self.connections.entry(key).or_insert_with(|| Connection {
             key,
-            channel: Channel::from_u8(channel),
-            reason: Reason::from_u8(reason).unwrap_or(Reason::Cidr),
+            channel: Channel::try_from(channel).unwrap_or(Channel::Unknown),
+            reason: Reason::try_from(reason).unwrap_or(Reason::Cidr),
             observations: BTreeMap::new(),
             history: VecDeque::new(),
             history_dropped: 0,
@@ -447,22 +436,27 @@ impl FlowTable {
         at_ms: u64,
     ) {
         for (key, stats) in flows {
+            // The programs write 0 or 1; anything else is not their entry.
+            let Ok(direction) = Direction::try_from(key.direction) else {
+                continue;
+            };
             let src = SocketAddr::new(from_addr(&key.src, key.family), key.sport);
             let dst = SocketAddr::new(from_addr(&key.dst, key.family), key.dport);
             let (conn_key, forward) = self.orient(src, dst, stats, endpoints);
             let connection = self.entry(conn_key, stats.channel, stats.reason);
             // The strongest reason and a known channel win.
-            if let Some(reason) =
-                Reason::from_u8(stats.reason).filter(|r| (*r as u8) < connection.reason as u8)
+            if let Some(reason) = Reason::try_from(stats.reason)
+                .ok()
+                .filter(|r| *r < connection.reason)
             {
                 connection.reason = reason;
             }
             if connection.channel == Channel::Unknown {
-                connection.channel = Channel::from_u8(stats.channel);
+                connection.channel = Channel::try_from(stats.channel).unwrap_or(Channel::Unknown);
             }
             let observation = Observation {
                 slot: key.slot,
-                direction: key.direction,
+                direction,
                 forward,
             };
             connection.observations.insert(observation, *stats);
@@ -536,8 +530,8 @@ impl Connection {
         ConnectionReport {
             src: self.key.client.to_string(),
             dst: self.key.server.to_string(),
-            channel: channel_name(self.channel),
-            reason: reason_name(self.reason),
+            channel: self.channel.name(),
+            reason: self.reason.name(),
             state: self.state(),
             payload_bytes: self.payload_bytes(),
             forward_payload_bytes: self.forward_payload_bytes(),
@@ -546,15 +540,6 @@ impl Connection {
             bytes_by_role: self.bytes_by_role(slots),
             interfaces: self.interfaces(slots),
         }
-    }
-}
-
-/// Direction names for reports.
-pub fn direction_name(direction: u8) -> &'static str {
-    if direction == Direction::Ingress as u8 {
-        "ingress"
-    } else {
-        "egress"
     }
 }
 

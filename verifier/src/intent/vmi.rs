@@ -18,7 +18,7 @@ use std::{
 use anyhow::Context as _;
 use serde_json::{json, Value};
 
-use super::VmSize;
+use super::{Ended, VmSize};
 use crate::config::{
     documents::{load_bytes, MAX_INPUT_BYTES},
     endpoints::{endpoints_from_vmi, vmi_id},
@@ -132,6 +132,45 @@ pub fn sizes(value: &Value, source: &str) -> anyhow::Result<BTreeMap<String, VmS
         }
     }
     Ok(sizes)
+}
+
+/// How the migration of each VMI ended, where its `status.migrationState`
+/// says (`completed` or `failed`, each omitted while false), by the VMI's
+/// `namespace/name`.
+pub fn ended(value: &Value) -> BTreeMap<String, Ended> {
+    items(value)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, vmi)| {
+            let state = &vmi["status"]["migrationState"];
+            let ended = if state["completed"] == true {
+                Ended::Completed
+            } else if state["failed"] == true {
+                Ended::Failed
+            } else {
+                return None;
+            };
+            Some((vmi_id(vmi, index), ended))
+        })
+        .collect()
+}
+
+/// How the migrations of `sources` ended, read again now (a file that
+/// does not exist yet, and standard input, which reads once, say nothing).
+pub fn ended_now(
+    sources: &[VmiSource],
+    mut api: Option<&mut dyn ApiReader>,
+) -> anyhow::Result<BTreeMap<String, Ended>> {
+    let mut all = BTreeMap::new();
+    for source in sources {
+        let value = match (source, api.as_mut()) {
+            (VmiSource::File(path), _) if path.exists() => Some(read_now(source, &mut None)?),
+            (VmiSource::Api { namespace, name }, Some(api)) => api.get(namespace, name)?,
+            _ => None,
+        };
+        all.extend(value.as_ref().map(ended).unwrap_or_default());
+    }
+    Ok(all)
 }
 
 /// What the sources say now.

@@ -21,7 +21,7 @@ use crate::{
     config::Endpoint,
     dataplane::DataplaneStats,
     flows::{FlowTable, SlotInfo},
-    intent::{Limits, VmSize},
+    intent::{Ended, Limits, VmSize},
     verdict::Verdict,
 };
 
@@ -42,6 +42,8 @@ pub struct Observation<'a> {
     pub size: Option<&'a VmSize>,
     /// Each VMI's size by migration id; a lone one is every migration's.
     pub sizes: &'a BTreeMap<String, VmSize>,
+    /// How migrations ended, by their id, where that is known.
+    pub ended: &'a BTreeMap<String, Ended>,
     pub interval_ms: u64,
     /// Now (live) or the end of the observation, ms since it started.
     pub now_ms: u64,
@@ -119,6 +121,7 @@ pub fn judge<'a>(observation: &Observation<'a>) -> Judgement<'a> {
             group,
             figures: &m.figures,
             budget: &m.budget,
+            ended: observation.ended.get(&m.figures.id).copied(),
         })
         .collect();
     let scene = Scene {
@@ -221,6 +224,7 @@ mod tests {
             ("ns/large".to_string(), size(8)),
         ]);
         let (limits, expectations) = (Limits::default(), Expectations::default());
+        let running = BTreeMap::new();
         let judged = |sizes: &BTreeMap<String, VmSize>, given: Option<&VmSize>| {
             let judgement = judge(&Observation {
                 table: &table,
@@ -232,6 +236,7 @@ mod tests {
                 limits: &limits,
                 size: given,
                 sizes,
+                ended: &running,
                 interval_ms: 100,
                 now_ms: 200,
                 phase: Phase::Final,

@@ -16,7 +16,7 @@ use super::{
     rules::rate::{current_stall_ms, recent_rate_bps},
 };
 use crate::{
-    config::{endpoints::channel_name, Endpoint},
+    config::Endpoint,
     dataplane::Role,
     flows::{ConnKey, Connection, FlowTable, SlotInfo, Tick},
     intent::{Limits, VmSize},
@@ -172,6 +172,8 @@ impl Evaluator {
                 marks.pop_front();
             }
         }
+        // Live, a migration is judged while it runs.
+        let running = BTreeMap::new();
         let judgement = judge(&Observation {
             table,
             slots,
@@ -182,6 +184,7 @@ impl Evaluator {
             limits: &self.limits,
             size: self.size.as_ref(),
             sizes: &self.sizes,
+            ended: &running,
             interval_ms: self.interval_ms,
             now_ms,
             phase: Phase::Live,
@@ -343,7 +346,7 @@ impl Evaluator {
         ConnectionRow {
             src: connection.key.client.to_string(),
             dst: connection.key.server.to_string(),
-            channel: channel_name(channel),
+            channel: channel.name(),
             state: connection.state(),
             rate_now_bps: moved * 8 * 1000 / NOW_WINDOW_MS,
             payload_bytes: connection.payload_bytes(),

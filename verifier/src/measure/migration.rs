@@ -10,7 +10,7 @@ use verifier_ebpf::Direction;
 
 use super::series::{self, Interval, Rtt, Throughput};
 use crate::{
-    config::{endpoints::channel_name, Endpoint},
+    config::Endpoint,
     dataplane::Role,
     flows::{BytesByRole, Connection, FlowTable, SlotInfo},
 };
@@ -42,9 +42,7 @@ pub fn group<'a>(table: &'a FlowTable, endpoints: &[Endpoint]) -> Vec<Group<'a>>
             channels: HashMap::new(),
         });
         if let Some(endpoint) = published.get(&server) {
-            group
-                .channels
-                .insert(server, channel_name(endpoint.channel));
+            group.channels.insert(server, endpoint.channel.name());
         }
         group.connections.push(connection);
     }
@@ -142,7 +140,7 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
         let report = connection.report(slots);
         for seen in connection.observations().filter(|s| s.forward) {
             if let Some(Some(slot)) = slots.get(usize::from(seen.slot)) {
-                let egress = seen.direction == Direction::Egress as u8;
+                let egress = seen.direction == Direction::Egress;
                 sends.insert((slot.interface.clone(), slot.netns.clone()), egress);
             }
         }

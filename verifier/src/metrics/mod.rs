@@ -13,6 +13,8 @@ mod text;
 
 use std::collections::{BTreeMap, HashMap};
 
+use verifier_ebpf::Direction;
+
 pub use self::server::{bind, serve, BindError, Exposition, ListenAddr};
 use self::text::{Histogram, Kind, Page};
 use crate::{
@@ -366,7 +368,7 @@ fn health(page: &mut Page, dataplane: &Dataplane, events_dropped: u64) {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default();
-        for (direction, c) in ["ingress", "egress"].into_iter().zip(counters) {
+        for (direction, c) in Direction::ALL.into_iter().zip(counters) {
             let labels = [
                 a.spec.iface.clone(),
                 netns.clone(),

@@ -10,7 +10,7 @@ use verifier_ebpf::{SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK};
 
 use super::{rate::RECENT_MS, secs, Phase, Scene, Subject};
 use crate::{
-    flows::{direction_name, Connection, SlotInfo},
+    flows::{Connection, SlotInfo},
     measure::reasons::{Reason, BLACKHOLE, MTU_BLACKHOLE, PEER_UNREACHABLE, RESET_AFTER_CONNECT},
     units::bytes,
 };
@@ -334,11 +334,7 @@ fn view(connection: &Connection, slots: &[Option<SlotInfo>], forward: bool) -> D
             view.largest = view.largest.max(s.largest_segment);
             view.smallest_largest = view.smallest_largest.min(s.largest_segment);
             view.hooks.push((
-                format!(
-                    "{} {}",
-                    slot_name(slots, seen.slot),
-                    direction_name(seen.direction)
-                ),
+                format!("{} {}", slot_name(slots, seen.slot), seen.direction),
                 s.largest_segment,
                 s.retransmits,
             ));

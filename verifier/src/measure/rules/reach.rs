@@ -8,13 +8,13 @@ use std::{
 };
 
 use serde_json::{json, Value};
+use verifier_ebpf::Direction;
 
 use super::{
     connection::{established, slot_name},
     Phase, Scene, Subject,
 };
 use crate::{
-    flows::direction_name,
     measure::reasons::{Reason, PEER_UNREACHABLE, TRAFFIC_NONE},
     verdict::Severity,
 };
@@ -71,7 +71,11 @@ pub fn unreachable_by_arp(scene: &Scene, causes: &mut Vec<Reason>) -> BTreeSet<I
             };
             asked.last_ns = asked.last_ns.max(stats.last_request_ns);
             asked.hooks.push(json!({
-                "at": format!("{} {}", slot_name(scene.slots, key.slot), direction_name(key.direction)),
+                "at": format!(
+                    "{} {}",
+                    slot_name(scene.slots, key.slot),
+                    Direction::try_from(key.direction).map_or("unknown", Direction::name)
+                ),
                 "requests": stats.requests,
                 "vlan": (stats.vlan != 0).then_some(stats.vlan),
             }));

@@ -283,6 +283,9 @@ fn migration(out: &mut String, m: &MigrationReport, places: &[Place]) {
                 let on = match b.projection {
                     Projection::Duration => "how long it took",
                     Projection::MedianRate => "its size at the median rate",
+                    Projection::Resending => {
+                        "its first pass and as long again as it has been re-sending"
+                    }
                 };
                 format!("{} ({on})", seconds(p))
             },

@@ -1,0 +1,255 @@
+//! What one TCP segment adds to its flow's entry: byte and segment
+//! counters, flags, the sequence state that tells new payload from
+//! retransmissions, and RTT samples from timestamp echoes.
+
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    programs::TcContext,
+};
+use verifier_ebpf::{
+    EventKind, FlowKey, FlowStats, RTT_SAMPLE_SPACING_NS, SEEN_FIN, SEEN_RST, SEEN_SYN,
+    SEEN_SYN_ACK,
+};
+
+use super::{
+    events::{emit, EventTag},
+    flow_table::kept_flow,
+    mem::add,
+    parse::{Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+};
+
+#[inline(always)]
+pub(super) fn account(ctx: &TcContext, segment: &Segment, stats: *mut FlowStats) {
+    // SAFETY: reads of the context the kernel handed us.
+    let skb = unsafe { &*ctx.skb.skb };
+    let segments = skb.gso_segs.max(1);
+    let mss = if skb.gso_size != 0 {
+        skb.gso_size
+    } else {
+        segment.payload_len
+    };
+    let flags = segment.flags;
+    // SAFETY: `stats` points into the map value, valid for this program
+    // run; the counters are added to atomically.
+    unsafe {
+        add(&raw mut (*stats).bytes, u64::from(ctx.len()));
+        add(&raw mut (*stats).packets, u64::from(segments));
+        if segment.window == 0 && flags & TCP_RST == 0 {
+            add(&raw mut (*stats).zero_windows, 1);
+        }
+        if mss > (*stats).largest_segment {
+            (*stats).largest_segment = mss;
+        }
+        if segment.mss != 0 {
+            (*stats).mss = segment.mss;
+        }
+        let mut seen = 0;
+        if flags & TCP_SYN != 0 {
+            seen |= if flags & TCP_ACK != 0 {
+                SEEN_SYN_ACK
+            } else {
+                SEEN_SYN
+            };
+        }
+        if flags & TCP_FIN != 0 {
+            seen |= SEEN_FIN;
+        }
+        if flags & TCP_RST != 0 {
+            seen |= SEEN_RST;
+            if (*stats).seen & SEEN_RST == 0 {
+                emit(
+                    segment,
+                    &EventTag::new(EventKind::Rst as u8, bpf_ktime_get_coarse_ns()),
+                );
+            }
+        }
+        (*stats).seen |= seen;
+        (*stats).tcp_flags |= flags;
+        track_sequence(stats, segment);
+        // Out of line, and only when the timestamps moved (about once a
+        // millisecond per direction): most segments repeat the last ones.
+        if segment.has_timestamps
+            && (segment.ts_ecr != (*stats).last_ts_ecr
+                || ((*stats).ts_val_ns == 0 && segment.ts_val != (*stats).ts_val))
+        {
+            track_rtt(stats, segment);
+        }
+    }
+}
+
+/// Payload that moves the sequence forward counts once; payload at or
+/// below the highest sequence seen is a retransmission, unless it fills the
+/// gap a reordering left (one gap is tracked: the newest).
+///
+/// The sequence state is kept with plain stores: the target has no
+/// compare-and-swap. Two CPUs racing on the same entry (segments of one
+/// flow handled on two CPUs at the same instant) can leave a stale gap; the
+/// byte counters stay exact regardless, and the next gap replaces it.
+///
+/// # Safety
+/// `stats` points into a live flow table value.
+#[inline(always)]
+unsafe fn track_sequence(stats: *mut FlowStats, segment: &Segment) {
+    // SYN and FIN take one sequence number each.
+    let syn = u32::from(segment.flags & TCP_SYN != 0);
+    let start = segment.seq.wrapping_add(syn);
+    let len = segment.payload_len;
+    let end = start.wrapping_add(len);
+    // SAFETY: per the function's contract.
+    unsafe {
+        if (*stats).seq_valid == 0 {
+            // The first segment we see: everything in it counts.
+            (*stats).seq_high = start;
+            (*stats).seq_valid = 1;
+        }
+        if len == 0 {
+            return;
+        }
+        let high = (*stats).seq_high;
+        let advance = end.wrapping_sub(high) as i32;
+        if advance > 0 {
+            if start.wrapping_sub(high) as i32 > 0 {
+                // Segments in between are late (or lost): remember the gap.
+                (*stats).hole_start = high;
+                (*stats).hole_end = start;
+            }
+            (*stats).seq_high = end;
+            let fresh = (advance as u32).min(len);
+            add(&raw mut (*stats).unique_payload_bytes, u64::from(fresh));
+            if fresh < len {
+                // Partly old data: the part below the highest sequence was resent.
+                add(
+                    &raw mut (*stats).retransmitted_bytes,
+                    u64::from(len - fresh),
+                );
+            }
+            return;
+        }
+        if (*stats).hole_start == (*stats).hole_end {
+            add(&raw mut (*stats).retransmits, 1);
+            add(&raw mut (*stats).retransmitted_bytes, u64::from(len));
+            return;
+        }
+        fill_gap(stats, start, end, len);
+    }
+}
+
+/// A segment at or below the highest sequence while a gap is open: the
+/// part of it inside the gap is new payload, the rest a retransmission.
+/// Out of line: only reordered traffic comes here.
+///
+/// # Safety
+/// `stats` points into a live flow table value.
+#[inline(never)]
+unsafe fn fill_gap(stats: *mut FlowStats, start: u32, end: u32, len: u32) {
+    // SAFETY: per the function's contract.
+    unsafe {
+        let (hole_start, hole_end) = ((*stats).hole_start, (*stats).hole_end);
+        // The overlap [low, high) of the segment and the gap.
+        let low = if start.wrapping_sub(hole_start) as i32 > 0 {
+            start
+        } else {
+            hole_start
+        };
+        let high = if (end.wrapping_sub(hole_end) as i32) < 0 {
+            end
+        } else {
+            hole_end
+        };
+        let filled = high.wrapping_sub(low) as i32;
+        if filled <= 0 {
+            add(&raw mut (*stats).retransmits, 1);
+            add(&raw mut (*stats).retransmitted_bytes, u64::from(len));
+            return;
+        }
+        // What is left of the gap: the part above the segment, or below it
+        // when the segment reached the gap's end. (When it fell in the
+        // middle, the part below is forgotten: it would count as resent.)
+        if high == hole_end {
+            (*stats).hole_end = low;
+        } else {
+            (*stats).hole_start = high;
+        }
+        let filled = filled as u32;
+        add(&raw mut (*stats).unique_payload_bytes, u64::from(filled));
+        if filled < len {
+            add(
+                &raw mut (*stats).retransmitted_bytes,
+                u64::from(len - filled),
+            );
+        }
+    }
+}
+
+/// Round-trip times from TCP timestamps, as the hook sees them: a TSval
+/// leaving in one direction, then its echo (TSecr) coming back the other
+/// way. Works wherever the hook sits: on a host, a bridge or a forwarder.
+/// The precise clock is read only when a new TSval or a new echo shows up
+/// (at most once a millisecond per direction with Linux senders).
+///
+/// # Safety
+/// `stats` points into a live flow table value.
+#[inline(never)]
+unsafe fn track_rtt(stats: *mut FlowStats, segment: &Segment) {
+    let (ts_val, ts_ecr) = (segment.ts_val, segment.ts_ecr);
+    // SAFETY: per the function's contract.
+    unsafe {
+        if (*stats).ts_val_ns == 0 && ts_val != (*stats).ts_val {
+            (*stats).ts_val = ts_val;
+            (*stats).ts_val_ns = bpf_ktime_get_ns();
+        }
+        if ts_ecr == (*stats).last_ts_ecr {
+            return;
+        }
+        (*stats).last_ts_ecr = ts_ecr;
+    }
+    // SAFETY: helper without arguments.
+    let now_coarse = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: per the function's contract.
+    if now_coarse < unsafe { (*stats).last_rtt_ns } + RTT_SAMPLE_SPACING_NS {
+        return;
+    }
+    let key = &segment.key;
+    let reverse = FlowKey {
+        src: key.dst,
+        dst: key.src,
+        sport: key.dport,
+        dport: key.sport,
+        family: key.family,
+        slot: key.slot,
+        direction: key.direction ^ 1,
+        _pad: 0,
+    };
+    let Some(sent) = kept_flow(&reverse) else {
+        return;
+    };
+    // SAFETY: `sent` points into a live flow table value; `stats` per contract.
+    unsafe {
+        if (*sent).ts_val_ns == 0 {
+            return;
+        }
+        // A receiver echoes the TSval of the oldest segment it has not
+        // acknowledged yet; with delayed or cumulative ACKs it can skip the
+        // one we wait for. An echo past it frees the measurement for the
+        // next TSval instead of waiting forever.
+        let ahead = ts_ecr.wrapping_sub((*sent).ts_val) as i32;
+        if ahead != 0 {
+            if ahead > 0 {
+                (*sent).ts_val_ns = 0;
+            }
+            return;
+        }
+        let now = bpf_ktime_get_ns();
+        let rtt = now.saturating_sub((*sent).ts_val_ns);
+        (*sent).ts_val_ns = 0;
+        (*stats).last_rtt_ns = now_coarse;
+        let tag = EventTag {
+            kind: EventKind::Rtt as u8,
+            now,
+            value_ns: rtt,
+            flags: u64::from(BPF_RB_NO_WAKEUP),
+        };
+        emit(segment, &tag);
+    }
+}
