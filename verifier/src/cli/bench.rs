@@ -132,7 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             emit(&run.report, &measure(plan)?)
         }
         BenchCommand::Certs(certs) => {
-            crate::lab::pki::create(&certs.dir, &certs.ip)?;
+            crate::netbench::pki::create(&certs.dir, &certs.ip)?;
             eprintln!(
                 "migverify: credentials written to {}: give `bench serve` and `bench run` --tls-dir {}",
                 certs.dir.display(),

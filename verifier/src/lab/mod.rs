@@ -14,7 +14,6 @@ mod cmd;
 pub mod config;
 pub mod guest;
 mod options;
-pub mod pki;
 pub mod qemu;
 mod qmp;
 mod report;

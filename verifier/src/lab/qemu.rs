@@ -19,7 +19,6 @@ use super::{
     cmd::exec,
     config::{Guest, LabConfig},
     guest::{self, Accel, GuestBoot},
-    pki,
     qmp::Qmp,
     topology::{NODE_A, NODE_B},
     LabError, Progress,
@@ -440,7 +439,8 @@ pub fn migrate(
     let target_address = config.target_address();
     if config.tls && !state.join("pki/server/server-cert.pem").exists() {
         progress("creating TLS credentials (CA, server and client certificates)");
-        pki::create(&state.join("pki"), &[target_address])?;
+        crate::netbench::pki::create(&state.join("pki"), &[target_address])
+            .map_err(|e| LabError::Io(e.to_string()))?;
     }
 
     // The source first: a running guest boots and dirties its working set

@@ -10,6 +10,7 @@
 pub mod answers;
 pub mod client;
 pub mod iperf;
+pub mod pki;
 pub mod protocol;
 pub mod run;
 pub mod server;

@@ -1,24 +1,49 @@
-//! x509 credentials for QEMU's migration TLS, made with openssl: a CA, a
-//! server certificate for the target (its migration and pod addresses as
-//! IP SANs, which QEMU checks against the URI) and a client certificate for
-//! the source. Mutual TLS, as KubeVirt's migration proxy uses.
+//! x509 credentials for migration TLS, made with openssl: a CA, a server
+//! certificate for the target (its migration and pod addresses as IP SANs,
+//! which QEMU checks against the URI) and a client certificate for the
+//! source. Mutual TLS, as KubeVirt's migration proxy uses: `bench certs`
+//! writes them for `bench serve|run`, the lab for its QEMUs.
 
-use std::{fs, net::IpAddr, path::Path};
+use std::{fs, net::IpAddr, path::Path, process::Command};
 
-use super::{cmd::run, LabError};
+/// What went wrong making the credentials.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PkiError(String);
 
-fn write(path: &Path, text: &str) -> Result<(), LabError> {
-    fs::write(path, text).map_err(|e| LabError::Io(format!("writing {}: {e}", path.display())))
+fn write(path: &Path, text: &str) -> Result<(), PkiError> {
+    fs::write(path, text).map_err(|e| PkiError(format!("writing {}: {e}", path.display())))
+}
+
+/// Runs openssl with `args`; a failure says which command and why.
+fn run(args: &[&str]) -> Result<(), PkiError> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| {
+            PkiError(if e.kind() == std::io::ErrorKind::NotFound {
+                "openssl is not installed (cargo xtask setup installs it)".into()
+            } else {
+                format!("`{}`: {e}", args.join(" "))
+            })
+        })?;
+    if !out.status.success() {
+        return Err(PkiError(format!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
 }
 
 /// Creates `dir/server` and `dir/client` in the layout QEMU's
 /// `tls-creds-x509` expects (ca-cert.pem, server-*.pem, client-*.pem).
-pub fn create(dir: &Path, server_ips: &[IpAddr]) -> Result<(), LabError> {
+pub fn create(dir: &Path, server_ips: &[IpAddr]) -> Result<(), PkiError> {
     let server = dir.join("server");
     let client = dir.join("client");
     for d in [&server, &client] {
-        fs::create_dir_all(d)
-            .map_err(|e| LabError::Io(format!("creating {}: {e}", d.display())))?;
+        fs::create_dir_all(d).map_err(|e| PkiError(format!("creating {}: {e}", d.display())))?;
     }
     let path = |p: &Path| p.to_str().expect("lab paths are UTF-8").to_string();
     let ca_key = dir.join("ca-key.pem");
@@ -102,7 +127,7 @@ pub fn create(dir: &Path, server_ips: &[IpAddr]) -> Result<(), LabError> {
             &path(&cert),
         ])?;
         fs::copy(&ca_cert, folder.join("ca-cert.pem"))
-            .map_err(|e| LabError::Io(format!("copying the CA certificate: {e}")))?;
+            .map_err(|e| PkiError(format!("copying the CA certificate: {e}")))?;
     }
     Ok(())
 }
