@@ -3,15 +3,11 @@
 //! then what it saw judged against what was expected. `verify`, `watch`,
 //! `flows`, `bench run`, the lab and the agent all observe through here.
 
-use std::{collections::BTreeMap, future::Future, time::Duration};
-
-use tokio::sync::mpsc;
+use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
     config::{Cidr, Endpoint},
-    dataplane::{AttachSpec, Dataplane, DataplaneError},
-    discovery::Discovery,
-    flows::{collect, Collected, FlowTable, Request, Tick},
+    flows::{Collected, FlowTable},
     intent::{Ended, Intent, Limits, VmSize},
     measure::{
         judge::{judge, Expectations, Observation, Phase},
@@ -19,6 +15,12 @@ use crate::{
         migration::group,
     },
     report::{DataplaneHealth, Place, Report},
+};
+#[cfg(feature = "dataplane")]
+use crate::{
+    dataplane::{AttachSpec, Dataplane, DataplaneError},
+    discovery::Discovery,
+    flows::{collect, Request, Tick},
 };
 
 /// What migrations are judged against.
@@ -101,6 +103,7 @@ impl Criteria {
     /// What discovery found, where no flag or manifest said: migration0's
     /// own prefixes as the migration network, the VLAN on its bridge port.
     /// Each is an assumption of the report; returned to be said.
+    #[cfg(feature = "dataplane")]
     pub fn adopt(&mut self, found: Option<&Discovery>) -> Vec<String> {
         let Some(found) = found else {
             return Vec::new();
@@ -178,10 +181,12 @@ impl Criteria {
 }
 
 /// The data plane, attached.
+#[cfg(feature = "dataplane")]
 pub struct Session {
     dataplane: Dataplane,
 }
 
+#[cfg(feature = "dataplane")]
 impl Session {
     /// Loads the programs, gives them the migration network's CIDRs and
     /// attaches to every interface.
@@ -209,8 +214,8 @@ impl Session {
         &mut self,
         endpoints: &[Endpoint],
         interval: Duration,
-        requests: mpsc::Receiver<Request>,
-        stop: impl Future<Output = ()>,
+        requests: tokio::sync::mpsc::Receiver<Request>,
+        stop: impl std::future::Future<Output = ()>,
         on_tick: impl FnMut(&Tick) -> bool,
     ) -> Result<Collected, DataplaneError> {
         collect(

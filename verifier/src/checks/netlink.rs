@@ -4,6 +4,9 @@
 //! addresses, bridge port VLANs, the route the kernel would pick for a
 //! destination and the default route, and the id this namespace gives
 //! another. Everything runs in the calling thread's network namespace.
+// Namespace ids and the default route serve the discovery, which is in the
+// build with the data plane only.
+#![cfg_attr(not(feature = "dataplane"), allow(dead_code))]
 
 use std::{
     io,

@@ -1,5 +1,7 @@
 //! The argument groups commands share: each flag is defined once, here,
 //! and a command flattens the groups it takes.
+// Without the data plane, the commands that take some of them are not built.
+#![cfg_attr(not(feature = "dataplane"), allow(dead_code))]
 
 use std::{collections::BTreeMap, path::PathBuf};
 
@@ -223,6 +225,7 @@ impl ClusterArgs {
 }
 
 /// Prometheus exposition while a command runs.
+#[cfg(feature = "dataplane")]
 #[derive(Debug, Clone, clap::Args)]
 pub struct MetricsArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics while running (a bare
@@ -231,6 +234,7 @@ pub struct MetricsArgs {
     metrics_listen: Option<crate::metrics::ListenAddr>,
 }
 
+#[cfg(feature = "dataplane")]
 impl MetricsArgs {
     /// Binds the listener now, so a taken port fails before anything is attached.
     pub fn bind(&self) -> anyhow::Result<Option<std::net::TcpListener>> {

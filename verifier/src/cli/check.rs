@@ -4,6 +4,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -12,13 +13,13 @@ use super::{args::ClusterArgs, seconds, Output, Status};
 use crate::{
     checks::{
         self,
-        host::{self, HostPlan, NodePlan, SyncPeer},
+        host::{self, HostPlan, SyncPeer},
         networks::MainRole,
         render,
     },
     config::{documents, quantity::Quantity, Cidr},
-    dataplane::{AttachSpec, Netns},
-    intent, lab,
+    dataplane::AttachSpec,
+    intent::{self, Nad},
     verdict::Verdict,
 };
 
@@ -125,26 +126,19 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let sync_port = intent::sync_port(&objects);
     let sync_peers: Vec<SocketAddr> = args.sync_peer.iter().map(|p| p.addr(sync_port)).collect();
     let plan = if args.lab {
-        let config = lab::current().context("--lab")?;
-        let (mut plan, lab_nad) = host::lab_plan(&config, timeout);
+        let (mut plan, lab_nad) = lab_plan(timeout)?;
         // A NAD given with --lab is what the lab is checked against.
         plan.nad = Some(report.given_nad().unwrap_or(lab_nad));
         plan.sync_peers = sync_peers;
         Some(plan)
     } else if args.host {
-        Some(HostPlan {
-            nodes: vec![NodePlan {
-                name: args.netns.clone().unwrap_or_else(|| "this host".into()),
-                netns: args.netns.as_deref().map(Netns::parse),
-                migration_iface: args.migration_iface.clone(),
-                path: args.ifaces.clone(),
-                peers: args.peer.clone(),
-                port_vlans: None,
-            }],
-            nad: report.given_nad(),
-            sync_peers,
-            timeout,
-        })
+        let (path, peers) = (args.ifaces.clone(), args.peer.clone());
+        let iface = &args.migration_iface;
+        let nad = report.given_nad();
+        let netns = args.netns.as_deref();
+        Some(HostPlan::this_host(
+            netns, iface, path, peers, nad, sync_peers, timeout,
+        ))
     } else {
         None
     };
@@ -162,4 +156,16 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         Verdict::Fail => Status::Fail,
         Verdict::Warn | Verdict::Pass => Status::Pass,
     })
+}
+
+/// The lab's two nodes, for --lab.
+#[cfg(feature = "dataplane")]
+fn lab_plan(timeout: Duration) -> anyhow::Result<(HostPlan, Nad)> {
+    let config = crate::lab::current().context("--lab")?;
+    Ok(crate::lab::check::host_plan(&config, timeout))
+}
+
+#[cfg(not(feature = "dataplane"))]
+fn lab_plan(_: Duration) -> anyhow::Result<(HostPlan, Nad)> {
+    anyhow::bail!("--lab: this migverify is built without the data plane (the lab with it)")
 }

@@ -88,7 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             let config = lab::current()?;
             let outcome = lab::migrate(&config, &progress, &mut |_| Ok(()))?;
             match out.output {
-                Output::Text => print_qemu(&outcome),
+                Output::Text => println!("{}", outcome.text()),
                 structured => println!("{}", structured.render(&json!({ "qemu": outcome }))),
             }
             Ok(if outcome.status == "completed" {
@@ -97,7 +97,14 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 Status::Fail
             })
         }
-        LabCommand::Status(out) => status(out.output),
+        LabCommand::Status(out) => {
+            let status = lab::status()?;
+            match out.output {
+                Output::Text => print!("{}", status.text()),
+                structured => println!("{}", structured.render(&status)),
+            }
+            Ok(Status::Pass)
+        }
         LabCommand::Down => {
             let removed = lab::down()?;
             if removed.is_empty() {
@@ -121,30 +128,4 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             run.report.emit(&lab::report(&result, limits, interval_ms)?)
         }
     }
-}
-
-fn status(output: Output) -> anyhow::Result<Status> {
-    let status = lab::status()?;
-    match output {
-        Output::Text => print!("{}", status.text()),
-        structured => println!("{}", structured.render(&status)),
-    }
-    Ok(Status::Pass)
-}
-
-fn print_qemu(q: &lab::QemuOutcome) {
-    println!(
-        "QEMU: {} — {} bytes in {} ms to {} ({} multifd channels, TLS {}, {}){}",
-        q.status,
-        q.transferred_bytes,
-        q.total_time_ms,
-        q.target,
-        q.multifd_channels,
-        if q.tls { "on" } else { "off" },
-        q.accelerator,
-        q.error
-            .as_ref()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default()
-    );
 }

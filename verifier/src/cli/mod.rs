@@ -1,15 +1,21 @@
 //! The `migverify` command line: parsing, dispatch, printing and exit
 //! codes. The work itself is the library's.
 
+#[cfg(feature = "dataplane")]
 mod agent;
 mod args;
 mod bench;
 mod check;
 mod checkup;
+#[cfg(feature = "dataplane")]
 mod counters;
+#[cfg(feature = "dataplane")]
 mod flows;
+#[cfg(feature = "dataplane")]
 mod lab;
+#[cfg(feature = "dataplane")]
 mod verify;
+#[cfg(feature = "dataplane")]
 mod watch;
 
 use std::{process::ExitCode, time::Duration};
@@ -63,28 +69,40 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[cfg(feature = "dataplane")]
     Agent(agent::Args),
-    Check(check::Args),
+    Check(Box<check::Args>),
     Bench(bench::Args),
     Checkup(checkup::Args),
+    #[cfg(feature = "dataplane")]
     Counters(counters::Args),
+    #[cfg(feature = "dataplane")]
     Flows(flows::Args),
+    #[cfg(feature = "dataplane")]
     Lab(lab::Args),
+    #[cfg(feature = "dataplane")]
     Verify(verify::Args),
+    #[cfg(feature = "dataplane")]
     Watch(watch::Args),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let status = match cli.command {
+        #[cfg(feature = "dataplane")]
         Command::Agent(args) => agent::run(args),
-        Command::Check(args) => check::run(args),
+        Command::Check(args) => check::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Checkup(args) => checkup::run(args),
+        #[cfg(feature = "dataplane")]
         Command::Counters(args) => counters::run(args),
+        #[cfg(feature = "dataplane")]
         Command::Flows(args) => flows::run(args),
+        #[cfg(feature = "dataplane")]
         Command::Lab(args) => lab::run(args),
+        #[cfg(feature = "dataplane")]
         Command::Verify(args) => verify::run(args),
+        #[cfg(feature = "dataplane")]
         Command::Watch(args) => watch::run(args),
     };
     match status {
@@ -97,6 +115,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Lines for the user, on stderr.
+#[cfg(feature = "dataplane")]
 fn say(lines: impl IntoIterator<Item = String>) {
     for line in lines {
         eprintln!("migverify: {line}");

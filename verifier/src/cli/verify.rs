@@ -100,7 +100,6 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         )
     })?;
     session.detach();
-    let mut criteria = criteria;
     criteria.ended = args.judge.target.ended()?;
     args.report.emit(&criteria.report(&collected))
 }

@@ -166,7 +166,6 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     view.leave();
     let _ = std::io::stdout().flush();
     // Judged on what was learnt while watching.
-    let mut criteria = criteria;
     criteria.endpoints = evaluator.endpoints;
     criteria.expectations = evaluator.expectations;
     criteria.sizes = evaluator.sizes;

@@ -480,7 +480,7 @@ mod tests {
         );
         // Garbage is an error naming the file.
         std::fs::write(&path, "{ not json").unwrap();
-        let error = format!("{:#}", files.poll(None).err().expect("an error"));
+        let error = format!("{:#}", files.poll(None).expect_err("an error"));
         assert!(error.contains("vmi.json"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -502,7 +502,7 @@ mod tests {
         let mut api = Replay(Some(
             serde_json::from_str(&vmi("vm", "3Gi", Some(40000))).unwrap(),
         ));
-        let loaded = published(&[source.clone()], Some(&mut api)).unwrap();
+        let loaded = published(std::slice::from_ref(&source), Some(&mut api)).unwrap();
         assert_eq!(loaded.endpoints.len(), 1);
         assert_eq!(loaded.sizes["ns/vm"].bytes, 3 << 30);
         let mut files = VmiFiles::new(vec![source.clone()]);

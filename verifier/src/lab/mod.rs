@@ -10,6 +10,7 @@
 //! observers.
 
 pub mod bench;
+pub mod check;
 mod cmd;
 pub mod config;
 pub mod guest;
