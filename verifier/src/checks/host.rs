@@ -95,35 +95,6 @@ pub struct HostPlan {
     pub timeout: Duration,
 }
 
-impl HostPlan {
-    /// `check --host`: this node, with virt-handler's namespace `netns`
-    /// (NAME or a path; this namespace when `None`), its migration
-    /// interface, the interfaces on the path and the peers to probe.
-    pub fn this_host(
-        netns: Option<&str>,
-        migration_iface: &str,
-        path: Vec<AttachSpec>,
-        peers: Vec<IpAddr>,
-        nad: Option<Nad>,
-        sync_peers: Vec<SocketAddr>,
-        timeout: Duration,
-    ) -> HostPlan {
-        HostPlan {
-            nodes: vec![NodePlan {
-                name: netns.unwrap_or("this host").to_string(),
-                netns: netns.map(Netns::parse),
-                migration_iface: migration_iface.to_string(),
-                path,
-                peers,
-                port_vlans: None,
-            }],
-            nad,
-            sync_peers,
-            timeout,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("cannot enter network namespace {netns}: {source}")]

@@ -18,10 +18,8 @@ mod verify;
 #[cfg(feature = "dataplane")]
 mod watch;
 
-use std::{process::ExitCode, time::Duration};
-
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 use crate::verdict::Verdict;
 
@@ -123,10 +121,14 @@ fn say(lines: impl IntoIterator<Item = String>) {
 }
 
 /// Seconds from a flag, as a Duration, with the flag named on error.
-fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
+#[cfg(feature = "dataplane")]
+fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<std::time::Duration>> {
+    use anyhow::Context as _;
+
     value
         .map(|s| {
-            Duration::try_from_secs_f64(s).with_context(|| format!("{flag} {s}: not a duration"))
+            std::time::Duration::try_from_secs_f64(s)
+                .with_context(|| format!("{flag} {s}: not a duration"))
         })
         .transpose()
 }

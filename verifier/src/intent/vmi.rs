@@ -378,6 +378,61 @@ impl VmiFiles {
     }
 }
 
+/// What a VMI's or VMIM's status says about its (last) migration, read as
+/// KubeVirt writes it: the booleans are omitted when false, a VMIM may be
+/// `Failed` with no `migrationState` at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// A VMIM's `status.phase`.
+    pub phase: Option<String>,
+    /// Whether `status.migrationState` is there.
+    pub has_state: bool,
+    pub completed: bool,
+    pub failed: bool,
+    pub failure_reason: Option<String>,
+    pub target_address: Option<String>,
+    /// `migrationNetworkType`: `Pod` or `Migration` (KubeVirt >= 1.5).
+    pub network_type: Option<String>,
+    /// The types of the VMIM's conditions whose status is "True".
+    pub conditions: Vec<String>,
+}
+
+/// VMIM phases after which nothing changes (`IsFinal` in KubeVirt).
+pub const FINAL_PHASES: [&str; 2] = ["Succeeded", "Failed"];
+
+impl MigrationStatus {
+    pub fn read(object: &Value) -> MigrationStatus {
+        let status = &object["status"];
+        let state = &status["migrationState"];
+        let text = |v: &Value| v.as_str().filter(|t| !t.is_empty()).map(str::to_string);
+        MigrationStatus {
+            phase: text(&status["phase"]),
+            has_state: state.is_object(),
+            completed: state["completed"] == Value::Bool(true),
+            failed: state["failed"] == Value::Bool(true),
+            failure_reason: text(&state["failureReason"]),
+            target_address: text(&state["targetNodeAddress"]),
+            network_type: text(&state["migrationNetworkType"]),
+            conditions: status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| c["status"] == "True")
+                // Only the type's first word: pasted objects carry notes.
+                .filter_map(|c| c["type"].as_str()?.split_whitespace().next())
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+
+    /// Whether a VMIM's phase is not a final one.
+    pub fn unfinished(&self) -> bool {
+        self.phase
+            .as_deref()
+            .is_some_and(|p| !FINAL_PHASES.contains(&p))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,8 @@ pub fn host_plan(config: &LabConfig, timeout: Duration) -> (HostPlan, Nad) {
         ipam: Some(Ipam {
             kind: IpamKind::Whereabouts,
             ranges: vec![range],
+            capacity: None,
+            node_slices: None,
         }),
         vlan: (config.cni == Cni::Bridge).then_some(config.vid_a),
         mtu: config.jumbo_mtu,
