@@ -88,6 +88,7 @@ impl Criteria {
                 },
                 vlan: vlan.or(network.and_then(|n| n.vlan)),
                 expect_traffic: !endpoints.is_empty(),
+                bulk_transfer: false,
             },
             endpoints,
             limits,

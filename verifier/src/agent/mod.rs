@@ -392,6 +392,7 @@ pub async fn run(
                         cidrs: cidrs.clone(),
                         vlan,
                         expect_traffic: false,
+                        bulk_transfer: false,
                     },
                     settings.interval_ms,
                 )
@@ -652,6 +653,7 @@ impl Epoch<'_> {
             cidrs: self.cidrs.to_vec(),
             vlan: self.vlan,
             expect_traffic: !migration.endpoints.is_empty(),
+            bulk_transfer: false,
         };
         criteria.size = migration.size.clone();
         criteria.assumptions = assumptions;

@@ -25,6 +25,7 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
         // The NAD's vlan: node A's port, as the lab's NAD names it.
         vlan: (config.cni == Cni::Bridge && config.migration0).then_some(config.vid_a),
         expect_traffic: !run.endpoints.is_empty(),
+        bulk_transfer: false,
     };
     criteria.size = Some(VmSize {
         bytes: config.memory_mib << 20,

@@ -100,6 +100,7 @@ pub fn measure(plan: Plan) -> anyhow::Result<Report> {
         cidrs: plan.cidrs,
         vlan: plan.vlan,
         expect_traffic: true,
+        bulk_transfer: true,
     };
     criteria.size = Some(size.clone());
     let mut report = match &observed {
