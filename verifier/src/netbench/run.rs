@@ -14,10 +14,7 @@ use crate::{
     intent::{Limits, VmSize},
     measure::{
         judge::{Expectations, Judgement},
-        reasons::{
-            BENCH_IPERF3, BENCH_IPERF3_FAILED, BENCH_NOTHING_MOVED, BENCH_SYNC_UNREACHABLE,
-            NOT_CONVERGING,
-        },
+        reasons::{BENCH_IPERF3, BENCH_IPERF3_FAILED, BENCH_NOTHING_MOVED, BENCH_SYNC_UNREACHABLE},
         series,
     },
     report::{DataplaneHealth, Report},
@@ -104,13 +101,7 @@ pub fn measure(plan: Plan) -> anyhow::Result<Report> {
     };
     criteria.size = Some(size.clone());
     let mut report = match &observed {
-        Some(collected) => {
-            let mut report = criteria.report(collected);
-            // A bench sends for its duration, not a VM's size: what it sends
-            // after the first "pass" is no pre-copy that fails to converge.
-            report.leave_out(&NOT_CONVERGING);
-            report
-        }
+        Some(collected) => criteria.report(collected),
         None => {
             criteria.assumptions.push(
                 "no interface observed (-i): rates are what the sender handed the kernel, not measured on the wire"

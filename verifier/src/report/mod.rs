@@ -170,13 +170,6 @@ impl Report {
 }
 
 impl Report {
-    /// Leaves out the reasons of `kind` (a rule that does not apply to what
-    /// was observed) and re-judges.
-    pub fn leave_out(&mut self, kind: &reasons::ReasonKind) {
-        self.reasons.retain(|r| r.kind.id != kind.id);
-        self.verdict = reasons::verdict(&self.reasons);
-    }
-
     /// Adds a reason after the fact (the lab's own findings) and re-judges.
     pub fn add_reason(&mut self, reason: Reason) {
         self.reasons.push(reason);
