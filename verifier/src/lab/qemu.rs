@@ -93,6 +93,26 @@ pub struct QemuOutcome {
     pub guest: Option<GuestAccount>,
 }
 
+impl QemuOutcome {
+    /// One line for a terminal.
+    pub fn text(&self) -> String {
+        format!(
+            "QEMU: {} — {} bytes in {} ms to {} ({} multifd channels, TLS {}, {}){}",
+            self.status,
+            self.transferred_bytes,
+            self.total_time_ms,
+            self.target,
+            self.multifd_channels,
+            if self.tls { "on" } else { "off" },
+            self.accelerator,
+            self.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 /// The running guest before and after the migration.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct GuestAccount {

@@ -31,6 +31,7 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
         bytes: config.memory_mib << 20,
         source: "VMI spec.domain.memory.guest".into(),
     });
+    criteria.places = super::topology::places();
     // QEMU's account of how the migration ended: the wire cannot tell a
     // completed migration from a cancelled one.
     if let Some(id) = run.endpoints.iter().find_map(|e| e.migration.clone()) {
