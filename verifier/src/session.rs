@@ -3,21 +3,24 @@
 //! then what it saw judged against what was expected. `verify`, `watch`,
 //! `flows`, `bench run`, the lab and the agent all observe through here.
 
-use std::{collections::BTreeMap, future::Future, time::Duration};
-
-use tokio::sync::mpsc;
+use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
     config::{Cidr, Endpoint},
-    dataplane::{AttachSpec, Dataplane, DataplaneError, Hooks},
-    flows::{collect, Collected, FlowTable, Request, Tick},
+    flows::{Collected, FlowTable},
     intent::{Ended, Intent, Limits, VmSize},
     measure::{
         judge::{judge, Expectations, Observation, Phase},
         live::Evaluator,
         migration::group,
     },
-    report::{DataplaneHealth, Report},
+    report::{DataplaneHealth, Place, Report},
+};
+#[cfg(feature = "dataplane")]
+use crate::{
+    dataplane::{AttachSpec, Dataplane, DataplaneError, Hooks},
+    discovery::Discovery,
+    flows::{collect, Request, Tick},
 };
 
 /// What migrations are judged against.
@@ -39,6 +42,8 @@ pub struct Criteria {
     pub interval_ms: u64,
     /// Assumptions made while reading the inputs.
     pub assumptions: Vec<String>,
+    /// Which node each observed namespace is on, when known.
+    pub places: Vec<Place>,
 }
 
 impl Criteria {
@@ -52,6 +57,7 @@ impl Criteria {
             ended: BTreeMap::new(),
             interval_ms,
             assumptions: Vec::new(),
+            places: Vec::new(),
         }
     }
 
@@ -91,7 +97,37 @@ impl Criteria {
             ended: BTreeMap::new(),
             interval_ms,
             assumptions,
+            places: Vec::new(),
         }
+    }
+
+    /// What discovery found, where no flag or manifest said: migration0's
+    /// own prefixes as the migration network, the VLAN on its bridge port.
+    /// Each is an assumption of the report; returned to be said.
+    #[cfg(feature = "dataplane")]
+    pub fn adopt(&mut self, found: Option<&Discovery>) -> Vec<String> {
+        let Some(found) = found else {
+            return Vec::new();
+        };
+        self.places = found.places.clone();
+        let mut said = Vec::new();
+        if self.expectations.cidrs.is_empty() && !found.cidrs.is_empty() {
+            self.expectations.cidrs = found.cidrs.clone();
+            let cidrs: Vec<String> = found.cidrs.iter().map(ToString::to_string).collect();
+            said.push(format!(
+                "migration CIDR {}: migration0's own address prefix (no --cidr or --config gave one)",
+                cidrs.join(", ")
+            ));
+        }
+        if self.expectations.vlan.is_none() && found.vlan.is_some() {
+            self.expectations.vlan = found.vlan;
+            said.push(format!(
+                "migration VLAN {}: the VLAN of migration0's bridge port (no --vlan or --config gave one)",
+                found.vlan.unwrap_or_default()
+            ));
+        }
+        self.assumptions.extend(said.iter().cloned());
+        said
     }
 
     /// The verdict report on everything `collected` holds.
@@ -120,12 +156,15 @@ impl Criteria {
                     .to_string(),
             );
         }
-        Report::new(
+        let mut report = Report::new(
             judgement,
             &self.limits,
             DataplaneHealth::of(collected),
             assumptions,
-        )
+        );
+        report.started_at = Some(collected.started_at);
+        report.places = self.places.clone();
+        report
     }
 
     /// The live evaluation of the same criteria.
@@ -143,10 +182,12 @@ impl Criteria {
 }
 
 /// The data plane, attached.
+#[cfg(feature = "dataplane")]
 pub struct Session {
     dataplane: Dataplane,
 }
 
+#[cfg(feature = "dataplane")]
 impl Session {
     /// Loads the programs, gives them the migration network's CIDRs and
     /// attaches to every interface.
@@ -179,8 +220,8 @@ impl Session {
         &mut self,
         endpoints: &[Endpoint],
         interval: Duration,
-        requests: mpsc::Receiver<Request>,
-        stop: impl Future<Output = ()>,
+        requests: tokio::sync::mpsc::Receiver<Request>,
+        stop: impl std::future::Future<Output = ()>,
         on_tick: impl FnMut(&Tick) -> bool,
     ) -> Result<Collected, DataplaneError> {
         collect(

@@ -112,6 +112,56 @@ fn lists_page_by_page_through_a_kubeconfig() {
 }
 
 #[test]
+fn a_vmi_named_namespace_slash_name_is_read_through_the_api() {
+    use verifier::{
+        cluster::vmi::ApiVmis,
+        intent::vmi::{self, VmiFiles, VmiSource},
+    };
+    let server = ApiServer::start();
+    server.apply(vmi(
+        "fedora",
+        "node-a",
+        Some(("node-b", "10.200.5.12", 40000)),
+    ));
+    let dir = scratch("cluster-vmi");
+    let mut api = ApiVmis::start(Some(server.kubeconfig(&dir)));
+    let source: VmiSource = "prod/fedora".parse().unwrap();
+    let loaded = vmi::published(&[source], Some(&mut api)).unwrap();
+    assert_eq!(
+        loaded.endpoints[0].addr,
+        "10.200.5.12:40000".parse().unwrap()
+    );
+    assert_eq!(
+        loaded.endpoints[0].migration.as_deref(),
+        Some("prod/fedora")
+    );
+    assert_eq!(loaded.sizes["prod/fedora"].bytes, 1 << 30);
+    let missing = vmi::published(&["prod/absent".parse().unwrap()], Some(&mut api));
+    assert!(
+        format!("{:#}", missing.unwrap_err()).contains("vmi prod/absent: no such"),
+        "a VMI that does not exist is named"
+    );
+    // `watch` waits for one that does not exist yet, and sees it migrate.
+    let mut files = VmiFiles::new(vec!["prod/later".parse().unwrap()]);
+    assert!(files.poll(Some(&mut api)).unwrap().is_none());
+    server.apply(vmi(
+        "later",
+        "node-a",
+        Some(("node-b", "10.200.5.12", 40001)),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let loaded = loop {
+        if let Some(loaded) = files.poll(Some(&mut api)).unwrap() {
+            break loaded;
+        }
+        assert!(std::time::Instant::now() < deadline, "never read again");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(loaded.endpoints[0].addr.port(), 40001);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn a_bad_kubeconfig_or_a_dead_server_is_a_one_line_error() {
     let dir = scratch("cluster-bad");
     let path = dir.join("kubeconfig");

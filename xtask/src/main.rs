@@ -31,7 +31,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// rustfmt and clippy (warnings denied) for user space and the eBPF crate.
+    /// rustfmt and clippy (warnings denied) for user space and the eBPF
+    /// crate, and the build without the data plane (no aya, no bpf-linker).
     Lint,
     /// Set up and run the benchmarks in bench/ (as root); writes
     /// bench/results/ and docs/benchmarks.md.
@@ -222,6 +223,7 @@ fn is_dynamic(elf: &[u8]) -> bool {
 
 fn lint() -> anyhow::Result<()> {
     exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    no_dataplane()?;
     exec(cargo().args([
         "clippy",
         "--workspace",
@@ -253,4 +255,63 @@ fn lint() -> anyhow::Result<()> {
             .env("PATH", setup::path_with_tools())
             .env("CARGO_TERM_QUIET", "true"),
     )
+}
+
+/// The build without the data plane, as people who only want `check`
+/// make it: no aya anywhere in its dependencies, built with no bpf-linker
+/// on PATH (build.rs puts `.tools/bin` there only for the data plane), its
+/// binary `check`ing the seed's objects and knowing no `verify`. Clippy
+/// denies its warnings too. A target folder of its own keeps the default
+/// binary in place.
+fn no_dataplane() -> anyhow::Result<()> {
+    let tree = cargo()
+        .args(["tree", "-p", "verifier", "--no-default-features"])
+        .args(["-e", "normal,build", "--prefix", "none"])
+        .output()
+        .context("cargo tree")?;
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    if let Some(aya) = tree.lines().find(|l| l.starts_with("aya")) {
+        bail!("the build without the data plane depends on {aya}");
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(
+        std::env::split_paths(&path).filter(|dir| !dir.join("bpf-linker").exists()),
+    )?;
+    let no_dataplane = ["-p", "verifier", "--no-default-features", "--target-dir"];
+    let target_dir = workspace_root().join("target/no-dataplane");
+    exec(
+        cargo()
+            .args(["build", "--bin", "migverify"])
+            .args(no_dataplane)
+            .arg(&target_dir)
+            .env("PATH", &path),
+    )?;
+    exec(
+        cargo()
+            .args(["clippy", "--lib", "--bins"])
+            .args(no_dataplane)
+            .arg(&target_dir)
+            .args(["--", "-D", "warnings"])
+            .env("PATH", &path),
+    )?;
+    let binary = target_dir.join("debug/migverify");
+    let help = Command::new(&binary).arg("--help").output()?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    if !help.contains("  check ") || help.contains("  verify ") {
+        bail!("{} is not the check-only build:\n{help}", binary.display());
+    }
+    let examples = workspace_root().join("docs/examples/migration-network.yaml");
+    exec(
+        Command::new(&binary)
+            .arg("check")
+            .arg(examples)
+            .arg("-o")
+            .arg("json")
+            .stdout(std::process::Stdio::null()),
+    )?;
+    eprintln!(
+        "xtask: {} builds without the data plane (check, checkup, bench)",
+        binary.display()
+    );
+    Ok(())
 }

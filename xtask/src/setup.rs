@@ -24,6 +24,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // promtool: the alert rules are parsed and tested on recorded series
     // (verifier/tests/alerts.rs).
     "prometheus",
+    // The HTML report's test renders it in a real browser, headless, with
+    // a font to draw its text.
+    "chromium",
+    "fonts-dejavu-core",
 ];
 
 pub fn run() -> anyhow::Result<()> {

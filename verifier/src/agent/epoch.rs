@@ -208,6 +208,7 @@ impl Epoch<'_> {
             stats: tick.dataplane.stats().unwrap_or_default(),
             endpoints: migration.endpoints.iter().map(|e| e.addr).collect(),
             duration: tick.at,
+            started_at: SystemTime::now() - tick.at,
             neighbors: tick.dataplane.neighbors().unwrap_or_default(),
         };
         let mut assumptions = vec![format!(

@@ -7,12 +7,12 @@ use std::{
 };
 
 use super::{
-    host::{lab_plan, HostPlan, NodePlan, SyncPeer},
+    host::{HostPlan, NodePlan, SyncPeer},
     Report,
 };
 use crate::{
     dataplane::{AttachSpec, Netns},
-    lab,
+    intent::Nad,
 };
 
 /// The node checks' flags.
@@ -55,8 +55,12 @@ pub struct HostFlags {
 pub enum HostFlagsError {
     #[error("--timeout {0}: give the seconds a probe waits, above 0")]
     Timeout(f64),
+    #[cfg(feature = "dataplane")]
     #[error("--lab: {0}")]
-    Lab(#[from] lab::LabError),
+    Lab(#[from] crate::lab::LabError),
+    #[cfg(not(feature = "dataplane"))]
+    #[error("--lab: this migverify is built without the data plane, and the lab with it")]
+    NoLab,
 }
 
 impl HostFlags {
@@ -80,7 +84,7 @@ impl HostFlags {
         let sync_peers: Vec<SocketAddr> =
             self.sync_peer.iter().map(|p| p.addr(sync_port)).collect();
         if self.lab {
-            let (mut plan, lab_nad) = lab_plan(&lab::current()?, timeout);
+            let (mut plan, lab_nad) = lab_plan(timeout)?;
             plan.nad = Some(report.given_nad().unwrap_or(lab_nad));
             plan.sync_peers = sync_peers;
             return Ok(Some(plan));
@@ -99,4 +103,18 @@ impl HostFlags {
             timeout,
         }))
     }
+}
+
+/// The lab's two nodes, checked as `--host` checks one.
+#[cfg(feature = "dataplane")]
+fn lab_plan(timeout: Duration) -> Result<(HostPlan, Nad), HostFlagsError> {
+    Ok(crate::lab::check::host_plan(
+        &crate::lab::current()?,
+        timeout,
+    ))
+}
+
+#[cfg(not(feature = "dataplane"))]
+fn lab_plan(_: Duration) -> Result<(HostPlan, Nad), HostFlagsError> {
+    Err(HostFlagsError::NoLab)
 }

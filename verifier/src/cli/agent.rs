@@ -21,6 +21,7 @@ use crate::{
 /// prints verify's report as a JSON line and posts the verdict as an Event
 /// on the VirtualMachineInstanceMigration. Runs until SIGTERM or Ctrl-C.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/agent.txt"))]
 pub struct Args {
     /// This node's name (as in `spec.nodeName`).
     #[arg(long, env = "NODE_NAME", value_name = "NODE")]

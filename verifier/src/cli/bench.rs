@@ -30,6 +30,7 @@ use crate::{
 ///
 /// Exit status (run): 0 pass, 1 fail, 2 usage or input error, 3 warning.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/bench.txt"))]
 pub struct Args {
     #[command(subcommand)]
     command: BenchCommand,
@@ -38,10 +39,13 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum BenchCommand {
     /// Accept bench runs until stopped (one end: a node, a virt-handler-like namespace).
+    #[command(after_help = include_str!("../../help/bench-serve.txt"))]
     Serve(ServeArgs),
     /// Run a bench against a `bench serve` and judge the link against the budgets.
+    #[command(after_help = include_str!("../../help/bench-run.txt"))]
     Run(Box<RunArgs>),
     /// Write a CA and server/client certificates for mutual TLS.
+    #[command(after_help = include_str!("../../help/bench-certs.txt"))]
     Certs(CertsArgs),
 }
 

@@ -24,6 +24,7 @@ use crate::{
 /// Exit status, as every command's: 0 pass, 1 errors, 2 unreadable input or
 /// bad usage, 3 warnings only (see --fail-on).
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/check.txt"))]
 pub struct Args {
     /// Files to read; `-` reads standard input.
     #[arg(value_name = "FILE")]
@@ -99,8 +100,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         host::check(&plan, &mut report.findings)?;
     }
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&render::json(&report))?),
         Output::Text => print!("{}", render::text(&report)),
+        structured => println!("{}", structured.render(&render::json(&report))),
     }
     Ok(match (report.verdict(), args.fail_on) {
         (_, FailOn::Never) | (Verdict::Warn, FailOn::Error) => Status::Pass,

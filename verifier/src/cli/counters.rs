@@ -16,6 +16,7 @@ use crate::{
 /// total when the duration ends or on Ctrl-C. Bytes include the Ethernet
 /// header, as `ip -s link` counts them.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/counters.txt"))]
 pub struct Args {
     #[command(flatten)]
     interfaces: InterfaceArgs,
@@ -62,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     session.detach();
     match args.output {
         Output::Text => print!("{}", tables::counters(&rows, None)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        structured => println!("{}", structured.render(&rows)),
     }
     Ok(Status::Pass)
 }

@@ -86,6 +86,24 @@ pub struct QemuOutcome {
 }
 
 impl QemuOutcome {
+    /// One line for a terminal.
+    pub fn text(&self) -> String {
+        format!(
+            "QEMU: {} — {} bytes in {} ms to {} ({} multifd channels, TLS {}, {}){}",
+            self.status,
+            self.transferred_bytes,
+            self.total_time_ms,
+            self.target,
+            self.multifd_channels,
+            if self.tls { "on" } else { "off" },
+            self.accelerator,
+            self.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        )
+    }
+
     /// What the source sent the target on every channel, as the lab's
     /// own parts count it: QEMU's memory stream, the NBD mirror's bytes
     /// and the control stand-in's requests.

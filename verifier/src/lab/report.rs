@@ -2,8 +2,6 @@
 //! makes it, with QEMU's own account beside it, for each migration of a
 //! drain too.
 
-use std::collections::BTreeMap;
-
 use serde_json::{json, Value};
 
 use super::{Cni, LabConfig, LabRun, Outcome, QemuOutcome};
@@ -32,13 +30,14 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
     };
     // Each VM's size as KubeVirt reads it from its VMI: memory, plus its
     // disk for a block migration.
-    criteria.sizes = sizes(&run.vmi)?;
+    criteria.sizes = crate::intent::vmi::sizes(&run.vmi, "the lab's VMIs")?;
     if criteria.sizes.is_empty() {
         criteria.size = Some(VmSize {
             bytes: (config.memory_mib + config.disk_mib.unwrap_or(0)) << 20,
             source: "the lab's guest memory and disk".into(),
         });
     }
+    criteria.places = super::topology::places();
     // QEMU's account of how each migration ended: the wire cannot tell a
     // completed migration from a cancelled one.
     match &run.outcome {
@@ -139,27 +138,6 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
     }
     report.lab = Some(lab);
     Ok(report)
-}
-
-/// Each VMI's size by the migration id its endpoints carry.
-fn sizes(vmi: &Value) -> anyhow::Result<BTreeMap<String, VmSize>> {
-    let items: Vec<&Value> = match vmi["items"].as_array() {
-        Some(items) => items.iter().collect(),
-        None if vmi.is_object() => vec![vmi],
-        None => Vec::new(),
-    };
-    let mut sizes = BTreeMap::new();
-    for item in items {
-        let id = format!(
-            "{}/{}",
-            item["metadata"]["namespace"].as_str().unwrap_or("default"),
-            item["metadata"]["name"].as_str().unwrap_or("?")
-        );
-        if let Some(size) = VmSize::of_vmi(item).map_err(anyhow::Error::msg)? {
-            sizes.insert(id, size);
-        }
-    }
-    Ok(sizes)
 }
 
 /// QEMU's account of one migration beside what migverify saw sent to the

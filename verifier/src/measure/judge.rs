@@ -178,10 +178,6 @@ mod tests {
     use verifier_ebpf::{Channel, Direction, FlowStats, Reason as Why};
 
     use super::*;
-    use crate::intent::Ended;
-
-    /// No migration's end known.
-    static NOT_ENDED: BTreeMap<String, Ended> = BTreeMap::new();
     use crate::{dataplane::Role, flows::tests::key};
 
     #[test]
@@ -243,6 +239,7 @@ mod tests {
             ("ns/large".to_string(), size(8)),
         ]);
         let (limits, expectations) = (Limits::default(), Expectations::default());
+        let running = BTreeMap::new();
         let judged = |sizes: &BTreeMap<String, VmSize>, given: Option<&VmSize>| {
             let judgement = judge(&Observation {
                 table: &table,
@@ -254,7 +251,7 @@ mod tests {
                 limits: &limits,
                 size: given,
                 sizes,
-                ended: &NOT_ENDED,
+                ended: &running,
                 interval_ms: 100,
                 now_ms: 200,
                 phase: Phase::Final,

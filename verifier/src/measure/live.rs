@@ -18,7 +18,7 @@ use super::{
 use crate::{
     config::Endpoint,
     dataplane::Role,
-    flows::{ConnKey, Connection, FlowTable, SlotInfo, Tick},
+    flows::{ConnKey, Connection, FlowTable, SlotInfo},
     intent::{Limits, VmSize},
     verdict::Verdict,
 };
@@ -173,7 +173,8 @@ impl Evaluator {
 
     /// [`Evaluator::evaluate`] on what the collector read at `tick`,
     /// ARP included (read once per evaluation: it changes slowly).
-    pub fn evaluate_tick(&mut self, tick: &Tick) -> Snapshot {
+    #[cfg(feature = "dataplane")]
+    pub fn evaluate_tick(&mut self, tick: &crate::flows::Tick) -> Snapshot {
         let neighbors = tick.dataplane.neighbors().unwrap_or_default();
         self.evaluate(
             tick.table,
