@@ -22,6 +22,7 @@ use super::{FlowTable, SlotInfo};
 use crate::{
     config::Endpoint,
     dataplane::{from_addr, Dataplane, DataplaneError, DataplaneStats},
+    sockdiag::Sockets,
 };
 
 /// Events kept per run; the rest are counted.
@@ -89,8 +90,18 @@ pub async fn collect(
     stop: impl Future<Output = ()>,
     mut on_tick: impl FnMut(&Tick) -> bool,
 ) -> Result<Collected, DataplaneError> {
+    // The kernel's own RTT of the sockets, read where the interfaces are.
+    let mut namespaces = Vec::new();
+    for attachment in dataplane.attachments() {
+        if !namespaces.contains(&attachment.spec.netns.as_ref()) {
+            namespaces.push(attachment.spec.netns.as_ref());
+        }
+    }
+    let (sockets, _) = Sockets::open(namespaces);
     let mut state = State {
         started: Instant::now(),
+        started_ns: monotonic_ns(),
+        sockets,
         slots: slot_infos(dataplane),
         table: FlowTable::default(),
         events: Vec::new(),
@@ -167,9 +178,25 @@ fn slot_infos(dataplane: &Dataplane) -> Vec<Option<SlotInfo>> {
     slots
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the programs' timestamps
+/// (`bpf_ktime_get_ns`).
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
 /// What a collection run has gathered so far.
 struct State {
     started: Instant,
+    /// `started` on the programs' clock.
+    started_ns: u64,
+    /// sock_diag in every namespace with an observed interface.
+    sockets: Sockets,
     slots: Vec<Option<SlotInfo>>,
     table: FlowTable,
     events: Vec<FlowEventRecord>,
@@ -204,8 +231,13 @@ impl State {
     /// Reads the flow table into the connection table; returns when.
     fn read_flows(&mut self, dataplane: &Dataplane) -> Result<Duration, DataplaneError> {
         let at = self.started.elapsed();
+        let at_ms = at.as_millis() as u64;
         self.table
-            .update(&dataplane.flows()?, &self.endpoints, at.as_millis() as u64);
+            .update(&dataplane.flows()?, &self.endpoints, at_ms);
+        // A namespace gone (a pod deleted) leaves the wire's figures whole.
+        if let Ok(sockets) = self.sockets.tcp() {
+            self.table.record_sockets(&sockets, at_ms);
+        }
         Ok(at)
     }
 
@@ -228,6 +260,7 @@ impl State {
                     event.channel,
                     event.reason,
                     event.value_ns,
+                    event.ts_ns.saturating_sub(self.started_ns) / 1_000_000,
                     &self.endpoints,
                 );
                 continue;

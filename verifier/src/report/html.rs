@@ -249,10 +249,22 @@ svg{{width:100%;max-width:{WIDTH}px;background:#fafafa}}.axis{{stroke:#444}}.lin
                 ),
             ),
             (
-                "RTT p50 / p90 / p99 (samples)",
+                "RTT on the wire p50 / p90 / p99 (samples)",
                 format!(
                     "{} / {} / {} us ({})",
                     f.rtt_us.p50, f.rtt_us.p90, f.rtt_us.p99, f.rtt_us.samples
+                ),
+            ),
+            (
+                "srtt p50 / p90: wire, kernel",
+                format!(
+                    "{} / {} us, {}",
+                    f.srtt_us.p50,
+                    f.srtt_us.p90,
+                    f.kernel_srtt_us.as_ref().map_or_else(
+                        || "not seen (the source's namespace is not observed)".to_string(),
+                        |k| format!("{} / {} us ({} reads)", k.p50, k.p90, k.samples),
+                    )
                 ),
             ),
             (
