@@ -3,7 +3,7 @@
 //! then what it saw judged against what was expected. `verify`, `watch`,
 //! `flows`, `bench run`, the lab and the agent all observe through here.
 
-use std::{future::Future, time::Duration};
+use std::{collections::BTreeMap, future::Future, time::Duration};
 
 use tokio::sync::mpsc;
 
@@ -11,7 +11,7 @@ use crate::{
     config::{Cidr, Endpoint},
     dataplane::{AttachSpec, Dataplane, DataplaneError},
     flows::{collect, Collected, FlowTable, Request, Tick},
-    intent::{Intent, Limits, VmSize},
+    intent::{Ended, Intent, Limits, VmSize},
     measure::{
         judge::{judge, Expectations, Observation, Phase},
         live::Evaluator,
@@ -30,6 +30,8 @@ pub struct Criteria {
     pub limits: Limits,
     /// The VM's size; `None`: the data sent is taken for it (assumed).
     pub size: Option<VmSize>,
+    /// How migrations ended, by id, where whoever ran them said.
+    pub ended: BTreeMap<String, Ended>,
     /// Milliseconds per throughput interval.
     pub interval_ms: u64,
     /// Assumptions made while reading the inputs.
@@ -43,6 +45,7 @@ impl Criteria {
             expectations: Expectations::default(),
             limits,
             size: None,
+            ended: BTreeMap::new(),
             interval_ms,
             assumptions: Vec::new(),
         }
@@ -79,6 +82,7 @@ impl Criteria {
             endpoints,
             limits,
             size,
+            ended: BTreeMap::new(),
             interval_ms,
             assumptions,
         }
@@ -95,6 +99,7 @@ impl Criteria {
             expectations: &self.expectations,
             limits: &self.limits,
             size: self.size.as_ref(),
+            ended: &self.ended,
             interval_ms: self.interval_ms,
             now_ms: collected.duration.as_millis() as u64,
             phase: Phase::Final,

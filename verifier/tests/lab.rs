@@ -6,77 +6,20 @@ mod support;
 
 use std::{
     io::{BufRead as _, BufReader},
-    process::{Command, Output, Stdio},
-    sync::Mutex,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use support::{privileged, sh};
-
-/// The lab has fixed names: one at a time, whatever the harness does.
-static LAB: Mutex<()> = Mutex::new(());
+use support::{lab::*, privileged};
 
 const MEMORY_MIB: &str = "64";
 
-fn migverify(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_migverify"))
-        .args(args)
-        .output()
-        .expect("run migverify")
-}
-
-/// Takes the lab lock and leaves a clean host behind, even on panic.
-struct LabGuard<'a>(#[allow(dead_code)] std::sync::MutexGuard<'a, ()>);
-
-impl LabGuard<'_> {
-    fn take() -> Self {
-        LabGuard(LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
-    }
-}
-
-impl Drop for LabGuard<'_> {
-    fn drop(&mut self) {
-        let _ = migverify(&["lab", "down"]);
-    }
-}
-
-fn lab_namespaces() -> Vec<String> {
-    sh(&["ip", "netns", "list"])
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("mvlab-"))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Live (not zombie) QEMU processes of the lab.
-fn lab_qemus() -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| {
-            let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            let comm = comm.trim();
-            (comm.starts_with("mvlab-") && verifier::lab::is_running(pid)).then(|| comm.to_string())
-        })
-        .collect()
-}
-
-fn assert_nothing_left(context: &str) {
-    assert_eq!(
-        lab_namespaces(),
-        Vec::<String>::new(),
-        "{context}: namespaces left"
-    );
-    assert_eq!(
-        lab_qemus(),
-        Vec::<String>::new(),
-        "{context}: QEMU processes left"
-    );
-    for dir in ["/run/mvlab", "/dev/shm/mvlab"] {
-        assert!(!std::path::Path::new(dir).exists(), "{context}: {dir} left");
-    }
+/// `lab run -o json` of a scenario with 128 MiB of guest memory.
+fn lab_run(scenario: &str, extra: &[&str]) -> (Value, Option<i32>) {
+    let mut args = vec!["--scenario", scenario, "--memory", "128"];
+    args.extend_from_slice(extra);
+    run(&args)
 }
 
 /// Received bytes of a virt-handler interface, as the kernel counts them.
@@ -251,38 +194,6 @@ fn broken_networks_break_the_migration() {
 }
 
 /// `lab run -o json` for a scenario; the report and the exit code.
-fn lab_run(scenario: &str, extra: &[&str]) -> (Value, Option<i32>) {
-    let mut args = vec![
-        "lab",
-        "run",
-        "--scenario",
-        scenario,
-        "--memory",
-        "128",
-        "-o",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    let out = migverify(&args);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "lab run {scenario}: {e}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_nothing_left(scenario);
-    (report, out.status.code())
-}
-
-fn reason_ids(report: &Value) -> Vec<String> {
-    report["reasons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Every connection of the migration classified as memory channel by its
 /// published endpoint, seen on exactly the interfaces of `role`, and the
 /// payload sent to the target within 1% of what QEMU says it transferred.

@@ -45,8 +45,8 @@ enum Task {
         #[arg(long, value_name = "PART")]
         only: Option<String>,
     },
-    /// Set up, then run the lab's `secondary` and `pod-network-fallback`
-    /// scenarios and print what migverify saw (as root).
+    /// Set up, then run the lab's `secondary`, `pod-network-fallback` and
+    /// `not-converging` scenarios and print what migverify saw (as root).
     Demo,
     /// Build the static migverify of the container image (musl, release):
     /// target/x86_64-unknown-linux-musl/release/migverify.
@@ -128,6 +128,10 @@ fn demo() -> anyhow::Result<()> {
         (
             "pod-network-fallback",
             "virt-handler without migration0: the migration silently uses the pod network",
+        ),
+        (
+            "not-converging",
+            "a running guest dirtying memory faster than the migration network carries it: pre-copy never converges",
         ),
     ] {
         println!("\n=== lab scenario {scenario}: {what}\n");

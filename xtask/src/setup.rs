@@ -27,7 +27,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
 pub fn run() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
-    debian_packages()
+    debian_packages()?;
+    guest()
 }
 
 /// The Rust target of the static binary the container image holds.
@@ -322,4 +323,144 @@ fn install_debian(packages: &[String]) -> anyhow::Result<()> {
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
     args.extend(missing.iter().map(|p| p.as_str()));
     apt(&args).with_context(|| format!("installing {list} failed"))
+}
+
+/// Where the lab's running guest finds its kernel and busybox (the
+/// `verifier` crate looks here, in the tree it was built from).
+fn guest_dir() -> PathBuf {
+    tools_dir().join("guest")
+}
+
+/// The running guest's parts, from Debian packages, without installing
+/// either: the kernel of `linux-image-cloud-amd64` (the meta package's
+/// `linux-image-*` dependency, extracted with `dpkg-deb -x`; nothing goes
+/// to /boot) as `.tools/guest/vmlinuz`, and the static busybox of
+/// `busybox-static` as `.tools/guest/busybox` (so a `busybox` package on
+/// the host is left alone).
+fn guest() -> anyhow::Result<()> {
+    let dir = guest_dir();
+    let kernel = dir.join("vmlinuz");
+    let busybox = dir.join("busybox");
+    if kernel.is_file() && busybox.is_file() {
+        return Ok(());
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let work = tools_dir().join("guest.download");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    let result = (|| {
+        if !kernel.is_file() {
+            let package = kernel_package()?;
+            say(&format!(
+                "fetching the lab guest's kernel: {package} (from linux-image-cloud-amd64) into {}",
+                dir.display()
+            ));
+            let root = extract(&work, &package)?;
+            let boot = root.join("boot");
+            let image = fs::read_dir(&boot)
+                .with_context(|| format!("{package} has no boot/"))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("vmlinuz-"))
+                })
+                .with_context(|| format!("{package} has no boot/vmlinuz-*"))?;
+            place(&image, &kernel)?;
+            fs::write(dir.join("vmlinuz.package"), format!("{package}\n"))?;
+        }
+        if !busybox.is_file() {
+            say(&format!(
+                "fetching the lab guest's busybox (busybox-static) into {}",
+                dir.display()
+            ));
+            let root = extract(&work, "busybox-static")?;
+            place(&root.join("bin/busybox"), &busybox)?;
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+/// The kernel image package `linux-image-cloud-amd64` depends on, e.g.
+/// `linux-image-6.1.0-57-cloud-amd64`.
+fn kernel_package() -> anyhow::Result<String> {
+    let depends = || {
+        output(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .filter_map(|l| l.trim().strip_prefix("Depends:"))
+                    .map(str::trim)
+                    .find(|p| p.starts_with("linux-image-"))
+                    .map(str::to_string)
+            })
+    };
+    if let Some(package) = depends() {
+        return Ok(package);
+    }
+    apt_update()?;
+    depends().context(
+        "apt-cache knows no linux-image-cloud-amd64 (the lab guest's kernel): \
+         is this Debian on amd64 with its main archive in the sources?",
+    )
+}
+
+fn apt_update() -> anyhow::Result<()> {
+    output(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .map(|_| ())
+    .context("apt-get update")
+}
+
+/// `apt-get download PACKAGE` into `work` and `dpkg-deb -x` it; returns the
+/// extracted tree. Runs `apt-get update` once when the lists lack it.
+fn extract(work: &Path, package: &str) -> anyhow::Result<PathBuf> {
+    let download = || {
+        Command::new("apt-get")
+            .args(["download", "-q", package])
+            .current_dir(work)
+            // apt's sandbox user could not write into .tools/.
+            .args(["-o", "APT::Sandbox::User=root"])
+            .output()
+    };
+    let mut out = download().context("running apt-get download")?;
+    if !out.status.success() {
+        apt_update()?;
+        out = download().context("running apt-get download")?;
+    }
+    if !out.status.success() {
+        bail!(
+            "apt-get download {package}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let deb = fs::read_dir(work)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+        })
+        .with_context(|| format!("apt-get download {package} left no .deb"))?;
+    let root = work.join(package);
+    fs::create_dir_all(&root)?;
+    output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))
+        .with_context(|| format!("unpacking {}", deb.display()))?;
+    Ok(root)
+}
+
+/// Copies `from` to `to` through a temporary name, so a half-written file
+/// never passes for a finished one.
+fn place(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let partial = to.with_extension("partial");
+    fs::copy(from, &partial)
+        .with_context(|| format!("copying {} to {}", from.display(), partial.display()))?;
+    fs::rename(&partial, to).with_context(|| format!("renaming to {}", to.display()))
 }

@@ -42,7 +42,7 @@ use crate::{
     config::{Cidr, Endpoint},
     dataplane::{AttachSpec, Netns, Role},
     flows::{Collected, FlowTable, Request},
-    intent::{self, Limits},
+    intent::{self, Ended, Limits},
     measure::{judge::Expectations, live::Evaluator},
     metrics::{Exposition, Metrics},
     session::{Criteria, Session},
@@ -654,6 +654,13 @@ impl Epoch<'_> {
         };
         criteria.size = migration.size.clone();
         criteria.assumptions = assumptions;
+        // What the API said of how it ended: the wire cannot tell.
+        let ended = match outcome {
+            tracker::Outcome::Completed => Some(Ended::Completed),
+            tracker::Outcome::Failed => Some(Ended::Failed),
+            tracker::Outcome::Left | tracker::Outcome::Idle => None,
+        };
+        criteria.ended.extend(ended.map(|e| (migration.id(), e)));
         let report = criteria.report(&collected);
         let (event_type, reason, message) = verdict::event(&report, &migration, outcome, self.node);
         println!(

@@ -1,13 +1,13 @@
 //! The argument groups commands share: each flag is defined once, here,
 //! and a command flattens the groups it takes.
 
-use std::path::PathBuf;
+use std::{collections::BTreeMap, path::PathBuf};
 
 use super::Status;
 use crate::{
     config::{documents::load_path, quantity::Quantity, Cidr, Endpoint},
     dataplane::AttachSpec,
-    intent::{self, limits::LimitFlags, vmi, VmSize},
+    intent::{self, limits::LimitFlags, vmi, Ended, VmSize},
     session::Criteria,
 };
 
@@ -58,6 +58,17 @@ impl TargetArgs {
             size = size.or(vmi_size);
         }
         Ok((endpoints, size))
+    }
+}
+
+impl TargetArgs {
+    /// How the migrations of the VMI files that exist ended, where they say.
+    pub fn ended(&self) -> anyhow::Result<BTreeMap<String, Ended>> {
+        let mut ended = BTreeMap::new();
+        for path in self.vmi.iter().filter(|p| p.exists()) {
+            ended.extend(vmi::ended(path)?);
+        }
+        Ok(ended)
     }
 }
 

@@ -112,6 +112,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 let report = lab::bench::run(&config, limits, interval_ms, &progress)?;
                 return super::bench::emit(&run.report, &report);
             }
+            let mut config = config;
+            config.cancel_at_budget(lab::completion_budget(&config, &limits));
             let result = lab::run(&config, Duration::from_millis(interval_ms), &progress)?;
             run.report.emit(&lab::report(&result, limits, interval_ms)?)
         }

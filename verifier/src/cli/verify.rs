@@ -97,5 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         )
     })?;
     session.detach();
+    let mut criteria = criteria;
+    criteria.ended = args.judge.target.ended()?;
     args.report.emit(&criteria.report(&collected))
 }

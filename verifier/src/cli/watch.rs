@@ -172,6 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     criteria.endpoints = evaluator.endpoints;
     criteria.expectations = evaluator.expectations;
     criteria.size = evaluator.size;
+    criteria.ended = args.judge.target.ended()?;
     let report = criteria.report(&collected);
     if json {
         // One line, like the rest of the stream.

@@ -18,7 +18,20 @@ pub use self::{
     network::Nad,
     size::VmSize,
 };
+use serde::Serialize;
+
 use crate::config::documents::Object;
+
+/// How a migration ended, by the account of whoever ran it: QEMU in the
+/// lab, KubeVirt's VMI or VMIM status on a cluster. The wire alone cannot
+/// tell a completed migration from a cancelled one: both close their
+/// connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ended {
+    Completed,
+    Failed,
+}
 
 /// The intent of a set of objects.
 #[derive(Clone, Debug, Default)]

@@ -4,7 +4,7 @@
 //! the target listens, and the file may not exist when watching starts.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -12,7 +12,7 @@ use std::{
 use anyhow::Context as _;
 use serde_json::Value;
 
-use super::VmSize;
+use super::{Ended, VmSize};
 use crate::config::{
     endpoints::{endpoints_from_vmi, read_json},
     Endpoint,
@@ -91,6 +91,36 @@ impl VmiFiles {
 pub fn published(path: &Path) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>)> {
     let value = read_json(path)?;
     Ok((endpoints_from_vmi(&value, path)?, size(&value, path)?))
+}
+
+/// How the migration of each VMI in a file ended, where its
+/// `status.migrationState` says (`completed` or `failed`, each omitted
+/// while false), by the VMI's `namespace/name`.
+pub fn ended(path: &Path) -> anyhow::Result<BTreeMap<String, Ended>> {
+    let value = read_json(path)?;
+    let items = match value["items"].as_array() {
+        Some(items) => items.iter().collect(),
+        None => vec![&value],
+    };
+    Ok(items
+        .into_iter()
+        .filter_map(|vmi| {
+            let state = &vmi["status"]["migrationState"];
+            let ended = if state["completed"] == true {
+                Ended::Completed
+            } else if state["failed"] == true {
+                Ended::Failed
+            } else {
+                return None;
+            };
+            let id = format!(
+                "{}/{}",
+                vmi["metadata"]["namespace"].as_str()?,
+                vmi["metadata"]["name"].as_str()?
+            );
+            Some((id, ended))
+        })
+        .collect())
 }
 
 /// The size KubeVirt budgets the first VMI of a document (or List) by.

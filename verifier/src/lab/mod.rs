@@ -10,6 +10,8 @@
 pub mod bench;
 mod cmd;
 pub mod config;
+pub mod guest;
+mod options;
 pub mod pki;
 pub mod qemu;
 mod qmp;
@@ -26,9 +28,10 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::{
-    config::{Cni, LabConfig, Options, Scenario},
-    qemu::QemuOutcome,
-    report::report,
+    config::{Cni, Guest, LabConfig, Scenario},
+    options::Options,
+    qemu::{GuestAccount, QemuOutcome},
+    report::{completion_budget, report},
 };
 use crate::{
     config::{endpoints::endpoints_from_vmi, Endpoint},
@@ -80,9 +83,21 @@ pub fn up(config: &LabConfig, progress: Progress) -> Result<(), LabError> {
             leftovers.join(", ")
         ));
     }
+    if let Some(problem) = config.guest_problem() {
+        return Err(LabError::Io(format!("lab configuration: {problem}")));
+    }
     create_dir(STATE_DIR)?;
     create_dir(MEMORY_DIR)?;
-    if let Err(error) = topology::build(config, progress) {
+    // A running guest's initramfs and accelerator probe (seconds when KVM
+    // hangs a Linux guest) are made while the namespaces are built.
+    let built = std::thread::scope(|scope| {
+        let guest = matches!(config.guest, Guest::Running { .. })
+            .then(|| scope.spawn(|| guest::prepare(Path::new(STATE_DIR), progress)));
+        let topology = topology::build(config, progress);
+        let guest = guest.map(|g| g.join().expect("the guest preparation does not panic"));
+        topology.and(guest.transpose().map(|_| ()))
+    });
+    if let Err(error) = built {
         let _ = down();
         return Err(error);
     }

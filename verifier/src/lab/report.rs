@@ -3,9 +3,9 @@
 
 use serde_json::json;
 
-use super::{Cni, LabRun};
+use super::{Cni, LabConfig, LabRun};
 use crate::{
-    intent::{Limits, VmSize},
+    intent::{Budget, Ended, Limits, VmSize},
     measure::{judge::Expectations, reasons::LAB_MIGRATION_FAILED},
     report::Report,
     session::Criteria,
@@ -30,6 +30,16 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
         bytes: config.memory_mib << 20,
         source: "VMI spec.domain.memory.guest".into(),
     });
+    // QEMU's account of how the migration ended: the wire cannot tell a
+    // completed migration from a cancelled one.
+    if let Some(id) = run.endpoints.iter().find_map(|e| e.migration.clone()) {
+        let ended = if run.qemu.status == "completed" {
+            Ended::Completed
+        } else {
+            Ended::Failed
+        };
+        criteria.ended.insert(id, ended);
+    }
     let mut report = criteria.report(&run.collected);
     let qemu = &run.qemu;
     if qemu.status != "completed" {
@@ -42,9 +52,13 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default(),
                 if qemu.cancelled_by_timeout {
-                    " (cancelled by the lab's timeout)"
+                    format!(
+                        " (cancelled after {} s at {})",
+                        config.timeout.as_secs(),
+                        config.timeout_reason()
+                    )
                 } else {
-                    ""
+                    String::new()
                 }
             ),
             json!({ "qemu": qemu }),
@@ -58,4 +72,10 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
         "interfaces": run.interfaces,
     }));
     Ok(report)
+}
+
+/// The completion budget of the lab VM's migration under `limits`.
+pub fn completion_budget(config: &LabConfig, limits: &Limits) -> std::time::Duration {
+    let budget = Budget::new(limits.completion_timeout_per_gib, config.memory_mib << 20);
+    std::time::Duration::from_secs(budget.completion_timeout_s)
 }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::migration::Figures;
+use super::{migration::Figures, precopy::precopy};
 use crate::intent::{Budget, Limits, VmSize};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -43,6 +43,10 @@ pub enum Projection {
     Duration,
     /// Extrapolated from the median interval rate.
     MedianRate,
+    /// Still running past its first pass, re-sending what the guest
+    /// dirtied: at least what it has run, and as long again as it has been
+    /// re-sending (see [`super::precopy`]).
+    Resending,
 }
 
 pub fn budget(limits: &Limits, size: &VmSize, figures: &Figures) -> BudgetReport {
@@ -54,9 +58,15 @@ pub fn budget(limits: &Limits, size: &VmSize, figures: &Figures) -> BudgetReport
     // then a set-up rate. Over means closed cleanly with at least its size
     // moved; a reset or a short one (aborted, or mostly zero pages) is
     // still extrapolated.
+    let end_ms = figures.progress.last().map_or(0, |i| i.at_ms);
     let (projected_s, projection) =
         if figures.finished && figures.forward_payload_bytes >= size.bytes {
             (Some(figures.duration_s), Projection::Duration)
+        } else if let Some(p) = precopy(&figures.progress, size.bytes, end_ms) {
+            (
+                Some(p.first_pass_s + 2.0 * p.resending_s),
+                Projection::Resending,
+            )
         } else {
             (budget.seconds_at(observed), Projection::MedianRate)
         };

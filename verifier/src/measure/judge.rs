@@ -5,6 +5,8 @@
 //! the live phase leaves out the reasons the catalogue marks as judging a
 //! whole observation.
 
+use std::collections::BTreeMap;
+
 use serde_json::json;
 use verifier_ebpf::{NeighborKey, NeighborStats};
 
@@ -19,7 +21,7 @@ use crate::{
     config::Endpoint,
     dataplane::DataplaneStats,
     flows::{FlowTable, SlotInfo},
-    intent::{Limits, VmSize},
+    intent::{Ended, Limits, VmSize},
     verdict::Verdict,
 };
 
@@ -37,6 +39,8 @@ pub struct Observation<'a> {
     /// The VM size for the budget; `None`: the data sent to the target is
     /// taken for it (a named assumption).
     pub size: Option<&'a VmSize>,
+    /// How migrations ended, by their id, where that is known.
+    pub ended: &'a BTreeMap<String, Ended>,
     pub interval_ms: u64,
     /// Now (live) or the end of the observation, ms since it started.
     pub now_ms: u64,
@@ -105,6 +109,7 @@ pub fn judge<'a>(observation: &Observation<'a>) -> Judgement<'a> {
             group,
             figures: &m.figures,
             budget: &m.budget,
+            ended: observation.ended.get(&m.figures.id).copied(),
         })
         .collect();
     let scene = Scene {

@@ -151,6 +151,8 @@ impl Evaluator {
         neighbors: &[(NeighborKey, NeighborStats)],
         now_ms: u64,
     ) -> Snapshot {
+        // Live, a migration is judged while it runs.
+        let running = BTreeMap::new();
         let judgement = judge(&Observation {
             table,
             slots,
@@ -160,6 +162,7 @@ impl Evaluator {
             expectations: &self.expectations,
             limits: &self.limits,
             size: self.size.as_ref(),
+            ended: &running,
             interval_ms: self.interval_ms,
             now_ms,
             phase: Phase::Live,

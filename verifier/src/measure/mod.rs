@@ -7,6 +7,7 @@ pub mod budget;
 pub mod judge;
 pub mod live;
 pub mod migration;
+pub mod precopy;
 pub mod reasons;
 pub mod rules;
 pub mod series;

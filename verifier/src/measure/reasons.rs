@@ -98,6 +98,12 @@ catalogue! {
     /// Reset within 3 s of connecting, after at most a handshake's worth of
     /// payload.
     RESET_AFTER_CONNECT = "cause.reset-after-connect" [Error] live "MigrationConnectionReset";
+    /// Pre-copy does not converge: past its first pass the migration has
+    /// sent its whole size again and kept re-sending for longer than the
+    /// first pass took (the guest dirties memory about as fast as the link
+    /// carries it). An error while it runs and when it failed; a warning
+    /// when how it ended is unknown; information when it completed anyway.
+    NOT_CONVERGING = "cause.not-converging" [Error, Warning, Info] live "MigrationNotConverging";
     /// bench: a VM of the given size takes longer than its completion
     /// budget at the median rate.
     BENCH_COMPLETION = "bench.completion" [Error] final;

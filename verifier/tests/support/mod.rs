@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod apiserver;
+pub mod lab;
 
 use std::{
     io::Write as _,

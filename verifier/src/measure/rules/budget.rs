@@ -69,6 +69,15 @@ pub fn completion(subject: &Subject) -> Option<Reason> {
                 b.size_units,
                 rate(b.min_rate_bps)
             )
+        } else if b.projection == Projection::Resending {
+            format!(
+                "the {} migration is still re-sending memory its guest dirtied: at this pace it takes at least \
+                 {projected:.0} s, beyond its completion budget of {limit:.0} s (completionTimeoutPerGiB {} x {} \
+                 units of 10^9 bytes)",
+                bytes(b.size_bytes),
+                b.completion_timeout_per_gib,
+                b.size_units
+            )
         } else if b.observed_rate_bps <= 1 {
             format!(
                 "no payload moved in most intervals (median rate 0): at that rate a {} migration never \
@@ -91,6 +100,11 @@ pub fn completion(subject: &Subject) -> Option<Reason> {
     } else if projected > NEAR_BUDGET * limit {
         let message = if b.projection == Projection::Duration {
             format!("the migration took {projected:.1} s, over 80% of its {limit:.0} s budget")
+        } else if b.projection == Projection::Resending {
+            format!(
+                "the migration is still re-sending memory: at this pace it takes at least {projected:.0} s, over \
+                 80% of its {limit:.0} s budget"
+            )
         } else {
             format!(
                 "at the observed {} the migration takes {projected:.0} s, over 80% of its {limit:.0} s budget",

@@ -7,7 +7,8 @@
 //! Two families: the judgements of a migration against what the
 //! configuration and the budgets expect ([`network`], [`budget`]), and the
 //! named causes of a stuck or slow migration, each with the evidence on
-//! the wire that supports it ([`connection`], [`rate`], [`reach`]). Every
+//! the wire that supports it ([`connection`], [`rate`], [`reach`],
+//! [`converge`]). Every
 //! cause rests on what the observers count per connection and direction
 //! (payload that advanced the sequence, retransmissions, zero windows,
 //! segment sizes, the SYN's MSS, SYN / SYN-ACK / FIN / RST) and on ARP per
@@ -16,6 +17,7 @@
 
 mod budget;
 mod connection;
+mod converge;
 mod network;
 pub mod rate;
 mod reach;
@@ -24,10 +26,15 @@ mod tests;
 
 use verifier_ebpf::{NeighborKey, NeighborStats};
 
-use super::{budget::BudgetReport, migration::Figures, migration::Group, reasons::Reason};
+use super::{
+    budget::BudgetReport,
+    migration::{Figures, Group},
+    reasons::Reason,
+};
 use crate::{
     config::{Cidr, Endpoint},
     flows::{FlowTable, SlotInfo},
+    intent::Ended,
 };
 
 /// Whether the rules judge a moment in a running observation or its end.
@@ -69,6 +76,8 @@ pub struct Subject<'a> {
     pub group: &'a Group<'a>,
     pub figures: &'a Figures,
     pub budget: &'a BudgetReport,
+    /// How it ended, where whoever ran it said.
+    pub ended: Option<Ended>,
 }
 
 /// Within this share of a budget is a warning.
@@ -113,6 +122,7 @@ pub fn causes(scene: &Scene, migrations: &[Subject]) -> Vec<Reason> {
             causes.extend(rate::receiver_bound(scene, subject, &facts, capped).map(about));
         }
         causes.extend(network::fallback_primary(subject.figures).map(about));
+        causes.extend(converge::not_converging(scene, subject).map(about));
     }
     let unreachable = reach::unreachable_by_arp(scene, &mut causes);
     reach::no_traffic(scene, migrations, &unreachable, &mut causes);

@@ -12,7 +12,7 @@ use crate::{
     config::Endpoint,
     dataplane::Role,
     flows::{tests::key, FlowTable, SlotInfo},
-    intent::{Limits, VmSize},
+    intent::{Ended, Limits, VmSize},
     measure::{
         budget::{budget, BudgetReport, Projection},
         migration::{figures, group, Figures},
@@ -81,6 +81,17 @@ fn causes_with(
     neighbors: &[(NeighborKey, NeighborStats)],
     settings: Limits,
 ) -> Vec<Reason> {
+    causes_ended(table, phase, now_ms, neighbors, settings, None)
+}
+
+fn causes_ended(
+    table: &FlowTable,
+    phase: Phase,
+    now_ms: u64,
+    neighbors: &[(NeighborKey, NeighborStats)],
+    settings: Limits,
+    ended: Option<Ended>,
+) -> Vec<Reason> {
     let endpoints = vec![Endpoint {
         addr: SERVER.parse().unwrap(),
         channel: Channel::Memory,
@@ -104,6 +115,7 @@ fn causes_with(
             group,
             figures,
             budget,
+            ended,
         })
         .collect();
     let expectations = Expectations {
@@ -480,4 +492,94 @@ fn published_endpoints_without_a_packet_are_no_traffic_after_a_while() {
         ids(&causes(&empty, Phase::Live, 6000, &[])),
         [reasons::TRAFFIC_NONE.id]
     );
+}
+
+/// A 256 MiB migration at 10 MB per 100 ms (800 Mbit/s) for `ticks`
+/// intervals, closed with a FIN at the end when `closes`.
+fn resending(ticks: u64, closes: bool) -> FlowTable {
+    table(ticks, |ms| {
+        let seen = if closes && ms == ticks * 100 {
+            HANDSHAKE | SEEN_FIN
+        } else {
+            HANDSHAKE
+        };
+        vec![
+            (
+                key(CLIENT, SERVER, 0, Direction::Egress),
+                stats(ms * 100_000, 0, 1448, seen),
+            ),
+            (
+                key(SERVER, CLIENT, 0, Direction::Ingress),
+                stats(100, 0, 100, seen),
+            ),
+        ]
+    })
+}
+
+fn not_converging_of(causes: &[Reason]) -> Option<&Reason> {
+    causes.iter().find(|c| c.kind == &reasons::NOT_CONVERGING)
+}
+
+/// Past its first pass (273.8 MB, the size and 2% of framing, at 2.8 s) a
+/// migration that keeps re-sending for longer than that, its size again,
+/// is not converging; one that is done soon after is.
+#[test]
+fn resending_past_the_first_pass_for_as_long_is_not_converging() {
+    // 10 s: 1000 MB, 726 MB re-sent in 7.2 s at 806.9 Mbit/s.
+    let long = resending(100, false);
+    let live = causes(&long, Phase::Live, 10_000, &[]);
+    let cause = not_converging_of(&live).expect("not converging");
+    assert_eq!(cause.severity, Severity::Error);
+    // 10^9 - 268435456 x 1.02 = 726195835 bytes: 692.6 MiB.
+    assert!(
+        cause.message.contains("re-sent 692.6 MiB"),
+        "{}",
+        cause.message
+    );
+    assert!(
+        cause.message.contains("allowAutoConverge"),
+        "{}",
+        cause.message
+    );
+    assert_eq!(cause.evidence["precopy"]["first_pass_s"], 2.8);
+    // Live at 5 s: 2.2 s of re-sending, shorter than the first pass.
+    assert!(not_converging_of(&causes(&long, Phase::Live, 5_000, &[])).is_none());
+    // At the end, how it ended decides: failed, unknown, completed anyway.
+    for (ended, severity) in [
+        (Some(Ended::Failed), Severity::Error),
+        (None, Severity::Warning),
+        (Some(Ended::Completed), Severity::Info),
+    ] {
+        let done = resending(100, true);
+        let found = causes_ended(&done, Phase::Final, 10_000, &[], Limits::default(), ended);
+        assert_eq!(
+            not_converging_of(&found).map(|c| c.severity),
+            Some(severity)
+        );
+    }
+    // A busy guest that converges: 320 MB, closed at 3.2 s.
+    let busy = resending(32, true);
+    assert!(not_converging_of(&causes(&busy, Phase::Final, 3_200, &[])).is_none());
+}
+
+/// The budget of a migration still re-sending counts the re-sending: what
+/// it has run and as long again (here 2.8 s + 2 x 7.2 s), not one pass at
+/// the median rate (2.7 s).
+#[test]
+fn a_running_migration_past_its_size_is_projected_with_its_resends() {
+    let table = resending(100, false);
+    let endpoints = vec![Endpoint {
+        addr: SERVER.parse().unwrap(),
+        channel: Channel::Memory,
+        migration: Some("default/vm".into()),
+    }];
+    let groups = group(&table, &endpoints);
+    let f = figures(&groups[0], &slots(), 100);
+    let size = VmSize {
+        bytes: 256 << 20,
+        source: "test".into(),
+    };
+    let b = budget(&Limits::default(), &size, &f);
+    assert_eq!(b.projection, Projection::Resending);
+    assert!((b.projected_s.unwrap() - 17.2).abs() < 1e-9, "{b:?}");
 }
