@@ -29,7 +29,7 @@ use crate::{
     config::Cidr,
     dataplane::{netns::run_in, AttachSpec, Netns, Role},
     intent::network::{Ipam, IpamKind, Nad},
-    lab::{topology, Cni, LabConfig},
+    lab::{topology, wan, Cni, LabConfig},
 };
 
 /// A port to probe that nothing listens on: the answer is a TCP reset or an
@@ -668,7 +668,9 @@ pub fn lab_plan(config: &LabConfig, timeout: Duration) -> (HostPlan, Nad) {
         if config.ipv6 {
             node.migration_v6.into()
         } else {
-            node.migration_v4.into()
+            config
+                .migration_v4(node.name == topology::NODE_B.name)
+                .into()
         }
     };
     let nodes = [
@@ -683,6 +685,12 @@ pub fn lab_plan(config: &LabConfig, timeout: Duration) -> (HostPlan, Nad) {
             path.push(spec(Role::Bridge, "br-mig", node.netns));
             path.push(spec(Role::Migration, "vh-mig", node.netns));
             port_vlans = Some(vec![(format!("vh-mig@{}", node.netns), *vid)]);
+        }
+        if config.has_router() && node.name == topology::NODE_A.name {
+            // Across the router namespace: the delay line's ports.
+            for port in ["wan-a", "tap-a", "tap-b", "wan-f"] {
+                path.push(spec(Role::Migration, port, wan::WAN));
+            }
         }
         path.push(spec(
             Role::Migration,
@@ -699,10 +707,8 @@ pub fn lab_plan(config: &LabConfig, timeout: Duration) -> (HostPlan, Nad) {
         }
     })
     .collect();
-    let range: Cidr = config
-        .migration_cidr()
-        .parse()
-        .expect("the lab's CIDR parses");
+    // Cross-cluster, each cluster's NAD has its own range; the lab's NAD
+    // stands for both.
     let nad = Nad {
         name: Some("lab-migration".into()),
         namespace: Some(topology::PREFIX.trim_end_matches('-').into()),
@@ -716,7 +722,7 @@ pub fn lab_plan(config: &LabConfig, timeout: Duration) -> (HostPlan, Nad) {
         ),
         ipam: Some(Ipam {
             kind: IpamKind::Whereabouts,
-            ranges: vec![range],
+            ranges: config.migration_cidrs(),
         }),
         vlan: (config.cni == Cni::Bridge).then_some(config.vid_a),
         mtu: config.jumbo_mtu,
@@ -728,7 +734,7 @@ pub fn lab_plan(config: &LabConfig, timeout: Duration) -> (HostPlan, Nad) {
         HostPlan {
             nodes,
             nad: Some(nad.clone()),
-            sync_peers: Vec::new(),
+            sync_peers: config.sync_controllers(),
             timeout,
         },
         nad,

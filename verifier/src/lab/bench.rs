@@ -173,9 +173,10 @@ fn measure_in_lab(
                 SocketAddr::new(target, 5201),
             )
         }),
-        sync: None,
+        // Cross-cluster: node B's cluster's synchronization controller.
+        sync: config.sync_controllers().get(1).copied(),
         ifaces: topology::observation_points(config),
-        cidrs: vec![config.migration_cidr().parse()?],
+        cidrs: config.migration_cidrs(),
         vlan: (config.cni == Cni::Bridge && config.migration0).then_some(config.vid_a),
         limits,
         size: Some(VmSize {

@@ -18,6 +18,7 @@ mod qmp;
 mod report;
 mod switch;
 pub mod topology;
+pub mod wan;
 
 use std::{
     fs,
@@ -159,11 +160,19 @@ impl Status {
             ),
             Some(config) => format!(
                 "scenario        {}\ncni             {:?}\ntarget address  {}\nmigration cidr  {}\n\
-                 namespaces      {}\n",
+                 added rtt       {}\nnamespaces      {}\n",
                 config.scenario.name(),
                 config.cni,
                 config.target_address(),
-                config.migration_cidr(),
+                config
+                    .migration_cidrs()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                config
+                    .rtt_ms
+                    .map_or_else(|| "none".to_string(), |ms| format!("{ms} ms")),
                 self.namespaces.join(" ")
             ),
         }
@@ -189,13 +198,16 @@ pub fn migrate(
 /// found. Safe to run on a clean host and after a killed run.
 pub fn down() -> Result<Vec<String>, LabError> {
     let mut removed = Vec::new();
-    for who in ["source", "target"] {
-        let pidfile = Path::new(STATE_DIR).join(format!("qemu-{who}.pid"));
-        if let Some(pid) = lab_qemu_pid(&pidfile) {
-            // SAFETY: plain syscall; the pid was checked to be our QEMU.
+    for (who, pidfile) in [
+        ("qemu source", "qemu-source.pid"),
+        ("qemu target", "qemu-target.pid"),
+        ("delay line", "wan.pid"),
+    ] {
+        if let Some(pid) = lab_process_pid(&Path::new(STATE_DIR).join(pidfile)) {
+            // SAFETY: plain syscall; the pid was checked to be the lab's.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             wait_until_dead(pid);
-            removed.push(format!("qemu {who} (pid {pid})"));
+            removed.push(format!("{who} (pid {pid})"));
         }
     }
     removed.extend(topology::destroy()?);
@@ -228,10 +240,10 @@ pub fn is_running(pid: i32) -> bool {
         .is_some_and(|zombie| !zombie)
 }
 
-/// The pid in `pidfile`, if that process is still a QEMU the lab started
-/// (its name is `mvlab-source`/`mvlab-target`), so a recycled pid is never
-/// killed.
-fn lab_qemu_pid(pidfile: &Path) -> Option<i32> {
+/// The pid in `pidfile`, if that process is still one the lab started (its
+/// name is `mvlab-source`/`mvlab-target`/`mvlab-wan`), so a recycled pid is
+/// never killed.
+fn lab_process_pid(pidfile: &Path) -> Option<i32> {
     let pid: i32 = fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     (comm.trim().starts_with("mvlab-") && is_running(pid)).then_some(pid)
@@ -249,6 +261,9 @@ pub struct LabRun {
     pub collected: Collected,
     /// What each observation point counted during the migration.
     pub interfaces: Vec<InterfaceCount>,
+    /// The delay line's own account (frames, drops, lateness), if the lab
+    /// has one.
+    pub wan: Option<wan::LineStats>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -287,7 +302,7 @@ pub fn migrate_observed(
         points.len()
     ));
     // What an operator would give: the NAD's range.
-    let mut session = Session::start(&points, &[config.migration_cidr().parse()?])?;
+    let mut session = Session::start(&points, &config.migration_cidrs())?;
     let before = session.dataplane().interface_counts()?;
 
     // The migration runs on its own thread; the collector on this one, so
@@ -352,5 +367,6 @@ pub fn migrate_observed(
         endpoints,
         collected,
         interfaces,
+        wan: config.has_router().then(wan::stats).flatten(),
     })
 }

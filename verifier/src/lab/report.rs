@@ -21,7 +21,7 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
     let mut criteria = Criteria::new(limits, interval_ms);
     criteria.endpoints = run.endpoints.clone();
     criteria.expectations = Expectations {
-        cidrs: vec![config.migration_cidr().parse()?],
+        cidrs: config.migration_cidrs(),
         // The NAD's vlan: node A's port, as the lab's NAD names it.
         vlan: (config.cni == Cni::Bridge && config.migration0).then_some(config.vid_a),
         expect_traffic: !run.endpoints.is_empty(),
@@ -70,6 +70,7 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
         "vmi": run.vmi,
         "config": config,
         "interfaces": run.interfaces,
+        "wan": run.wan,
     }));
     Ok(report)
 }
