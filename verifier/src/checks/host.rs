@@ -28,8 +28,7 @@ use super::{
 use crate::{
     config::Cidr,
     dataplane::{netns::run_in, AttachSpec, Netns, Role},
-    intent::network::{Ipam, IpamKind, Nad},
-    lab::{topology, wan, Cni, LabConfig},
+    intent::network::Nad,
 };
 
 /// A port to probe that nothing listens on: the answer is a TCP reset or an
@@ -79,10 +78,11 @@ pub struct NodePlan {
     pub path: Vec<AttachSpec>,
     /// The other nodes' migration addresses.
     pub peers: Vec<IpAddr>,
-    /// The VLAN each migration port applies, when the ports tag frames
-    /// themselves rather than through bridge VLAN filtering (the lab's
-    /// access-port programs, as the lab recorded them). `Some` skips the
-    /// `vlan_filtering` and `bridge vlan` membership checks.
+    /// The VLAN each migration port applies (0: none), when the ports tag
+    /// frames themselves rather than through bridge VLAN filtering (the
+    /// lab's access-port programs, read from each program's own data in
+    /// the kernel). `Some` skips the `vlan_filtering` and `bridge vlan`
+    /// membership checks.
     pub port_vlans: Option<Vec<(String, u16)>>,
 }
 
@@ -355,12 +355,15 @@ fn check_node(plan: &HostPlan, node: &NodePlan, findings: &mut Findings) -> Resu
     let vlan = plan.nad.as_ref().and_then(|n| n.vlan);
     for (port, vid) in node.port_vlans.iter().flatten() {
         if let Some(want) = vlan.filter(|want| want != vid) {
+            let silent = seen.peers.iter().filter(|p| p.2 == Reach::Silent).count();
             raise(
                 HOST_VLAN_MISMATCH,
                 port.clone(),
                 format!(
-                    "port {port} puts migration0's frames in VLAN {vid}, the NetworkAttachmentDefinition asks for \
-                     VLAN {want}: this node cannot reach the others on the migration network"
+                    "port {port} puts migration0's frames in {}, the NetworkAttachmentDefinition asks for \
+                     VLAN {want}: this node cannot reach the others on the migration network{}",
+                    if *vid == 0 { "no VLAN".to_string() } else { format!("VLAN {vid}") },
+                    if silent > 0 { " (the probe across the path got no answer)" } else { "" }
                 ),
                 format!("recreate the port in VLAN {want}: restart virt-handler on this node (the bridge CNI tags it at attach time)"),
             );
@@ -653,130 +656,9 @@ fn udp_probe(peer: IpAddr, size: usize, timeout: Duration) -> Reach {
     attempt().unwrap_or_else(|e| Reach::Failed(e.to_string()))
 }
 
-/// The host plan for the lab that is up, and the NAD the lab stands for
-/// (macvlan on eth1, or a bridge with node A's access VLAN; whereabouts
-/// over the lab's migration range). The VLAN each port applies is what the
-/// lab recorded when it loaded its access-port program: this kernel has no
-/// bridge VLAN filtering, so there is no `bridge vlan show` to read.
-pub fn lab_plan(config: &LabConfig, timeout: Duration) -> (HostPlan, Nad) {
-    let spec = |role, iface: &str, ns: &str| AttachSpec {
-        role,
-        iface: iface.to_string(),
-        netns: Some(Netns::parse(ns)),
-    };
-    let address = |node: &topology::Node| -> IpAddr {
-        if config.ipv6 {
-            node.migration_v6.into()
-        } else {
-            config
-                .migration_v4(node.name == topology::NODE_B.name)
-                .into()
-        }
-    };
-    let nodes = [
-        (topology::NODE_A, topology::NODE_B, config.vid_a),
-        (topology::NODE_B, topology::NODE_A, config.vid_b),
-    ]
-    .iter()
-    .map(|(node, peer, vid)| {
-        let mut path = vec![spec(Role::Migration, "eth1", node.netns)];
-        let mut port_vlans = None;
-        if config.cni == Cni::Bridge {
-            path.push(spec(Role::Bridge, "br-mig", node.netns));
-            path.push(spec(Role::Migration, "vh-mig", node.netns));
-            port_vlans = Some(vec![(format!("vh-mig@{}", node.netns), *vid)]);
-        }
-        if config.has_router() && node.name == topology::NODE_A.name {
-            // Across the router namespace: the delay line's ports.
-            for port in ["wan-a", "tap-a", "tap-b", "wan-f"] {
-                path.push(spec(Role::Migration, port, wan::WAN));
-            }
-        }
-        path.push(spec(
-            Role::Migration,
-            node.fabric_migration_port,
-            topology::FABRIC,
-        ));
-        NodePlan {
-            name: node.name.to_string(),
-            netns: Some(Netns::parse(node.virt_handler)),
-            migration_iface: "migration0".into(),
-            path,
-            peers: vec![address(peer)],
-            port_vlans,
-        }
-    })
-    .collect();
-    // Cross-cluster, each cluster's NAD has its own range; the lab's NAD
-    // stands for both.
-    let nad = Nad {
-        name: Some("lab-migration".into()),
-        namespace: Some(topology::PREFIX.trim_end_matches('-').into()),
-        plugin: Some(
-            if config.cni == Cni::Bridge {
-                "bridge"
-            } else {
-                "macvlan"
-            }
-            .into(),
-        ),
-        ipam: Some(Ipam {
-            kind: IpamKind::Whereabouts,
-            ranges: config.migration_cidrs(),
-        }),
-        vlan: (config.cni == Cni::Bridge).then_some(config.vid_a),
-        mtu: config.jumbo_mtu,
-        master: (config.cni == Cni::Macvlan).then(|| "eth1".into()),
-        bridge: (config.cni == Cni::Bridge).then(|| "br-mig".into()),
-        plugin_path: "spec.config".into(),
-    };
-    (
-        HostPlan {
-            nodes,
-            nad: Some(nad.clone()),
-            sync_peers: config.sync_controllers(),
-            timeout,
-        },
-        nad,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::Scenario;
-
-    #[test]
-    fn the_lab_plan_follows_the_scenario() {
-        let (plan, nad) = lab_plan(&Scenario::VlanMismatch.config(), Duration::from_secs(1));
-        assert_eq!(nad.vlan, Some(100));
-        assert_eq!(
-            plan.nodes[1].port_vlans,
-            Some(vec![("vh-mig@mvlab-node-b".to_string(), 200)])
-        );
-        assert_eq!(
-            plan.nodes[0].peers,
-            ["10.200.5.12".parse::<IpAddr>().unwrap()]
-        );
-        let paths: Vec<String> = plan.nodes[0].path.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            paths,
-            [
-                "migration:eth1@mvlab-node-a",
-                "bridge:br-mig@mvlab-node-a",
-                "migration:vh-mig@mvlab-node-a",
-                "migration:mig-a@mvlab-fabric"
-            ]
-        );
-        let (plan, nad) = lab_plan(&Scenario::Secondary.config(), Duration::from_secs(1));
-        assert_eq!((nad.vlan, nad.master.as_deref()), (None, Some("eth1")));
-        assert!(plan
-            .nodes
-            .iter()
-            .all(|n| n.port_vlans.is_none() && n.path.len() == 2));
-        let (_, nad) = lab_plan(&Scenario::MtuMismatch.config(), Duration::from_secs(1));
-        assert_eq!(nad.mtu, Some(9000));
-    }
 
     #[test]
     fn probe_payloads_fill_the_mtu() {

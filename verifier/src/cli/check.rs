@@ -125,7 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let sync_peers: Vec<SocketAddr> = args.sync_peer.iter().map(|p| p.addr(sync_port)).collect();
     let plan = if args.lab {
         let config = lab::current().context("--lab")?;
-        let (mut plan, lab_nad) = host::lab_plan(&config, timeout);
+        let (mut plan, lab_nad) = lab::plan::host_plan(&config, timeout)?;
         // A NAD given with --lab is what the lab is checked against.
         plan.nad = Some(report.given_nad().unwrap_or(lab_nad));
         plan.sync_peers = sync_peers;

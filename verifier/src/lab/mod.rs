@@ -13,6 +13,7 @@ pub mod config;
 pub mod guest;
 mod options;
 pub mod pki;
+pub mod plan;
 pub mod qemu;
 mod qmp;
 mod report;

@@ -226,6 +226,10 @@ pub struct LineStats {
     pub late_us_p50: u64,
     pub late_us_p99: u64,
     pub late_us_max: u64,
+    /// Time spent writing frames (the kernel forwards each inline), total
+    /// and longest, microseconds.
+    pub write_us_total: u64,
+    pub write_us_max: u64,
 }
 
 /// The delay line's figures as it last wrote them.
@@ -332,6 +336,9 @@ struct Counters {
     /// Lateness in microseconds, by power of two (bucket i: < 2^i us).
     late: [AtomicU64; 32],
     late_max: AtomicU64,
+    /// Time spent in write(2) (the kernel forwards the frame inline).
+    write_us: AtomicU64,
+    write_max: AtomicU64,
 }
 
 impl Counters {
@@ -361,6 +368,8 @@ impl Counters {
             late_us_p50: quantile(0.5),
             late_us_p99: quantile(0.99),
             late_us_max: self.late_max.load(Ordering::Relaxed),
+            write_us_total: self.write_us.load(Ordering::Relaxed),
+            write_us_max: self.write_max.load(Ordering::Relaxed),
         }
     }
 }
@@ -416,13 +425,17 @@ fn write_frames(
         if due > now {
             std::thread::sleep(due - now);
         }
-        let late = Instant::now().saturating_duration_since(due).as_micros() as u64;
+        let woke = Instant::now();
+        let late = woke.saturating_duration_since(due).as_micros() as u64;
         let bucket = (64 - late.leading_zeros()).min(31) as usize;
         counters.late[bucket].fetch_add(1, Ordering::Relaxed);
         counters.late_max.fetch_max(late, Ordering::Relaxed);
         let len = frame.len() as u64;
         // A frame the kernel refuses (its bridge went away) is dropped.
         let _ = tap.write(&frame);
+        let took = woke.elapsed().as_micros() as u64;
+        counters.write_max.fetch_max(took, Ordering::Relaxed);
+        counters.write_us.fetch_add(took, Ordering::Relaxed);
         counters.queued[direction].fetch_sub(len, Ordering::Relaxed);
         counters.frames[direction].fetch_add(1, Ordering::Relaxed);
         counters.bytes[direction].fetch_add(len, Ordering::Relaxed);
