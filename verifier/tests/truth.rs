@@ -30,6 +30,10 @@ fn figure(m: &Value, which: &str, at: &str) -> f64 {
 }
 
 fn within(what: &str, value: f64, expected: f64, share: f64) {
+    eprintln!(
+        "{what}: {value:.0} against {expected:.0} ({:+.1}%)",
+        (value / expected - 1.0) * 100.0
+    );
     assert!(
         (value - expected).abs() <= expected * share,
         "{what}: {value:.0} against {expected:.0} (more than {:.0}% off)",
@@ -69,6 +73,7 @@ fn the_rtt_is_the_delay_line_plus_the_path() {
         // The line holds every frame half the time each way: nothing comes
         // back sooner (to the TSval clock's tick).
         let least = figure(m, "rtt_us", "min");
+        eprintln!("{what}: least RTT sample {least} us");
         assert!(
             least >= added - TICK_US,
             "{what}: a sample of {least} us, under the line's {added} us"

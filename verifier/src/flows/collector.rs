@@ -230,10 +230,14 @@ impl State {
 
     /// Reads the flow table into the connection table; returns when.
     fn read_flows(&mut self, dataplane: &Dataplane) -> Result<Duration, DataplaneError> {
-        let at = self.started.elapsed();
+        // Stamped with the middle of the read: on a busy host the read
+        // itself can take milliseconds, and an interval's bytes are those
+        // between two reads.
+        let before = self.started.elapsed();
+        let flows = dataplane.flows()?;
+        let at = (before + self.started.elapsed()) / 2;
         let at_ms = at.as_millis() as u64;
-        self.table
-            .update(&dataplane.flows()?, &self.endpoints, at_ms);
+        self.table.update(&flows, &self.endpoints, at_ms);
         // A namespace gone (a pod deleted) leaves the wire's figures whole.
         if let Ok(sockets) = self.sockets.tcp() {
             self.table.record_sockets(&sockets, at_ms);
