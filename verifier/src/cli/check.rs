@@ -128,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         let (mut plan, lab_nad) = lab::plan::host_plan(&config, timeout)?;
         // A NAD given with --lab is what the lab is checked against.
         plan.nad = Some(report.given_nad().unwrap_or(lab_nad));
-        plan.sync_peers = sync_peers;
+        plan.sync_peers.extend(sync_peers);
         Some(plan)
     } else if args.host {
         Some(HostPlan {
