@@ -3,6 +3,8 @@
 //! interface, its payload counted once, and a bounded history of per-interval
 //! payload deltas for throughput.
 
+mod collected;
+#[cfg(feature = "dataplane")]
 mod collector;
 pub mod rtt;
 
@@ -16,10 +18,14 @@ use verifier_ebpf::{
     Channel, Direction, FlowKey, FlowStats, Reason, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK,
 };
 
-pub use self::collector::{collect, Collected, FlowEventRecord, Request, Tick};
+pub use self::collected::{Collected, FlowEventRecord};
+#[cfg(feature = "dataplane")]
+pub use self::collector::{collect, Request, Tick};
 use self::rtt::{Leg, RttSamples, Sample};
+#[cfg(feature = "dataplane")]
+use crate::dataplane::Attachment;
 use crate::{
-    dataplane::{from_addr, Attachment, Role},
+    dataplane::{from_addr, Role},
     sockdiag::TcpSocket,
 };
 
@@ -41,6 +47,7 @@ pub struct SlotInfo {
 }
 
 impl SlotInfo {
+    #[cfg(feature = "dataplane")]
     pub fn of(attachment: &Attachment) -> SlotInfo {
         SlotInfo {
             interface: attachment.spec.iface.clone(),
@@ -330,6 +337,11 @@ impl FlowTable {
 
     pub fn len(&self) -> usize {
         self.connections.len()
+    }
+
+    /// Whether the connection is (still) in the table.
+    pub fn contains(&self, key: &ConnKey) -> bool {
+        self.connections.contains_key(key)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -93,10 +93,11 @@ impl RttSamples {
     pub fn hooks(&self) -> impl Iterator<Item = u8> + '_ {
         let mut last = None;
         self.legs.keys().filter_map(move |&(slot, _)| {
-            (last != Some(slot)).then(|| {
-                last = Some(slot);
-                slot
-            })
+            if last == Some(slot) {
+                return None;
+            }
+            last = Some(slot);
+            Some(slot)
         })
     }
 

@@ -7,6 +7,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataplane::Hooks;
+
 /// The CNI plugin the migration NetworkAttachmentDefinition uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -110,6 +112,7 @@ impl Scenario {
             rtt_ms: None,
             cross_cluster: false,
             sync_blocked: false,
+            hooks: Hooks::Auto,
         };
         // Faults that stop the migration need no minute to show it.
         let fault_timeout = Duration::from_secs(12);
@@ -259,6 +262,8 @@ pub struct LabConfig {
     /// port (9185) between the clusters.
     #[serde(default)]
     pub sync_blocked: bool,
+    /// The kernel hook migverify's observers attach with.
+    pub hooks: Hooks,
 }
 
 fn paused() -> Guest {

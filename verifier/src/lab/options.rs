@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::config::{Cni, Guest, LabConfig, Scenario};
+use crate::dataplane::Hooks;
 
 /// The running guest's working set when only a dirty rate is given.
 const DEFAULT_WORKING_SET_MIB: u64 = 64;
@@ -71,6 +72,9 @@ pub struct Options {
     /// Cross-cluster: the router drops the synchronization controller port (9185).
     #[arg(long)]
     sync_blocked: bool,
+    /// The kernel hook to attach with (clsact: the fallback of kernels before 6.6, on any kernel).
+    #[arg(long, value_enum, default_value_t = Hooks::Auto)]
+    hooks: Hooks,
 }
 
 impl Options {
@@ -125,6 +129,7 @@ impl Options {
                 working_set_mib,
             };
         }
+        config.hooks = self.hooks;
         config.auto_converge |= self.auto_converge;
         config.post_copy |= self.post_copy;
         if let Some(rtt) = self.rtt_ms {

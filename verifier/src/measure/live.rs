@@ -18,7 +18,7 @@ use super::{
 use crate::{
     config::Endpoint,
     dataplane::Role,
-    flows::{Connection, FlowTable, SlotInfo, Tick},
+    flows::{Connection, FlowTable, SlotInfo},
     intent::{Limits, VmSize},
     verdict::Verdict,
 };
@@ -103,6 +103,8 @@ pub struct Evaluator {
     pub endpoints_since_ms: u64,
     pub limits: Limits,
     pub size: Option<VmSize>,
+    /// Each VMI's size, by migration id.
+    pub sizes: BTreeMap<String, VmSize>,
     pub expectations: Expectations,
     pub interval_ms: u64,
 }
@@ -120,6 +122,7 @@ impl Evaluator {
             endpoints_since_ms: 0,
             limits,
             size,
+            sizes: BTreeMap::new(),
             expectations,
             interval_ms,
         }
@@ -134,7 +137,8 @@ impl Evaluator {
 
     /// [`Evaluator::evaluate`] on what the collector read at `tick`,
     /// ARP included (read once per evaluation: it changes slowly).
-    pub fn evaluate_tick(&mut self, tick: &Tick) -> Snapshot {
+    #[cfg(feature = "dataplane")]
+    pub fn evaluate_tick(&mut self, tick: &crate::flows::Tick) -> Snapshot {
         let neighbors = tick.dataplane.neighbors().unwrap_or_default();
         self.evaluate(
             tick.table,
@@ -162,6 +166,7 @@ impl Evaluator {
             expectations: &self.expectations,
             limits: &self.limits,
             size: self.size.as_ref(),
+            sizes: &self.sizes,
             ended: &running,
             interval_ms: self.interval_ms,
             now_ms,
