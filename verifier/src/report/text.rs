@@ -128,6 +128,16 @@ pub fn render(report: &Report) -> String {
             .map(|m| m.figures.forward_payload_bytes)
             .sum();
         let transferred = q["transferred_bytes"].as_u64().unwrap_or(0);
+        if q["status"].is_null() {
+            // No VM in this scenario (the bench): no QEMU figures to show.
+            let _ = writeln!(
+                out,
+                "\nlab scenario {}: no QEMU migration; migverify saw {} sent to the target",
+                lab["scenario"].as_str().unwrap_or("?"),
+                bytes(seen)
+            );
+            return out;
+        }
         let _ = writeln!(
             out,
             "\nlab scenario {}: QEMU {}, {} transferred in {} ms ({} multifd channels, TLS {}); migverify saw {} \
