@@ -263,12 +263,16 @@ pub struct FlowStats {
     pub vlan: u16,
     /// Largest segment payload (the GSO size for GSO packets).
     pub largest_segment: u32,
-    /// The TSval this direction sent that awaits its echo, and when it was
-    /// first seen here (ns, 0 = none pending): one RTT measurement in flight.
+    /// The latest TSval seen in this direction: a segment whose TSval
+    /// differs is the first of its clock tick here.
     pub ts_val: u32,
     /// The last TSecr seen in this direction: only a new echo is matched.
     pub last_ts_ecr: u32,
-    pub ts_val_ns: u64,
+    /// The sender's clock as this hook sees it: the first segment of tick
+    /// `anchor_val` passed here at `anchor_ns` (0: none yet). A tick's
+    /// first segment that comes earlier against its tick than the anchor's
+    /// did replaces it, and so does any after `TS_ANCHOR_MAX_AGE_NS`.
+    pub anchor_ns: u64,
     /// When the last RTT sample was taken from this direction's echoes.
     pub last_rtt_ns: u64,
     /// The MSS option of this direction's SYN (0: none seen), what the
@@ -281,7 +285,7 @@ pub struct FlowStats {
     /// payload, not as retransmissions.
     pub hole_start: u32,
     pub hole_end: u32,
-    pub _pad3: [u8; 4],
+    pub anchor_val: u32,
 }
 
 /// Entries of the flow table: flows x hooks x directions, both families.
@@ -374,6 +378,18 @@ shared_enum! {
 /// RTT samples per flow x hook x direction are at least this far apart, so
 /// busy connections cannot flood the ring buffer.
 pub const RTT_SAMPLE_SPACING_NS: u64 = 10_000_000;
+
+/// The TCP timestamp clock's tick: Linux (`tcp_clock_ms`) and the other
+/// common stacks count milliseconds.
+pub const TS_TICK_NS: i64 = 1_000_000;
+
+/// An anchor older than this is replaced by the next tick's first segment:
+/// where a queue lies between the sender and the hook, its delay moves, and
+/// the anchor follows it (as it follows clock drift between hosts).
+pub const TS_ANCHOR_MAX_AGE_NS: u64 = 8_000_000;
+
+/// Echoes further than this from the anchor (in ticks) are not timed.
+pub const TS_ECHO_MAX_TICKS: i32 = 10_000;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

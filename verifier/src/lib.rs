@@ -28,9 +28,11 @@ pub mod measure;
 #[cfg(feature = "dataplane")]
 pub mod metrics;
 pub mod netbench;
+pub mod netlink;
 pub mod pki;
 pub mod report;
 pub mod session;
+pub mod sockdiag;
 pub mod units;
 pub mod verdict;
 

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use verifier_ebpf::{
     EventKind, FlowKey, FlowStats, RTT_SAMPLE_SPACING_NS, SEEN_FIN, SEEN_RST, SEEN_SYN,
-    SEEN_SYN_ACK,
+    SEEN_SYN_ACK, TS_ANCHOR_MAX_AGE_NS, TS_ECHO_MAX_TICKS, TS_TICK_NS,
 };
 
 use super::{
@@ -70,8 +70,7 @@ pub(super) fn account(ctx: &TcContext, segment: &Segment, stats: *mut FlowStats)
         // Out of line, and only when the timestamps moved (about once a
         // millisecond per direction): most segments repeat the last ones.
         if segment.has_timestamps
-            && (segment.ts_ecr != (*stats).last_ts_ecr
-                || ((*stats).ts_val_ns == 0 && segment.ts_val != (*stats).ts_val))
+            && (segment.ts_ecr != (*stats).last_ts_ecr || segment.ts_val != (*stats).ts_val)
         {
             track_rtt(stats, segment);
         }
@@ -182,11 +181,30 @@ unsafe fn fill_gap(stats: *mut FlowStats, start: u32, end: u32, len: u32) {
     }
 }
 
-/// Round-trip times from TCP timestamps, as the hook sees them: a TSval
-/// leaving in one direction, then its echo (TSecr) coming back the other
-/// way. Works wherever the hook sits: on a host, a bridge or a forwarder.
-/// The precise clock is read only when a new TSval or a new echo shows up
-/// (at most once a millisecond per direction with Linux senders).
+/// Round-trip times from TCP timestamps, as the hook sees them: a segment
+/// leaving in one direction, then the echo of its TSval (TSecr) coming back
+/// the other way: the time from this hook to the end that echoes and back.
+///
+/// A receiver echoes the TSval of the oldest segment a new ACK acknowledges
+/// (RFC 7323), the segment whose send time the kernel's own RTT estimator
+/// uses too. Linux's TSval ticks once a millisecond, so a TSval names a
+/// millisecond of segments, not one. Each direction keeps an anchor on its
+/// sender's clock: the time the first segment of a tick passed this hook.
+/// An echo of tick E was then sent at the anchor plus (E - anchor) ticks or
+/// a little later in that millisecond: every new echo gives a sample, an
+/// upper bound of the acknowledged segment's round trip by less than a
+/// tick. (Matching only echoes of one awaited tick instead leaves samples
+/// to chance: a receiver that acknowledges many milliseconds at once,
+/// delayed, rarely echoes the one awaited, and the slow round trips go
+/// missing.) The anchor is the tick whose first segment came earliest
+/// against its tick over the last few milliseconds, so a sender idle at a
+/// tick's start does not bias it, and a queue between the sender and this
+/// hook (whose delay moves) or clock drift between hosts is followed. The
+/// precise clock is read only when a new TSval or a new echo shows up
+/// (about once a millisecond per direction).
+///
+/// Both directions are timed at every hook; user space tells the legs apart
+/// and adds them (see verifier/src/flows/rtt.rs).
 ///
 /// # Safety
 /// `stats` points into a live flow table value.
@@ -195,9 +213,18 @@ unsafe fn track_rtt(stats: *mut FlowStats, segment: &Segment) {
     let (ts_val, ts_ecr) = (segment.ts_val, segment.ts_ecr);
     // SAFETY: per the function's contract.
     unsafe {
-        if (*stats).ts_val_ns == 0 && ts_val != (*stats).ts_val {
+        if ts_val != (*stats).ts_val {
             (*stats).ts_val = ts_val;
-            (*stats).ts_val_ns = bpf_ktime_get_ns();
+            let now = bpf_ktime_get_ns();
+            let anchor_ns = (*stats).anchor_ns;
+            let ticks = i64::from(ts_val.wrapping_sub((*stats).anchor_val) as i32);
+            // How much later against its tick this first segment came than
+            // the anchor's did.
+            let later = now as i64 - (anchor_ns as i64 + ticks * TS_TICK_NS);
+            if anchor_ns == 0 || later < 0 || now - anchor_ns > TS_ANCHOR_MAX_AGE_NS {
+                (*stats).anchor_val = ts_val;
+                (*stats).anchor_ns = now;
+            }
         }
         if ts_ecr == (*stats).last_ts_ecr {
             return;
@@ -226,28 +253,27 @@ unsafe fn track_rtt(stats: *mut FlowStats, segment: &Segment) {
     };
     // SAFETY: `sent` points into a live flow table value; `stats` per contract.
     unsafe {
-        if (*sent).ts_val_ns == 0 {
+        let anchor_ns = (*sent).anchor_ns;
+        if anchor_ns == 0 {
             return;
         }
-        // A receiver echoes the TSval of the oldest segment it has not
-        // acknowledged yet; with delayed or cumulative ACKs it can skip the
-        // one we wait for. An echo past it frees the measurement for the
-        // next TSval instead of waiting forever.
-        let ahead = ts_ecr.wrapping_sub((*sent).ts_val) as i32;
-        if ahead != 0 {
-            if ahead > 0 {
-                (*sent).ts_val_ns = 0;
-            }
+        let ticks = ts_ecr.wrapping_sub((*sent).anchor_val) as i32;
+        // An echo of a tick not sent yet here, or too far from the anchor to
+        // trust the extrapolation (or an echo of something else).
+        let latest = (*sent).ts_val.wrapping_sub((*sent).anchor_val) as i32;
+        if ticks > latest || ticks < -TS_ECHO_MAX_TICKS {
             return;
         }
         let now = bpf_ktime_get_ns();
-        let rtt = now.saturating_sub((*sent).ts_val_ns);
-        (*sent).ts_val_ns = 0;
+        let rtt = now as i64 - (anchor_ns as i64 + i64::from(ticks) * TS_TICK_NS);
+        if rtt <= 0 {
+            return;
+        }
         (*stats).last_rtt_ns = now_coarse;
         let tag = EventTag {
             kind: EventKind::Rtt as u8,
             now,
-            value_ns: rtt,
+            value_ns: rtt as u64,
             flags: u64::from(BPF_RB_NO_WAKEUP),
         };
         emit(segment, &tag);

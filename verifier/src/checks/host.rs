@@ -78,10 +78,11 @@ pub struct NodePlan {
     pub path: Vec<AttachSpec>,
     /// The other nodes' migration addresses.
     pub peers: Vec<IpAddr>,
-    /// The VLAN each migration port applies, when the ports tag frames
-    /// themselves rather than through bridge VLAN filtering (the lab's
-    /// access-port programs, as the lab recorded them). `Some` skips the
-    /// `vlan_filtering` and `bridge vlan` membership checks.
+    /// The VLAN each migration port applies (0: none), when the ports tag
+    /// frames themselves rather than through bridge VLAN filtering (the
+    /// lab's access-port programs, read from each program's own data in
+    /// the kernel). `Some` skips the `vlan_filtering` and `bridge vlan`
+    /// membership checks.
     pub port_vlans: Option<Vec<(String, u16)>>,
 }
 
@@ -354,12 +355,15 @@ fn check_node(plan: &HostPlan, node: &NodePlan, findings: &mut Findings) -> Resu
     let vlan = plan.nad.as_ref().and_then(|n| n.vlan);
     for (port, vid) in node.port_vlans.iter().flatten() {
         if let Some(want) = vlan.filter(|want| want != vid) {
+            let silent = seen.peers.iter().filter(|p| p.2 == Reach::Silent).count();
             raise(
                 HOST_VLAN_MISMATCH,
                 port.clone(),
                 format!(
-                    "port {port} puts migration0's frames in VLAN {vid}, the NetworkAttachmentDefinition asks for \
-                     VLAN {want}: this node cannot reach the others on the migration network"
+                    "port {port} puts migration0's frames in {}, the NetworkAttachmentDefinition asks for \
+                     VLAN {want}: this node cannot reach the others on the migration network{}",
+                    if *vid == 0 { "no VLAN".to_string() } else { format!("VLAN {vid}") },
+                    if silent > 0 { " (the probe across the path got no answer)" } else { "" }
                 ),
                 format!("recreate the port in VLAN {want}: restart virt-handler on this node (the bridge CNI tags it at attach time)"),
             );

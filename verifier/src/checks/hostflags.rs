@@ -86,7 +86,8 @@ impl HostFlags {
         if self.lab {
             let (mut plan, lab_nad) = lab_plan(timeout)?;
             plan.nad = Some(report.given_nad().unwrap_or(lab_nad));
-            plan.sync_peers = sync_peers;
+            // The lab's own synchronization controllers, and any given.
+            plan.sync_peers.extend(sync_peers);
             return Ok(Some(plan));
         }
         Ok(self.host.then(|| HostPlan {
@@ -111,7 +112,7 @@ fn lab_plan(timeout: Duration) -> Result<(HostPlan, Nad), HostFlagsError> {
     Ok(crate::lab::check::host_plan(
         &crate::lab::current()?,
         timeout,
-    ))
+    )?)
 }
 
 #[cfg(not(feature = "dataplane"))]

@@ -12,16 +12,12 @@
 
 use std::{
     io,
-    mem::size_of,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
+use crate::netlink::{attributes, push_attr, u32_of, Socket, NLM_F_DUMP};
+
 const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
@@ -219,7 +215,7 @@ pub fn nsid_of(fd: std::os::fd::BorrowedFd) -> io::Result<Option<i32>> {
     push_attr(
         &mut request,
         NETNSA_FD,
-        &(fd.as_raw_fd() as u32).to_ne_bytes(),
+        &(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32).to_ne_bytes(),
     );
     Ok(exchange(RTM_GETNSID, 0, &request)?
         .iter()
@@ -233,130 +229,9 @@ pub fn nsid_of(fd: std::os::fd::BorrowedFd) -> io::Result<Option<i32>> {
         .filter(|id| *id >= 0))
 }
 
-fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
-    let len = 4 + data.len();
-    buf.extend_from_slice(&(len as u16).to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(data);
-    buf.resize(buf.len().next_multiple_of(4), 0);
-}
-
-/// Sends one request and collects the replies (type, payload) until the
-/// dump ends, or the single reply of a plain request.
+/// Sends one rtnetlink request and collects the replies.
 fn exchange(kind: u16, flags: u16, payload: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
-    // SAFETY: plain syscalls; the fd is owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let timeout = libc::timeval {
-        tv_sec: 5,
-        tv_usec: 0,
-    };
-    // SAFETY: setsockopt with a correctly sized timeval.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&timeout as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as u32,
-        )
-    };
-    let mut message = Vec::with_capacity(16 + payload.len());
-    message.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
-    message.extend_from_slice(&kind.to_ne_bytes());
-    message.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-    message.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    message.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
-    message.extend_from_slice(payload);
-    // SAFETY: sending an initialised buffer of the given length.
-    if unsafe {
-        libc::send(
-            socket.as_raw_fd(),
-            message.as_ptr().cast(),
-            message.len(),
-            0,
-        )
-    } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    let mut replies = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        // SAFETY: receiving into a buffer we own, within its length.
-        let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        match split_messages(&buf[..n as usize], &mut replies)? {
-            Some(()) => return Ok(replies),
-            None if flags & NLM_F_DUMP == 0 && !replies.is_empty() => return Ok(replies),
-            None => {}
-        }
-    }
-}
-
-/// Splits one datagram into messages; `Some(())` once the exchange is over.
-fn split_messages(mut data: &[u8], out: &mut Vec<(u16, Vec<u8>)>) -> io::Result<Option<()>> {
-    while data.len() >= 16 {
-        let len = u32::from_ne_bytes(data[0..4].try_into().unwrap_or_default()) as usize;
-        let kind = u16::from_ne_bytes([data[4], data[5]]);
-        if len < 16 || len > data.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "truncated netlink message",
-            ));
-        }
-        let payload = &data[16..len];
-        match kind {
-            NLMSG_DONE => return Ok(Some(())),
-            NLMSG_ERROR => {
-                let code = payload
-                    .get(0..4)
-                    .map(|b| i32::from_ne_bytes(b.try_into().unwrap_or_default()))
-                    .unwrap_or(0);
-                return if code == 0 {
-                    Ok(Some(()))
-                } else {
-                    Err(io::Error::from_raw_os_error(-code))
-                };
-            }
-            _ => out.push((kind, payload.to_vec())),
-        }
-        data = &data[len.next_multiple_of(4).min(data.len())..];
-    }
-    Ok(None)
-}
-
-/// The attributes (type, data) in `data`; stops at the first malformed one.
-fn attributes(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if data.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
-        let kind = u16::from_ne_bytes([data[2], data[3]]) & 0x3fff; // without NLA_F_NESTED / _NET_BYTEORDER
-        if len < 4 || len > data.len() {
-            return None;
-        }
-        let value = &data[4..len];
-        data = &data[len.next_multiple_of(4).min(data.len())..];
-        Some((kind, value))
-    })
-}
-
-fn u32_of(data: &[u8]) -> Option<u32> {
-    Some(u32::from_ne_bytes(data.get(0..4)?.try_into().ok()?))
+    Socket::open(libc::NETLINK_ROUTE)?.exchange(kind, flags, payload)
 }
 
 fn parse_link(payload: &[u8]) -> Option<Link> {
@@ -457,6 +332,7 @@ fn ip_of(family: u8, data: &[u8]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::split_messages;
 
     fn attr(kind: u16, data: &[u8]) -> Vec<u8> {
         let mut buf = Vec::new();

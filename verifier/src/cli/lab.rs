@@ -42,6 +42,9 @@ enum LabCommand {
     /// Up, attach migverify, migrate, report, down. Exit 0 pass, 1 fail.
     #[command(after_help = include_str!("../../help/lab-run.txt"))]
     Run(RunArgs),
+    /// The lab's delay line and router (started by `lab up` in mvlab-wan).
+    #[command(hide = true)]
+    Wan(lab::wan::Args),
 }
 
 #[derive(Debug, clap::Args)]
@@ -128,6 +131,10 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             } else {
                 progress(&format!("removed {}", removed.join(", ")));
             }
+            Ok(Status::Pass)
+        }
+        LabCommand::Wan(args) => {
+            lab::wan::serve(&args)?;
             Ok(Status::Pass)
         }
         LabCommand::Run(run) => {

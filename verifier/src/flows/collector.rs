@@ -21,6 +21,7 @@ use super::{Collected, FlowEventRecord, FlowTable, SlotInfo};
 use crate::{
     config::Endpoint,
     dataplane::{from_addr, Dataplane, DataplaneError},
+    sockdiag::Sockets,
 };
 
 /// Events kept per run; the rest are counted.
@@ -59,8 +60,18 @@ pub async fn collect(
     stop: impl Future<Output = ()>,
     mut on_tick: impl FnMut(&Tick) -> bool,
 ) -> Result<Collected, DataplaneError> {
+    // The kernel's own RTT of the sockets, read where the interfaces are.
+    let mut namespaces = Vec::new();
+    for attachment in dataplane.attachments() {
+        if !namespaces.contains(&attachment.spec.netns.as_ref()) {
+            namespaces.push(attachment.spec.netns.as_ref());
+        }
+    }
+    let (sockets, _) = Sockets::open(namespaces);
     let mut state = State {
         started: Instant::now(),
+        started_ns: monotonic_ns(),
+        sockets,
         started_at: SystemTime::now(),
         slots: slot_infos(dataplane),
         table: FlowTable::default(),
@@ -139,9 +150,25 @@ fn slot_infos(dataplane: &Dataplane) -> Vec<Option<SlotInfo>> {
     slots
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the programs' timestamps
+/// (`bpf_ktime_get_ns`).
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
 /// What a collection run has gathered so far.
 struct State {
     started: Instant,
+    /// `started` on the programs' clock.
+    started_ns: u64,
+    /// sock_diag in every namespace with an observed interface.
+    sockets: Sockets,
     started_at: SystemTime,
     slots: Vec<Option<SlotInfo>>,
     table: FlowTable,
@@ -176,9 +203,18 @@ impl State {
 
     /// Reads the flow table into the connection table; returns when.
     fn read_flows(&mut self, dataplane: &Dataplane) -> Result<Duration, DataplaneError> {
-        let at = self.started.elapsed();
-        self.table
-            .update(&dataplane.flows()?, &self.endpoints, at.as_millis() as u64);
+        // Stamped with the middle of the read: on a busy host the read
+        // itself can take milliseconds, and an interval's bytes are those
+        // between two reads.
+        let before = self.started.elapsed();
+        let flows = dataplane.flows()?;
+        let at = (before + self.started.elapsed()) / 2;
+        let at_ms = at.as_millis() as u64;
+        self.table.update(&flows, &self.endpoints, at_ms);
+        // A namespace gone (a pod deleted) leaves the wire's figures whole.
+        if let Ok(sockets) = self.sockets.tcp() {
+            self.table.record_sockets(&sockets, at_ms);
+        }
         Ok(at)
     }
 
@@ -201,6 +237,7 @@ impl State {
                     event.channel,
                     event.reason,
                     event.value_ns,
+                    event.ts_ns.saturating_sub(self.started_ns) / 1_000_000,
                     &self.endpoints,
                 );
                 continue;

@@ -6,6 +6,7 @@
 mod collected;
 #[cfg(feature = "dataplane")]
 mod collector;
+pub mod rtt;
 
 use std::{
     collections::{BTreeMap, HashSet, VecDeque},
@@ -20,9 +21,13 @@ use verifier_ebpf::{
 pub use self::collected::{Collected, FlowEventRecord};
 #[cfg(feature = "dataplane")]
 pub use self::collector::{collect, Request, Tick};
+use self::rtt::{Leg, RttSamples, Sample};
 #[cfg(feature = "dataplane")]
 use crate::dataplane::Attachment;
-use crate::dataplane::{from_addr, Role};
+use crate::{
+    dataplane::{from_addr, Role},
+    sockdiag::TcpSocket,
+};
 
 /// Intervals of history kept per connection: an hour at 100 ms.
 pub const HISTORY_CAP: usize = 36_000;
@@ -138,9 +143,12 @@ pub struct Connection {
     /// Intervals dropped from the front of `history` to bound memory.
     pub history_dropped: u64,
     last_payload: u64,
-    /// Round-trip times in microseconds, from TCP timestamp echoes.
-    pub rtt_us: Vec<u32>,
-    pub rtt_dropped: u64,
+    /// Round-trip times from TCP timestamp echoes, per hook and leg.
+    pub rtt: RttSamples,
+    /// The kernel's smoothed RTT of the client's (the source's) socket, as
+    /// sock_diag read it each interval: (ms since the collection started,
+    /// srtt, rttvar), microseconds.
+    pub kernel_srtt: VecDeque<(u64, u32, u32)>,
     /// When the connection was first seen closed or reset (ms since the
     /// collection started): the end of its time, whatever moved last.
     pub closed_at_ms: Option<u64>,
@@ -358,34 +366,57 @@ impl FlowTable {
             history: VecDeque::new(),
             history_dropped: 0,
             last_payload: 0,
-            rtt_us: Vec::new(),
-            rtt_dropped: 0,
+            rtt: RttSamples::default(),
+            kernel_srtt: VecDeque::new(),
             closed_at_ms: None,
             first_seen_ms: None,
             activity: [Activity::default(); 2],
         })
     }
 
-    /// Adds an RTT sample seen on `key`'s packets (the echo direction).
+    /// Adds an RTT sample seen on `key`'s packets (the echo direction) at
+    /// `at_ms` since the collection started.
     pub fn record_rtt(
         &mut self,
         key: &FlowKey,
         channel: u8,
         reason: u8,
         rtt_ns: u64,
+        at_ms: u64,
         endpoints: &HashSet<SocketAddr>,
     ) {
         let src = SocketAddr::new(from_addr(&key.src, key.family), key.sport);
         let dst = SocketAddr::new(from_addr(&key.dst, key.family), key.dport);
         // An echo carries no SYN: the same orientation rules as flow entries.
-        let (conn_key, _) = self.orient(src, dst, &FlowStats::default(), endpoints);
-        let connection = self.entry(conn_key, channel, reason);
-        if connection.rtt_us.len() < RTT_CAP {
-            connection
-                .rtt_us
-                .push(u32::try_from(rtt_ns / 1000).unwrap_or(u32::MAX).max(1));
-        } else {
-            connection.rtt_dropped += 1;
+        let (conn_key, forward) = self.orient(src, dst, &FlowStats::default(), endpoints);
+        // The echo went client to server: the source echoed, so the TSval
+        // had gone from the hook towards the source.
+        let leg = if forward { Leg::Source } else { Leg::Target };
+        let sample = Sample {
+            at_ms,
+            us: u32::try_from(rtt_ns / 1000).unwrap_or(u32::MAX).max(1),
+        };
+        self.entry(conn_key, channel, reason)
+            .rtt
+            .record(key.slot, leg, sample, RTT_CAP);
+    }
+
+    /// Adds the kernel's RTT figures of the sockets that are the client end
+    /// of a known connection (the source's: the end that sends the memory).
+    pub fn record_sockets(&mut self, sockets: &[TcpSocket], at_ms: u64) {
+        for socket in sockets {
+            let key = ConnKey {
+                client: socket.local,
+                server: socket.remote,
+            };
+            if let Some(connection) = self.connections.get_mut(&key) {
+                connection
+                    .kernel_srtt
+                    .push_back((at_ms, socket.srtt_us, socket.rttvar_us));
+                if connection.kernel_srtt.len() > HISTORY_CAP {
+                    connection.kernel_srtt.pop_front();
+                }
+            }
         }
     }
 
@@ -432,8 +463,7 @@ impl FlowTable {
                 observation.forward = !observation.forward;
                 connection.observations.entry(observation).or_insert(stats);
             }
-            connection.rtt_us.extend(stray.rtt_us);
-            connection.rtt_dropped += stray.rtt_dropped;
+            connection.rtt.absorb_turned(stray.rtt, RTT_CAP);
         }
         (chosen, forward)
     }
@@ -659,7 +689,7 @@ pub(crate) mod tests {
         let (c, s) = ("10.200.5.11:35000", "10.200.5.12:43000");
         let mut table = FlowTable::default();
         let echo = key(s, c, 0, Direction::Ingress);
-        table.record_rtt(&echo, 0, 2, 50_000, &HashSet::new());
+        table.record_rtt(&echo, 0, 2, 50_000, 5, &HashSet::new());
         let mut syn = stats(60, 0);
         syn.seen = SEEN_SYN;
         table.update(
@@ -670,11 +700,27 @@ pub(crate) mod tests {
         assert_eq!(table.len(), 1);
         let conn = table.connections().next().unwrap();
         assert_eq!(conn.key.server, s.parse().unwrap());
-        assert_eq!(conn.rtt_us, [50]);
+        // Echoed by the target (server to client): the target leg, once
+        // the guess that took the target for the client is corrected.
+        let leg = |conn: &Connection| -> Vec<u32> {
+            conn.rtt.leg(0, Leg::Target).iter().map(|s| s.us).collect()
+        };
+        assert_eq!(leg(conn), [50]);
         // Later samples find it whichever way they come.
-        table.record_rtt(&echo, 0, 2, 70_000, &HashSet::new());
+        table.record_rtt(&echo, 0, 2, 70_000, 150, &HashSet::new());
         assert_eq!(table.len(), 1);
-        assert_eq!(table.connections().next().unwrap().rtt_us, [50, 70]);
+        assert_eq!(leg(table.connections().next().unwrap()), [50, 70]);
+        // The source's echoes, the other leg, make it a round trip.
+        table.record_rtt(
+            &key(c, s, 0, Direction::Egress),
+            0,
+            2,
+            9_000,
+            160,
+            &HashSet::new(),
+        );
+        let path = table.connections().next().unwrap().rtt.path(0);
+        assert_eq!(path.iter().map(|s| s.us).collect::<Vec<_>>(), [59, 79, 79]);
     }
 
     #[test]

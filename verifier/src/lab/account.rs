@@ -25,7 +25,9 @@ pub struct QemuOutcome {
     /// The lab cancelled it after the configured timeout.
     pub cancelled_by_timeout: bool,
     pub target: SocketAddr,
+    /// multifd channels as the source QEMU reports them (0: multifd off).
     pub multifd_channels: u8,
+    /// TLS credentials set on the source QEMU (`tls-creds`).
     pub tls: bool,
     pub accelerator: String,
     pub guest_memory_bytes: u64,

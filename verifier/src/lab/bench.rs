@@ -173,10 +173,11 @@ fn measure_in_lab(
                 SocketAddr::new(target, 5201),
             )
         }),
-        sync: None,
+        // Cross-cluster: node B's cluster's synchronization controller.
+        sync: config.sync_controllers().get(1).copied(),
         ifaces: topology::observation_points(config),
         hooks: crate::dataplane::Hooks::Auto,
-        cidrs: vec![config.migration_cidr().parse()?],
+        cidrs: config.migration_cidrs(),
         vlan: (config.cni == Cni::Bridge && config.migration0).then_some(config.vid_a),
         limits,
         size: Some(VmSize {

@@ -57,6 +57,11 @@ pub enum Scenario {
     /// once, the rest queued; each with the control channel beside its
     /// memory stream (and with `--disk`, its disk over NBD).
     Drain,
+    /// Cross-cluster live migration: node B in another cluster, its
+    /// migration network another L3 subnet, joined to node A's by a router
+    /// across a WAN (the lab's delay line, 20 ms by default); each side's
+    /// synchronization controller port (9185) answers unless blocked.
+    CrossCluster,
 }
 
 impl Scenario {
@@ -74,6 +79,7 @@ impl Scenario {
             Scenario::BusyGuest => "busy-guest",
             Scenario::NotConverging => "not-converging",
             Scenario::Drain => "drain",
+            Scenario::CrossCluster => "cross-cluster",
         }
     }
 
@@ -110,6 +116,9 @@ impl Scenario {
             guest: Guest::Paused,
             auto_converge: false,
             post_copy: false,
+            rtt_ms: None,
+            cross_cluster: false,
+            sync_blocked: false,
             hooks: Hooks::Auto,
             vms: 1,
             parallel: DEFAULT_PARALLEL_OUTBOUND_PER_NODE,
@@ -186,6 +195,11 @@ impl Scenario {
                 control_channel: true,
                 ..base
             },
+            Scenario::CrossCluster => LabConfig {
+                cross_cluster: true,
+                rtt_ms: Some(20),
+                ..base
+            },
         }
     }
 }
@@ -252,6 +266,18 @@ pub struct LabConfig {
     /// does (and QEMU 7.2's target aborts at the end of a multifd post-copy).
     #[serde(default)]
     pub post_copy: bool,
+    /// Round-trip time the lab's delay line adds between node A and the
+    /// fabric (half each way), milliseconds; `None`: no delay line.
+    #[serde(default)]
+    pub rtt_ms: Option<u32>,
+    /// Node B in another cluster: its migration network is another subnet,
+    /// routed to node A's by the router namespace (with the delay line).
+    #[serde(default)]
+    pub cross_cluster: bool,
+    /// Cross-cluster: the router drops the synchronization controller's
+    /// port (9185) between the clusters.
+    #[serde(default)]
+    pub sync_blocked: bool,
     /// The kernel hook migverify's observers attach with.
     pub hooks: Hooks,
     /// VMs migrated from node A to node B, as a node drain moves them.
@@ -299,6 +325,13 @@ pub mod addr {
     pub const MIGRATION_V6_PREFIX: u8 = 64;
     pub const MIGRATION_V6_A: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x200, 5, 0, 0, 0, 0, 0x11);
     pub const MIGRATION_V6_B: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x200, 5, 0, 0, 0, 0, 0x12);
+    /// Cross-cluster: node B's cluster's migration network, 10.201.5.0/24,
+    /// and the router's address in each.
+    pub const REMOTE_V4_B: Ipv4Addr = Ipv4Addr::new(10, 201, 5, 12);
+    pub const ROUTER_V4_A: Ipv4Addr = Ipv4Addr::new(10, 200, 5, 1);
+    pub const ROUTER_V4_B: Ipv4Addr = Ipv4Addr::new(10, 201, 5, 1);
+    /// KubeVirt's synchronization controller port (`synchronizationPort`).
+    pub const SYNC_PORT: u16 = 9185;
 }
 
 impl LabConfig {
@@ -307,9 +340,49 @@ impl LabConfig {
     pub fn target_address(&self) -> IpAddr {
         match (self.migration0, self.ipv6) {
             (false, _) => addr::POD_B.into(),
-            (true, false) => addr::MIGRATION_V4_B.into(),
+            (true, false) => self.migration_v4(true).into(),
             (true, true) => addr::MIGRATION_V6_B.into(),
         }
+    }
+
+    /// Node A's or node B's migration0 IPv4 address.
+    pub fn migration_v4(&self, node_b: bool) -> Ipv4Addr {
+        match (node_b, self.cross_cluster) {
+            (false, _) => addr::MIGRATION_V4_A,
+            (true, false) => addr::MIGRATION_V4_B,
+            (true, true) => addr::REMOTE_V4_B,
+        }
+    }
+
+    /// The synchronization controllers' addresses (each cluster's, at its
+    /// node's migration address), cross-cluster only.
+    pub fn sync_controllers(&self) -> Vec<std::net::SocketAddr> {
+        if !self.cross_cluster {
+            return Vec::new();
+        }
+        [false, true]
+            .map(|b| std::net::SocketAddr::new(self.migration_v4(b).into(), addr::SYNC_PORT))
+            .to_vec()
+    }
+
+    /// Whether the lab has a router namespace (the delay line, and the
+    /// route between the clusters).
+    pub fn has_router(&self) -> bool {
+        self.rtt_ms.is_some() || self.cross_cluster
+    }
+
+    /// Why this combination of settings cannot be built, if it cannot.
+    pub fn topology_problem(&self) -> Option<&'static str> {
+        if self.cross_cluster && (self.ipv6 || !self.migration0 || self.cni != Cni::Macvlan) {
+            return Some(
+                "--cross-cluster routes two IPv4 migration networks: it needs migration0, the \
+                 macvlan CNI and IPv4",
+            );
+        }
+        if self.rtt_ms.is_some() && !self.migration0 {
+            return Some("--rtt-ms delays the migration network: the scenario has no migration0");
+        }
+        None
     }
 
     /// multifd channels the migration actually uses: none with post-copy.
@@ -383,6 +456,19 @@ impl LabConfig {
         } else {
             format!("10.200.5.0/{}", addr::MIGRATION_V4_PREFIX)
         }
+    }
+
+    /// Every migration network's CIDR: cross-cluster, each cluster's NAD
+    /// range.
+    pub fn migration_cidrs(&self) -> Vec<crate::config::Cidr> {
+        let mut cidrs = vec![self.migration_cidr()];
+        if self.cross_cluster {
+            cidrs.push(format!("10.201.5.0/{}", addr::MIGRATION_V4_PREFIX));
+        }
+        cidrs
+            .iter()
+            .map(|c| c.parse().expect("the lab's CIDRs parse"))
+            .collect()
     }
 }
 

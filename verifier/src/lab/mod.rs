@@ -26,6 +26,7 @@ pub mod storage;
 mod switch;
 pub mod topology;
 pub mod vmi;
+pub mod wan;
 
 use std::{
     fs,
@@ -172,11 +173,19 @@ impl Status {
             ),
             Some(config) => format!(
                 "scenario        {}\ncni             {:?}\ntarget address  {}\nmigration cidr  {}\n\
-                 namespaces      {}\n",
+                 added rtt       {}\nnamespaces      {}\n",
                 config.scenario.name(),
                 config.cni,
                 config.target_address(),
-                config.migration_cidr(),
+                config
+                    .migration_cidrs()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                config
+                    .rtt_ms
+                    .map_or_else(|| "none".to_string(), |ms| format!("{ms} ms")),
                 self.namespaces.join(" ")
             ),
         }
@@ -272,27 +281,30 @@ pub fn migrate_any(
 /// found. Safe to run on a clean host and after a killed run.
 pub fn down() -> Result<Vec<String>, LabError> {
     let mut removed = Vec::new();
-    // qemu-source.pid, qemu-target.pid; a drain's qemu-vm2-source.pid, ...
+    // qemu-source.pid, qemu-target.pid; a drain's qemu-vm2-source.pid, ...;
+    // the delay line's wan.pid
     let mut pidfiles: Vec<PathBuf> = fs::read_dir(STATE_DIR)
         .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     pidfiles.retain(|p| {
         p.file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("qemu-") && n.ends_with(".pid"))
+            .is_some_and(|n| (n.starts_with("qemu-") || n == "wan.pid") && n.ends_with(".pid"))
     });
     pidfiles.sort();
     for pidfile in pidfiles {
-        if let Some(pid) = lab_qemu_pid(&pidfile) {
-            // SAFETY: plain syscall; the pid was checked to be our QEMU.
+        if let Some(pid) = lab_process_pid(&pidfile) {
+            // SAFETY: plain syscall; the pid was checked to be the lab's.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             wait_until_dead(pid);
             let who = pidfile
                 .file_stem()
                 .and_then(|n| n.to_str())
-                .map_or("", |n| n.trim_start_matches("qemu-"))
-                .to_string();
-            removed.push(format!("qemu {who} (pid {pid})"));
+                .map_or(String::new(), |n| match n.strip_prefix("qemu-") {
+                    Some(vm) => format!("qemu {vm}"),
+                    None => "delay line".into(),
+                });
+            removed.push(format!("{who} (pid {pid})"));
         }
     }
     removed.extend(standin::stop());
@@ -326,10 +338,10 @@ pub fn is_running(pid: i32) -> bool {
         .is_some_and(|zombie| !zombie)
 }
 
-/// The pid in `pidfile`, if that process is still a QEMU the lab started
-/// (its name is `mvlab-source`/`mvlab-target`), so a recycled pid is never
-/// killed.
-fn lab_qemu_pid(pidfile: &Path) -> Option<i32> {
+/// The pid in `pidfile`, if that process is still one the lab started (its
+/// name is `mvlab-source`/`mvlab-target`/`mvlab-wan`), so a recycled pid is
+/// never killed.
+fn lab_process_pid(pidfile: &Path) -> Option<i32> {
     let pid: i32 = fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     (comm.trim().starts_with("mvlab-") && is_running(pid)).then_some(pid)
@@ -348,6 +360,9 @@ pub struct LabRun {
     pub collected: Collected,
     /// What each observation point counted during the migration.
     pub interfaces: Vec<InterfaceCount>,
+    /// The delay line's own account (frames, drops, lateness), if the lab
+    /// has one.
+    pub wan: Option<wan::LineStats>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -386,7 +401,7 @@ pub fn migrate_observed(
         points.len()
     ));
     // What an operator would give: the NAD's range.
-    let mut session = Session::start(&points, &[config.migration_cidr().parse()?], config.hooks)?;
+    let mut session = Session::start(&points, &config.migration_cidrs(), config.hooks)?;
     let before = session.dataplane().interface_counts()?;
 
     // The migration runs on its own thread; the collector on this one, so
@@ -457,5 +472,6 @@ pub fn migrate_observed(
         endpoints,
         collected,
         interfaces,
+        wan: config.has_router().then(wan::stats).flatten(),
     })
 }

@@ -62,6 +62,17 @@ pub struct Options {
     /// Switch to post-copy after the first full pass (KubeVirt's `allowPostCopy`).
     #[arg(long)]
     post_copy: bool,
+    /// Add this round-trip time between node A and the fabric (the lab's
+    /// delay line in a router namespace, half each way; 0: the line holds
+    /// nothing, its own floor).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    rtt_ms: Option<u32>,
+    /// Put node B in another cluster: another L3 subnet behind the router.
+    #[arg(long)]
+    cross_cluster: bool,
+    /// Cross-cluster: the router drops the synchronization controller port (9185).
+    #[arg(long)]
+    sync_blocked: bool,
     /// The kernel hook to attach with (clsact: the fallback of kernels before 6.6, on any kernel).
     #[arg(long, value_enum, default_value_t = Hooks::Auto)]
     hooks: Hooks,
@@ -146,6 +157,18 @@ impl Options {
             config.control_channel |= vms > 1;
         }
         config.disk_mib = self.disk.or(config.disk_mib);
+        if let Some(rtt) = self.rtt_ms {
+            config.rtt_ms = Some(rtt);
+        }
+        config.cross_cluster |= self.cross_cluster;
+        config.sync_blocked |= self.sync_blocked;
+        anyhow::ensure!(
+            !config.sync_blocked || config.cross_cluster,
+            "--sync-blocked: only a cross-cluster lab has a synchronization controller"
+        );
+        if let Some(problem) = config.topology_problem() {
+            anyhow::bail!(problem);
+        }
         if let Some(problem) = config.guest_problem() {
             anyhow::bail!(problem);
         }

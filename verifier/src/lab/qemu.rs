@@ -292,6 +292,28 @@ fn configure(qmp: &mut Qmp, config: &LabConfig, source: bool) -> Result<(), LabE
     Ok(())
 }
 
+/// What the source QEMU says it migrates with, not what the lab asked for:
+/// multifd channels (`query-migrate-parameters`, 0 without the `multifd`
+/// capability of `query-migrate-capabilities`) and whether TLS credentials
+/// are set.
+fn settings_in_effect(qmp: &mut Qmp) -> Result<(u8, bool), LabError> {
+    let capabilities = qmp.execute("query-migrate-capabilities", json!({}))?;
+    let multifd = capabilities
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["capability"] == "multifd" && c["state"] == true);
+    let parameters = qmp.execute("query-migrate-parameters", json!({}))?;
+    let channels = field_u64(&parameters, "multifd-channels")
+        .and_then(|n| u8::try_from(n).ok())
+        .filter(|_| multifd)
+        .unwrap_or(0);
+    let tls = parameters["tls-creds"]
+        .as_str()
+        .is_some_and(|c| !c.is_empty());
+    Ok((channels, tls))
+}
+
 /// The port QEMU actually bound for `tcp:ADDR:0`.
 fn listening_port(qmp: &mut Qmp) -> Result<u16, LabError> {
     let status = qmp.execute("query-migrate", json!({}))?;
@@ -414,6 +436,7 @@ pub fn migrate(
     )?;
     let mut source_qmp = Qmp::connect(&source.qmp_socket, "source", Duration::from_secs(10))?;
     configure(&mut source_qmp, config, true)?;
+    let (multifd_channels, tls) = settings_in_effect(&mut source_qmp)?;
     let mut guest_account = None;
     if let (
         Guest::Running {
@@ -670,8 +693,8 @@ pub fn migrate(
         error: status["error-desc"].as_str().map(str::to_string),
         cancelled_by_timeout: cancelled_by_timeout || unresponsive,
         target: target_socket,
-        multifd_channels: config.multifd_in_effect(),
-        tls: config.tls,
+        multifd_channels,
+        tls,
         accelerator: accelerator(boot.as_ref()).name().to_string(),
         guest_memory_bytes,
         iterations: field_u64(ram, "dirty-sync-count"),

@@ -22,7 +22,7 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
     let mut criteria = Criteria::new(limits, interval_ms);
     criteria.endpoints = run.endpoints.clone();
     criteria.expectations = Expectations {
-        cidrs: vec![config.migration_cidr().parse()?],
+        cidrs: config.migration_cidrs(),
         // The NAD's vlan: node A's port, as the lab's NAD names it.
         vlan: (config.cni == Cni::Bridge && config.migration0).then_some(config.vid_a),
         expect_traffic: !run.endpoints.is_empty(),
@@ -120,8 +120,9 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
                 "transferred_bytes": drain.migrations.iter().filter_map(|m| m.qemu.as_ref()).map(|q| q.transferred_bytes).sum::<u64>(),
                 "total_time_ms": drain.total_time_ms,
                 "migrations": drain.migrations.len(),
-                "multifd_channels": config.multifd_in_effect(),
-                "tls": config.tls,
+                // As the source QEMUs report them (the drain's are alike).
+                "multifd_channels": drain.migrations.iter().find_map(|m| m.qemu.as_ref()).map(|q| q.multifd_channels),
+                "tls": drain.migrations.iter().find_map(|m| m.qemu.as_ref()).map(|q| q.tls),
             }),
             serde_json::to_value(drain)?,
         ),
@@ -132,6 +133,7 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
         "vmi": run.vmi,
         "config": config,
         "interfaces": run.interfaces,
+        "wan": run.wan,
     });
     if !drain.is_null() {
         lab["drain"] = drain;

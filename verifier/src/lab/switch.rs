@@ -1,7 +1,7 @@
 //! Loads the lab's VLAN access-port program (verifier-ebpf's `lab-switch`)
-//! onto a node-side port. Attached as clsact filters and left in the kernel
-//! when this process exits: the port lives as long as its namespace, which
-//! `lab down` deletes.
+//! onto a node-side port, and reads back the VLAN a port applies. Attached
+//! as clsact filters and left in the kernel when this process exits: the
+//! port lives as long as its namespace, which `lab down` deletes.
 
 use aya::{
     programs::{
@@ -11,7 +11,7 @@ use aya::{
     EbpfLoader,
 };
 
-use super::LabError;
+use super::{cmd::run, LabError};
 use crate::dataplane::Netns;
 
 static LAB_SWITCH: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lab-switch"));
@@ -53,4 +53,51 @@ pub fn attach_access_port(netns: &Netns, port: &str, vid: u16) -> Result<(), Lab
             Ok(())
         })
         .map_err(|e| failed(format!("entering the namespace: {e}")))?
+}
+
+/// The VLAN the access-port program on `port` applies, as the kernel holds
+/// it: the program attached to the port's egress (`tc filter show`), its
+/// read-only data map, the VID in it. `None`: no access-port program there
+/// (the port tags nothing).
+pub fn applied_vid(netns: &Netns, port: &str) -> Result<Option<u16>, LabError> {
+    let failed = |message: String| LabError::Switch {
+        port: format!("{port}@{netns}"),
+        message,
+    };
+    let ns = netns.to_string();
+    let filters = run(&[
+        "tc", "-n", &ns, "-j", "filter", "show", "dev", port, "egress",
+    ])?;
+    let filters: serde_json::Value = serde_json::from_str(filters.trim())
+        .or_else(|_| serde_json::from_str("[]"))
+        .map_err(|e: serde_json::Error| failed(e.to_string()))?;
+    let Some(id) = filters.as_array().into_iter().flatten().find_map(|f| {
+        let prog = &f["options"]["prog"];
+        (prog["name"] == "access_untag")
+            .then(|| prog["id"].as_u64())
+            .flatten()
+    }) else {
+        return Ok(None);
+    };
+    let program = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| u64::from(p.id()) == id)
+        .ok_or_else(|| failed(format!("program {id} is gone")))?;
+    let maps = program
+        .map_ids()
+        .map_err(|e| failed(e.to_string()))?
+        .unwrap_or_default();
+    for map in maps {
+        let info = aya::maps::MapInfo::from_id(map).map_err(|e| failed(e.to_string()))?;
+        if !info.name_as_str().unwrap_or_default().contains("rodata") {
+            continue;
+        }
+        let data = aya::maps::MapData::from_id(map).map_err(|e| failed(e.to_string()))?;
+        let array: aya::maps::Array<_, u16> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(data))
+                .map_err(|e| failed(format!("reading the program's data: {e}")))?;
+        let vid = array.get(&0, 0).map_err(|e| failed(e.to_string()))?;
+        return Ok(Some(vid));
+    }
+    Err(failed(format!("program {id} has no read-only data")))
 }

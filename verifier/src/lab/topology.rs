@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use super::{
     cmd::{exec, ip, run},
     config::{addr, Cni, LabConfig},
-    switch, LabError,
+    switch, wan, LabError,
 };
 use crate::dataplane::{AttachSpec, Netns, Role};
 
@@ -109,9 +109,36 @@ pub fn build(config: &LabConfig, progress: &dyn Fn(&str)) -> Result<(), LabError
         ip(FABRIC, &["link", "set", bridge, "up"])?;
     }
 
+    if config.has_router() {
+        wan::create()?;
+    }
     for (node, vid) in [(NODE_A, config.vid_a), (NODE_B, config.vid_b)] {
         progress(&format!("wiring {}", node.name));
         build_node(config, node, vid)?;
+    }
+    if config.has_router() {
+        progress(&format!(
+            "starting the delay line in {} ({} ms round trip{})",
+            wan::WAN,
+            config.rtt_ms.unwrap_or(0),
+            if config.cross_cluster {
+                ", routing between the clusters"
+            } else {
+                ""
+            }
+        ));
+        wan::build(config, FABRIC, NODE_A.fabric_migration_port)?;
+        ip(
+            FABRIC,
+            &[
+                "link",
+                "set",
+                NODE_A.fabric_migration_port,
+                "master",
+                "br-mig",
+                "up",
+            ],
+        )?;
     }
 
     if let Some(rate) = config.rate_bps {
@@ -159,32 +186,40 @@ fn ip_tc(netns: &str, args: &[&str]) -> Result<String, LabError> {
 fn build_node(config: &LabConfig, node: Node, vid: u16) -> Result<(), LabError> {
     let ns = node.netns;
     let vh = node.virt_handler;
-    // The node's two NICs, cabled to the fabric.
-    for (port, nic, bridge) in [
-        (node.fabric_pod_port, "eth0", "br-pod"),
-        (node.fabric_migration_port, "eth1", "br-mig"),
+    // The node's two NICs, cabled to the fabric; node A's migration NIC to
+    // the router namespace when there is one (the WAN side of the lab).
+    let behind_router = node.name == NODE_A.name && config.has_router();
+    let (mig_ns, mig_port) = if behind_router {
+        (wan::WAN, "wan-a")
+    } else {
+        (FABRIC, node.fabric_migration_port)
+    };
+    for (port_ns, port, nic, bridge) in [
+        (FABRIC, node.fabric_pod_port, "eth0", Some("br-pod")),
+        (
+            mig_ns,
+            mig_port,
+            "eth1",
+            (!behind_router).then_some("br-mig"),
+        ),
     ] {
         ip(
-            FABRIC,
+            port_ns,
             &[
                 "link", "add", port, "type", "veth", "peer", "name", nic, "netns", ns,
             ],
         )?;
-        ip(FABRIC, &["link", "set", port, "master", bridge, "up"])?;
+        if let Some(bridge) = bridge {
+            ip(port_ns, &["link", "set", port, "master", bridge, "up"])?;
+        }
     }
     let jumbo = config.jumbo_mtu.map(|mtu| mtu.to_string());
     if let Some(mtu) = &jumbo {
         // The NIC takes jumbo frames; its fabric port does not.
         ip(ns, &["link", "set", "eth1", "mtu", mtu])?;
         ip(
-            FABRIC,
-            &[
-                "link",
-                "set",
-                node.fabric_migration_port,
-                "mtu",
-                &FABRIC_MTU.to_string(),
-            ],
+            mig_ns,
+            &["link", "set", mig_port, "mtu", &FABRIC_MTU.to_string()],
         )?;
     }
     ip(ns, &["link", "set", "eth0", "up"])?;
@@ -286,10 +321,15 @@ fn build_node(config: &LabConfig, node: Node, vid: u16) -> Result<(), LabError> 
     if let Some(mtu) = &jumbo {
         ip(vh, &["link", "set", "migration0", "mtu", mtu])?;
     }
+    let node_b = node.name == NODE_B.name;
     let address = if config.ipv6 {
         format!("{}/{}", node.migration_v6, addr::MIGRATION_V6_PREFIX)
     } else {
-        format!("{}/{}", node.migration_v4, addr::MIGRATION_V4_PREFIX)
+        format!(
+            "{}/{}",
+            config.migration_v4(node_b),
+            addr::MIGRATION_V4_PREFIX
+        )
     };
     // nodad: a tentative address cannot be bound, and QEMU binds at once.
     let mut add = vec!["addr", "add", address.as_str(), "dev", "migration0"];
@@ -298,6 +338,26 @@ fn build_node(config: &LabConfig, node: Node, vid: u16) -> Result<(), LabError> 
     }
     ip(vh, &add)?;
     ip(vh, &["link", "set", "migration0", "up"])?;
+    if config.cross_cluster {
+        // The other cluster's migration network, through the router.
+        let (other, gateway) = if node_b {
+            ("10.200.5.0/24", addr::ROUTER_V4_B)
+        } else {
+            ("10.201.5.0/24", addr::ROUTER_V4_A)
+        };
+        ip(
+            vh,
+            &[
+                "route",
+                "add",
+                other,
+                "via",
+                &gateway.to_string(),
+                "dev",
+                "migration0",
+            ],
+        )?;
+    }
     Ok(())
 }
 
@@ -316,6 +376,9 @@ fn veth_ends(config: &LabConfig) -> Vec<(&'static str, &'static str)> {
         if config.migration0 && config.cni == Cni::Bridge {
             ends.extend([(node.netns, "vh-mig"), (node.virt_handler, "migration0")]);
         }
+    }
+    if config.has_router() {
+        ends.extend(wan::veth_ends());
     }
     ends
 }

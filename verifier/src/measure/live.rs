@@ -2,7 +2,7 @@
 //! its figures, its connections' rates, recent RTT and idle times, and the
 //! named causes that hold now. `watch` shows it, the metrics expose it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -18,7 +18,7 @@ use super::{
 use crate::{
     config::Endpoint,
     dataplane::Role,
-    flows::{ConnKey, Connection, FlowTable, SlotInfo},
+    flows::{Connection, FlowTable, SlotInfo},
     intent::{Limits, VmSize},
     verdict::Verdict,
 };
@@ -129,9 +129,6 @@ pub struct Evaluator {
     queued: BTreeMap<String, u64>,
     pub expectations: Expectations,
     pub interval_ms: u64,
-    /// Per connection: (when, how many RTT samples it had then), to take
-    /// percentiles of the recent samples only.
-    rtt_marks: HashMap<ConnKey, VecDeque<(u64, usize)>>,
 }
 
 impl Evaluator {
@@ -151,7 +148,6 @@ impl Evaluator {
             queued: BTreeMap::new(),
             expectations,
             interval_ms,
-            rtt_marks: HashMap::new(),
         }
     }
 
@@ -191,23 +187,6 @@ impl Evaluator {
         neighbors: &[(NeighborKey, NeighborStats)],
         now_ms: u64,
     ) -> Snapshot {
-        // Connections gone from the table (a judged migration's, taken
-        // out) leave no marks behind: a long run keeps only the live ones.
-        self.rtt_marks.retain(|key, _| table.contains(key));
-        for connection in table.connections() {
-            // A connection new to us: every sample it has so far is recent.
-            let marks = self
-                .rtt_marks
-                .entry(connection.key)
-                .or_insert_with(|| VecDeque::from([(now_ms, 0)]));
-            marks.push_back((now_ms, connection.rtt_us.len()));
-            while marks
-                .front()
-                .is_some_and(|(at, _)| now_ms.saturating_sub(*at) > RECENT_RTT_MS)
-            {
-                marks.pop_front();
-            }
-        }
         // Live, a migration is judged while it runs.
         let running = BTreeMap::new();
         let judgement = judge(&Observation {
@@ -264,7 +243,7 @@ impl Evaluator {
             };
             let mut recent = Vec::new();
             for c in &group.connections {
-                recent.extend_from_slice(self.recent_rtt(c));
+                recent.extend(recent_rtt(c, now_ms));
             }
             let (rtt_p50_us, rtt_p99_us) = percentiles(&recent);
             migrations.push(MigrationRow {
@@ -385,15 +364,6 @@ impl Evaluator {
         }
     }
 
-    fn recent_rtt<'a>(&self, connection: &'a Connection) -> &'a [u32] {
-        let from = self
-            .rtt_marks
-            .get(&connection.key)
-            .and_then(|marks| marks.front())
-            .map_or(0, |(_, len)| *len);
-        &connection.rtt_us[from.min(connection.rtt_us.len())..]
-    }
-
     fn connection_row(
         &self,
         connection: &Connection,
@@ -416,7 +386,7 @@ impl Evaluator {
             .or(connection.first_seen_ms)
             .unwrap_or(now_ms);
         let end = connection.closed_at_ms.unwrap_or(now_ms).min(now_ms);
-        let (rtt_p50_us, rtt_p99_us) = percentiles(self.recent_rtt(connection));
+        let (rtt_p50_us, rtt_p99_us) = percentiles(&recent_rtt(connection, now_ms));
         let views = connection.interfaces(slots);
         let mut roles: Vec<Role> = views.iter().map(|v| v.role).collect();
         roles.sort_by_key(|r| *r as u8);
@@ -462,6 +432,16 @@ fn roles(by_role: &crate::flows::BytesByRole) -> Vec<Role> {
     .filter(|(_, bytes)| *bytes > 0)
     .map(|(role, _)| role)
     .collect()
+}
+
+/// The path's RTT samples of the last [`RECENT_RTT_MS`], microseconds.
+fn recent_rtt(connection: &Connection, now_ms: u64) -> Vec<u32> {
+    connection
+        .rtt
+        .path(now_ms.saturating_sub(RECENT_RTT_MS))
+        .iter()
+        .map(|s| s.us)
+        .collect()
 }
 
 fn percentiles(samples: &[u32]) -> (Option<u64>, Option<u64>) {
@@ -557,7 +537,10 @@ mod tests {
                 1000 + tick * 100,
             );
         }
-        table.record_rtt(&key(server, client), 2, 1, 250_000, &endpoints);
+        // The target's echo (200 us to it and back) and the source's (50 us
+        // of turnaround): a path of 250 us.
+        table.record_rtt(&key(server, client), 2, 1, 200_000, 1900, &endpoints);
+        table.record_rtt(&key(client, server), 2, 1, 50_000, 1950, &endpoints);
         let snapshot = live.evaluate(&table, &slots(), &[], 2000);
         let m = &snapshot.migrations[0];
         assert_eq!((m.id.as_str(), m.state), ("ns/vm", "moving"));

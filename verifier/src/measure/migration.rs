@@ -125,7 +125,16 @@ pub struct Figures {
     /// Each connection once: channel, bytes, retransmits, RTT.
     pub per_connection: Vec<ConnectionFigures>,
     pub throughput_bps: Throughput,
+    /// The RTT of the path on the wire: TCP timestamp echoes, both legs at
+    /// a hook added (see `flows::rtt`).
     pub rtt_us: Rtt,
+    /// The same samples smoothed per hook as a TCP sender smooths its own
+    /// (RFC 6298's SRTT, gain 1/8): the figure to set beside the kernel's.
+    pub srtt_us: Rtt,
+    /// The kernel's smoothed RTT (`tcpi_rtt`) of the source's sockets, read
+    /// over sock_diag each interval; `None` where migverify does not see
+    /// the source's namespace.
+    pub kernel_srtt_us: Option<Rtt>,
     /// From the first payload to the last (or to the end, while open).
     pub duration_s: f64,
     /// Every connection closed with a FIN, none was reset, and every
@@ -184,7 +193,8 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
         bytes_by_role.bridge += roles.bridge;
         bytes_by_role.primary += roles.primary;
         bytes_by_role.other += roles.other;
-        let mut rtt: Vec<u32> = connection.rtt_us.clone();
+        // The path's round trips (both legs at a hook), as the totals.
+        let mut rtt: Vec<u32> = connection.rtt.path(0).iter().map(|s| s.us).collect();
         rtt.sort_unstable();
         per_connection.push(ConnectionFigures {
             src: report.src.clone(),
@@ -235,6 +245,13 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
     }
     let progress = series::progress(&group.connections, interval_ms);
     let (rtt_us, rtt_histogram) = series::rtt(&group.connections);
+    let (kernel_srtt_us, _) = series::rtt_of(
+        group
+            .connections
+            .iter()
+            .flat_map(|c| c.kernel_srtt.iter())
+            .map(|&(_, srtt, _)| u64::from(srtt)),
+    );
     let duration_ms: u64 = progress.iter().map(|i| i.length_ms).sum();
     Figures {
         id: group.id.clone(),
@@ -254,6 +271,8 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
         per_connection,
         throughput_bps: series::throughput(&progress),
         rtt_us,
+        srtt_us: series::srtt(&group.connections),
+        kernel_srtt_us: (kernel_srtt_us.samples > 0).then_some(kernel_srtt_us),
         duration_s: duration_ms as f64 / 1000.0,
         finished: !group.connections.is_empty()
             && group.connections.iter().all(|c| {

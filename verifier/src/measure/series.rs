@@ -124,14 +124,35 @@ pub fn throughput(intervals: &[Interval]) -> Throughput {
     }
 }
 
-/// RTT percentiles over every sample of `connections`.
+/// Percentiles of the path's RTT over every sample of `connections` (both
+/// legs at a hook added: see [`crate::flows::rtt`]).
 pub fn rtt(connections: &[&Connection]) -> (Rtt, Histogram<u64>) {
+    rtt_of(
+        connections
+            .iter()
+            .flat_map(|c| c.rtt.path(0))
+            .map(|s| u64::from(s.us)),
+    )
+}
+
+/// Percentiles of the path's RTT smoothed as TCP smooths it (per hook,
+/// RFC 6298's gain of 1/8), over every sample of `connections`.
+pub fn srtt(connections: &[&Connection]) -> Rtt {
+    rtt_of(
+        connections
+            .iter()
+            .flat_map(|c| c.rtt.smoothed())
+            .map(u64::from),
+    )
+    .0
+}
+
+/// Percentiles of `samples`, microseconds.
+pub fn rtt_of(samples: impl Iterator<Item = u64>) -> (Rtt, Histogram<u64>) {
     // 1 us to 60 s, two significant digits.
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("valid bounds");
-    for connection in connections {
-        for &sample in &connection.rtt_us {
-            histogram.saturating_record(u64::from(sample));
-        }
+    for sample in samples {
+        histogram.saturating_record(sample);
     }
     if histogram.is_empty() {
         return (Rtt::default(), histogram);

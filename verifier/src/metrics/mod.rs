@@ -73,9 +73,9 @@ struct MigrationState {
 /// The metrics of one run, updated from each snapshot.
 pub struct Metrics {
     migrations: BTreeMap<String, MigrationState>,
-    /// RTT samples per connection already observed into a histogram, for
-    /// the connections still in the table.
-    rtt_seen: HashMap<ConnKey, usize>,
+    /// Per connection still in the table: the time (ms) after the newest
+    /// RTT sample already observed into a histogram.
+    rtt_seen: HashMap<ConnKey, u64>,
     /// Every (migration, cause id) reported within the retention, with its
     /// severity: a cause that no longer holds reads 0 rather than vanishing.
     causes: BTreeMap<(String, &'static str), &'static str>,
@@ -191,11 +191,12 @@ impl Metrics {
                 .connections()
                 .filter(|c| figures.targets.contains(&c.key.server.to_string()))
             {
+                // The path's samples taken since the last scrape's newest.
                 let seen = self.rtt_seen.entry(connection.key).or_insert(0);
-                for sample in &connection.rtt_us[(*seen).min(connection.rtt_us.len())..] {
-                    state.rtt.observe(f64::from(*sample) / 1e6);
+                for sample in connection.rtt.path(*seen) {
+                    state.rtt.observe(f64::from(sample.us) / 1e6);
+                    *seen = sample.at_ms + 1;
                 }
-                *seen = connection.rtt_us.len();
                 let p = connection.packets_by_role(slots);
                 packets.migration += p.migration;
                 packets.bridge += p.bridge;

@@ -77,9 +77,22 @@ pub fn render(report: &Report) -> String {
         let r = &f.rtt_us;
         let _ = writeln!(
             out,
-            "  rtt             p50 {} us  p90 {} us  p99 {} us  max {} us  ({} samples)",
-            r.p50, r.p90, r.p99, r.max, r.samples
+            "  rtt (wire)      p50 {} us  p90 {} us  p99 {} us  min {} us  ({} samples)",
+            r.p50, r.p90, r.p99, r.min, r.samples
         );
+        let s = &f.srtt_us;
+        let _ = writeln!(
+            out,
+            "  srtt (wire)     p50 {} us  p90 {} us  p99 {} us  (the same, smoothed as TCP does)",
+            s.p50, s.p90, s.p99
+        );
+        if let Some(k) = &f.kernel_srtt_us {
+            let _ = writeln!(
+                out,
+                "  srtt (kernel)   p50 {} us  p90 {} us  p99 {} us  min {} us  ({} reads of the source's sockets)",
+                k.p50, k.p90, k.p99, k.min, k.samples
+            );
+        }
         let _ = writeln!(
             out,
             "  duration        {:.2} s, longest stall {:.2} s (progressTimeout {} s)",
@@ -190,6 +203,16 @@ fn lab_summary(out: &mut String, report: &Report, lab: &serde_json::Value) {
         .iter()
         .map(|m| m.figures.forward_payload_bytes)
         .sum();
+    if q["status"].is_null() {
+        // No VM in this scenario (the bench): no QEMU figures to show.
+        let _ = writeln!(
+            out,
+            "\nlab scenario {}: no QEMU migration; migverify saw {} sent to the target",
+            lab["scenario"].as_str().unwrap_or("?"),
+            bytes(seen)
+        );
+        return;
+    }
     let transferred = q["transferred_bytes"].as_u64().unwrap_or(0);
     let expected: u64 = report
         .migrations

@@ -251,7 +251,7 @@ fn migration(out: &mut String, m: &MigrationReport, places: &[Place]) {
     let r = &f.rtt_us;
     row(
         out,
-        "round-trip time",
+        "round-trip time on the wire",
         format!(
             "median {}, p90 {}, p99 {}, max {} ({} samples)",
             micros(r.p50),
@@ -259,6 +259,24 @@ fn migration(out: &mut String, m: &MigrationReport, places: &[Place]) {
             micros(r.p99),
             micros(r.max),
             r.samples
+        ),
+    );
+    row(
+        out,
+        "smoothed RTT: wire, kernel",
+        format!(
+            "median {}, p90 {}; {}",
+            micros(f.srtt_us.p50),
+            micros(f.srtt_us.p90),
+            f.kernel_srtt_us.as_ref().map_or_else(
+                || "the kernel's: not seen (the source's namespace is not observed)".to_string(),
+                |k| format!(
+                    "the kernel's median {}, p90 {} ({} reads)",
+                    micros(k.p50),
+                    micros(k.p90),
+                    k.samples
+                ),
+            )
         ),
     );
     row(
