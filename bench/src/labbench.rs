@@ -69,28 +69,11 @@ pub struct MigrationBench {
     pub offloads: bool,
     pub runs: Vec<MigrationRun>,
     pub summary: Vec<VariantSummary>,
-    /// One more migration with migverify's programs attached and the
-    /// kernel's run-time statistics on: what the hooks cost in place.
-    pub hooks_in_place: HooksInPlace,
 }
 
-/// The kernel's own account (`BPF_ENABLE_STATS`) of migverify's hook
-/// programs during one migration; tail-called work counts to the hook.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct HooksInPlace {
-    pub migration_ms: u64,
-    pub runs: u64,
-    pub cpu_ms: f64,
-    pub ns_per_run: f64,
-    /// Segments of kept flows that missed their CPU's flow cache and paid
-    /// for a hash lookup.
-    #[serde(default)]
-    pub flow_cache_misses: u64,
-}
+pub fn quiet(_: &str) {}
 
-fn quiet(_: &str) {}
-
-fn bench_config(memory_mib: u64) -> LabConfig {
+pub fn bench_config(memory_mib: u64) -> LabConfig {
     LabConfig {
         memory_mib,
         // MTU-sized packets on the wire, as a real NIC sends them.
@@ -124,9 +107,8 @@ pub fn migration(rounds: usize, memory_mib: u64) -> anyhow::Result<MigrationBenc
         }
         Ok(runs)
     })();
-    let in_place = result.and_then(|runs| Ok((runs, hooks_in_place(&config)?)));
     lab::down()?;
-    let (runs, hooks_in_place) = in_place?;
+    let runs = result?;
     let summary = Variant::ALL.iter().map(|v| summarize(*v, &runs)).collect();
     Ok(MigrationBench {
         memory_mib,
@@ -135,44 +117,6 @@ pub fn migration(rounds: usize, memory_mib: u64) -> anyhow::Result<MigrationBenc
         offloads: config.offloads,
         runs,
         summary,
-        hooks_in_place,
-    })
-}
-
-/// [`hooks_in_place`] on a lab of its own.
-pub fn hooks_in_place_alone(memory_mib: u64) -> anyhow::Result<HooksInPlace> {
-    let config = bench_config(memory_mib);
-    lab::up(&config, &quiet)?;
-    let result = hooks_in_place(&config);
-    lab::down()?;
-    result
-}
-
-/// A migration with the programs attached and the kernel timing every run
-/// of them (the statistics are on while the returned fd is open).
-fn hooks_in_place(config: &LabConfig) -> anyhow::Result<HooksInPlace> {
-    eprintln!("bench: migration with the kernel's BPF run-time statistics on");
-    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
-        .context("turning the kernel's BPF run-time statistics on")?;
-    let mut dataplane = attach(config)?;
-    let outcome = lab::migrate(config, &quiet, &mut |_| Ok(()))?;
-    let slots: Vec<u32> = dataplane.attachments().iter().map(|a| a.slot).collect();
-    let (mut runs, mut time) = (0, Duration::ZERO);
-    for slot in slots {
-        for name in [format!("ingress_{slot:02}"), format!("egress_{slot:02}")] {
-            let info = dataplane.program_mut(&name).info()?;
-            runs += info.run_count();
-            time += info.run_time();
-        }
-    }
-    drop(stats);
-    let flow_cache_misses = dataplane.stats()?.flow_cache_misses;
-    Ok(HooksInPlace {
-        migration_ms: outcome.total_time_ms,
-        runs,
-        cpu_ms: time.as_secs_f64() * 1000.0,
-        ns_per_run: time.as_nanos() as f64 / runs.max(1) as f64,
-        flow_cache_misses,
     })
 }
 
@@ -430,7 +374,12 @@ pub fn iperf(rounds: usize, seconds: u32) -> anyhow::Result<IperfBench> {
 /// migverify's observers on every observation point of the lab, with the
 /// migration CIDR loaded so iperf3's flows take the full migration path.
 pub fn attach(config: &LabConfig) -> anyhow::Result<Dataplane> {
-    let mut dataplane = Dataplane::load()?;
+    attach_with(config, Dataplane::load()?)
+}
+
+/// [`attach`] with a data plane already loaded (another build of the
+/// programs, say).
+pub fn attach_with(config: &LabConfig, mut dataplane: Dataplane) -> anyhow::Result<Dataplane> {
     dataplane.add_cidr(config.migration_cidr().parse()?)?;
     dataplane.attach_all(&topology::observation_points(config))?;
     Ok(dataplane)

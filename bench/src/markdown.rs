@@ -144,10 +144,7 @@ pub fn render(r: &Results) -> String {
                  {} The per-packet cost alone predicts {:.0} ms of CPU over the migration ({:.0} k \
                  segments x 4 hooks, ACKs included, x {per_packet} ns), {:.1}% of the unobserved {} ms. The lab's \
                  two cores are busy with QEMU on both ends, TLS and the kernel's forwarding, so every nanosecond \
-                 spent in a hook is a nanosecond the migration waits for. In place the hooks cost more than on one \
-                 hot frame: in one more migration with the kernel's run-time statistics on, they ran {} times for \
-                 {:.0} ms of CPU, {:.0} ns a run, {:.1}% of that migration's {} ms; {} segments ({:.2}% of the runs) \
-                 missed their CPU's flow cache and paid for a hash lookup.",
+                 spent in a hook is a nanosecond the migration waits for.",
                 programs.median_ratio,
                 mv.median_ratio,
                 if (mv.median_ratio - programs.median_ratio).abs() < 0.05 {
@@ -163,13 +160,6 @@ pub fn render(r: &Results) -> String {
                 segments / 1000.0,
                 predicted_ms / base.median_ms as f64 * 100.0,
                 base.median_ms,
-                mb.hooks_in_place.runs,
-                mb.hooks_in_place.cpu_ms,
-                mb.hooks_in_place.ns_per_run,
-                mb.hooks_in_place.cpu_ms / mb.hooks_in_place.migration_ms.max(1) as f64 * 100.0,
-                mb.hooks_in_place.migration_ms,
-                mb.hooks_in_place.flow_cache_misses,
-                mb.hooks_in_place.flow_cache_misses as f64 / mb.hooks_in_place.runs.max(1) as f64 * 100.0,
             );
         }
     }
