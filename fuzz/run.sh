@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the `check` fuzz target with libFuzzer's coverage instrumentation
 # (what cargo-fuzz does, without needing it installed) and runs it on the
-# kept corpus for SECONDS (default 600). New inputs go to a scratch corpus;
-# `-merge` folds only those that add coverage back into fuzz/corpus/check.
+# kept corpus (and check's test corpus of real objects) for SECONDS (default
+# 600). New inputs go to a scratch corpus; `-merge` folds only those that add
+# coverage back into fuzz/corpus/check.
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-600}"
@@ -15,5 +16,7 @@ RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 binary="$CARGO_TARGET_DIR/$target/release/check"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-"$binary" "$scratch" corpus/check -dict=check.dict -max_len=65536 -max_total_time="$seconds" -print_final_stats=1
-"$binary" -merge=1 corpus/check "$scratch"
+# The real objects of check's test corpus seed it too.
+seeds=../verifier/tests/corpus
+"$binary" "$scratch" corpus/check "$seeds" -dict=check.dict -max_len=65536 -max_total_time="$seconds" -print_final_stats=1
+"$binary" -merge=1 corpus/check "$scratch" "$seeds"

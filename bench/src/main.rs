@@ -13,6 +13,7 @@ mod labbench;
 mod markdown;
 mod perpacket;
 mod provenance;
+mod soak;
 mod userspace;
 
 use std::path::{Path, PathBuf};
@@ -82,6 +83,9 @@ enum Part {
     /// What the kernel's verifier does with each program: load time,
     /// instructions verified, JIT size.
     Verifier,
+    /// The agent against the replay API server for 1000 migrations; its
+    /// figures go into the latest results and docs/benchmarks.md.
+    AgentSoak,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,6 +111,9 @@ pub struct Results {
     pub attach: labbench::AttachTime,
     pub footprint: userspace::FootprintBench,
     pub flood: userspace::FloodBench,
+    /// Absent from runs made before the soak existed.
+    #[serde(default)]
+    pub soak: Option<soak::SoakBench>,
 }
 
 fn command_output(cmd: &str, args: &[&str]) -> String {
@@ -117,7 +124,7 @@ fn command_output(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn machine() -> Machine {
+pub fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     Machine {
@@ -166,6 +173,21 @@ fn main() -> anyhow::Result<()> {
     let builds = &args.builds;
 
     let provenance = provenance::of_checkout(&args.root);
+    let soak_migrations = if args.quick { 200 } else { 1000 };
+    if args.only == Some(Part::AgentSoak) {
+        // Its figures join the latest full run's: docs/benchmarks.md keeps
+        // every part, bench/results/ every run.
+        let latest = args.root.join("bench/results/latest.json");
+        let json =
+            std::fs::read(&latest).with_context(|| format!("reading {}", latest.display()))?;
+        let mut results: Results = serde_json::from_slice(&json)?;
+        results.soak = Some(soak::run(&migverify, soak_migrations, 20)?);
+        return write(
+            &args.root,
+            &results,
+            &results.soak.as_ref().unwrap().date.clone(),
+        );
+    }
     if let Some(part) = args.only {
         let figures = match part {
             Part::PerPacket => serde_json::to_value(perpacket::run(rounds, builds)?),
@@ -180,6 +202,7 @@ fn main() -> anyhow::Result<()> {
             Part::Footprint => {
                 serde_json::to_value(userspace::footprint(&migverify, 16, footprint_s)?)
             }
+            Part::AgentSoak => unreachable!("handled above"),
         }?;
         let json = serde_json::to_string_pretty(&serde_json::json!({
             "machine": machine(),
@@ -220,6 +243,8 @@ fn main() -> anyhow::Result<()> {
     let iperf3 = labbench::iperf(iperf_rounds, iperf_seconds)?;
     eprintln!("bench: footprint of a verify process, {footprint_s} s");
     let footprint = userspace::footprint(&migverify, 16, footprint_s)?;
+    eprintln!("bench: the agent, {soak_migrations} migrations");
+    let soak = soak::run(&migverify, soak_migrations, 20)?;
 
     let results = Results {
         machine: machine(),
@@ -232,15 +257,17 @@ fn main() -> anyhow::Result<()> {
         attach,
         footprint,
         flood,
+        soak: Some(soak),
     };
-    write(&args.root, &results)
+    write(&args.root, &results, &results.machine.date)
 }
 
-fn write(root: &Path, results: &Results) -> anyhow::Result<()> {
+/// The run's JSON as `bench/results/<date>.json` and `latest.json`, then the page.
+fn write(root: &Path, results: &Results, date: &str) -> anyhow::Result<()> {
     let dir = root.join("bench/results");
     std::fs::create_dir_all(&dir)?;
     let json = serde_json::to_string_pretty(results)?;
-    let stamp = results.machine.date.replace(':', "");
+    let stamp = date.replace(':', "");
     for name in [format!("{stamp}.json"), "latest.json".to_string()] {
         let path = dir.join(name);
         std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;

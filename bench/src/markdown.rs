@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{labbench::Variant, Results};
+use crate::{labbench::Variant, soak::SoakSample, Results};
 
 fn verdict(met: bool, gap: String) -> String {
     if met {
@@ -29,7 +29,8 @@ pub fn render(r: &Results) -> String {
          measured side by side with its baseline in the same run, alternating, and quoted as a median or a \
          ratio: these machines are shared and noisy. The raw figures of every run are in \
          `bench/results/latest.json`. `cargo xtask bench --only PART` (per-packet, attach, flood, migration, \
-         hooks-in-place, iperf3, footprint) runs one part and prints its figures; `target/release/bench --render \
+         hooks-in-place, iperf3, footprint) runs one part and prints its figures; `--only agent-soak` runs the \
+         agent's soak and adds it to the latest run's figures and this page; `target/release/bench --render \
          bench/results/latest.json` writes this page again from a run's figures.\n\n\
          Run: {} on {} ({} CPUs, {:.0} GiB), kernel {}{}.\n",
         m.date,
@@ -263,5 +264,107 @@ pub fn render(r: &Results) -> String {
         fl.migration_flow_packets,
         verdict(fl.migration_flow_kept && fl.flow_table_full > 0, "a lost flow or an uncounted loss".into())
     );
+    if let Some(soak) = &r.soak {
+        soak_section(&mut out, soak);
+    }
     out
+}
+
+/// One figure of a soak sample, as a number.
+type Figure = fn(&SoakSample) -> f64;
+
+/// The agent's soak: samples at the start, the quarters and the end, and
+/// whether each figure levelled off: the second half's peak within 10% of
+/// the first half's (BPF links exactly), the samples taken mid-restart
+/// (nothing attached) left out of the comparison.
+fn soak_section(out: &mut String, s: &crate::soak::SoakBench) {
+    let _ = writeln!(
+        out,
+        "\n## The agent over {} migrations\n\n\
+         `cargo xtask bench --only agent-soak` ({}, kernel {}): `migverify agent` on the lab's node A against the \
+         replay API server, {} migrations in {:.0} s as KubeVirt shows them (VMIMs created, the VMI's migrationState \
+         through listening and completed, VMIMs succeeded and deleted, {} VMIs migrated again and again and \
+         deleted), {} watch expiries (410, listed again), {} virt-handler restarts that move it between two \
+         network namespaces, and {} migrations with real TCP traffic across the lab's migration network \
+         (`bench run` to the endpoints the VMI publishes). Series retention {} s (the default is 600 s: the \
+         plateau is the retention times the migration rate). {} verdicts, {} Events posted: a migration that \
+         began and ended while a watch was expired (kube-rs backs off 0.8 s and more before listing again) is \
+         first seen finished, and is not judged. Samples every 25 migrations; those taken at a virt-handler \
+         restart (every 200) fall between the old attachment's end and the new one's: nothing attached, the \
+         page holding only the agent's two series. RSS steps up at the first restart (the data plane loaded \
+         again, its object and maps, while the allocator keeps the first one's freed pages) and is flat from \
+         then on.\n\n\
+         | migrations | s | RSS MiB | open fds | BPF links | interfaces attached | series | migrations on the page |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        s.migrations,
+        s.date,
+        s.kernel,
+        s.migrations,
+        s.seconds,
+        crate::soak::VMIS,
+        s.watch_expiries,
+        s.virt_handler_restarts,
+        s.lab_migrations,
+        s.retention_s,
+        s.samples.last().map_or(0, |x| x.verdicts),
+        s.events_posted,
+    );
+    let n = s.samples.len();
+    let mut picks: Vec<usize> = [0, 1, n / 4, n / 2, 3 * n / 4, n.saturating_sub(2), n - 1]
+        .into_iter()
+        .filter(|i| *i < n)
+        .collect();
+    picks.dedup();
+    for i in picks {
+        let x = &s.samples[i];
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {} |",
+            x.migrations,
+            x.elapsed_s,
+            x.rss_kib as f64 / 1024.0,
+            x.fds,
+            x.bpf_links,
+            x.attached,
+            x.series,
+            x.migrations_on_page
+        );
+    }
+    // Warm-up and restarts excluded: samples with migrations on and attached.
+    let body: Vec<SoakSample> = s.samples[1.min(n - 1)..]
+        .iter()
+        .filter(|x| x.attached > 0)
+        .cloned()
+        .collect();
+    let half = body.len() / 2;
+    let (first, second) = body.split_at(half.max(1).min(body.len()));
+    let max = |xs: &[SoakSample], f: Figure| xs.iter().map(f).fold(0.0, f64::max);
+    let figures: [(&str, Figure, f64); 4] = [
+        ("RSS", |x| x.rss_kib as f64, 1.10),
+        ("open fds", |x| x.fds as f64, 1.10),
+        ("BPF links", |x| x.bpf_links as f64, 1.0),
+        ("series", |x| x.series as f64, 1.10),
+    ];
+    let mut verdicts = Vec::new();
+    for (name, f, slack) in figures {
+        let (a, b) = (max(first, f), max(second, f));
+        verdicts.push(format!(
+            "{name} {}",
+            if b <= a * slack {
+                "levels off"
+            } else {
+                "**grows**"
+            }
+        ));
+    }
+    let _ = writeln!(
+        out,
+        "\nThe first half's peak against the second half's (within 10%; BPF links exactly; samples taken \
+         mid-restart left out): {}. Target: nothing grows with the number of migrations seen: {}.",
+        verdicts.join(", "),
+        verdict(
+            verdicts.iter().all(|v| v.ends_with("levels off")),
+            "a figure that keeps growing".into()
+        )
+    );
 }

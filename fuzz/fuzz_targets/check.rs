@@ -1,6 +1,8 @@
 //! Any bytes through the whole of `migverify check` without the host: the
-//! YAML/JSON reader, the CNI config strings inside NADs, every object and
-//! cross-object check, the budgets, and the JSON rendering of the findings.
+//! YAML/JSON reader (and its `kubectl describe` detection), the CNI config
+//! strings inside NADs, every object and cross-object check (kinds and near
+//! misses, metadata, placeholders, VMI/VMIM status), the budgets, and the
+//! JSON rendering of the findings.
 //! It must never panic, whatever the input.
 #![no_main]
 
@@ -15,6 +17,12 @@ fuzz_target!(|data: &[u8]| {
     let mut options = Options::default();
     options.main.add(MainRole::Pod, "10.128.0.0/14".parse().unwrap(), "fuzz".into());
     options.vm_memory = Some("16Gi".parse().unwrap());
+    // Half the inputs with a migration range and a node count given as
+    // flags (--cidr, --nodes), half with only what the objects say.
+    if data.first().is_some_and(|b| b % 2 == 0) {
+        options.migration.push("10.200.5.0/24".parse().unwrap());
+        options.nodes = Some(3);
+    }
     let report = check_objects(&objects, &options);
     for finding in &report.findings.0 {
         serde_json::to_string(finding).expect("findings serialize");

@@ -3,21 +3,24 @@
 //! then what it saw judged against what was expected. `verify`, `watch`,
 //! `flows`, `bench run`, the lab and the agent all observe through here.
 
-use std::{collections::BTreeMap, future::Future, time::Duration};
-
-use tokio::sync::mpsc;
+use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
     config::{Cidr, Endpoint},
-    dataplane::{AttachSpec, Dataplane, DataplaneError},
-    flows::{collect, Collected, FlowTable, Request, Tick},
+    flows::{Collected, FlowTable},
     intent::{Ended, Intent, Limits, VmSize},
     measure::{
         judge::{judge, Expectations, Observation, Phase},
         live::Evaluator,
         migration::group,
     },
-    report::{DataplaneHealth, Report},
+    report::{DataplaneHealth, Place, Report},
+};
+#[cfg(feature = "dataplane")]
+use crate::{
+    dataplane::{AttachSpec, Dataplane, DataplaneError, Hooks},
+    discovery::Discovery,
+    flows::{collect, Request, Tick},
 };
 
 /// What migrations are judged against.
@@ -28,14 +31,19 @@ pub struct Criteria {
     /// The migration network's CIDRs and VLAN, and whether traffic is due.
     pub expectations: Expectations,
     pub limits: Limits,
-    /// The VM's size; `None`: the data sent is taken for it (assumed).
+    /// Every migration's size (a flag); `None`: each VMI's own from
+    /// `sizes`, else the data sent is taken for it (assumed).
     pub size: Option<VmSize>,
+    /// Each VMI's size, by the migration id its endpoints carry.
+    pub sizes: BTreeMap<String, VmSize>,
     /// How migrations ended, by id, where whoever ran them said.
     pub ended: BTreeMap<String, Ended>,
     /// Milliseconds per throughput interval.
     pub interval_ms: u64,
     /// Assumptions made while reading the inputs.
     pub assumptions: Vec<String>,
+    /// Which node each observed namespace is on, when known.
+    pub places: Vec<Place>,
 }
 
 impl Criteria {
@@ -45,9 +53,11 @@ impl Criteria {
             expectations: Expectations::default(),
             limits,
             size: None,
+            sizes: BTreeMap::new(),
             ended: BTreeMap::new(),
             interval_ms,
             assumptions: Vec::new(),
+            places: Vec::new(),
         }
     }
 
@@ -78,14 +88,46 @@ impl Criteria {
                 },
                 vlan: vlan.or(network.and_then(|n| n.vlan)),
                 expect_traffic: !endpoints.is_empty(),
+                bulk_transfer: false,
             },
             endpoints,
             limits,
             size,
+            sizes: BTreeMap::new(),
             ended: BTreeMap::new(),
             interval_ms,
             assumptions,
+            places: Vec::new(),
         }
+    }
+
+    /// What discovery found, where no flag or manifest said: migration0's
+    /// own prefixes as the migration network, the VLAN on its bridge port.
+    /// Each is an assumption of the report; returned to be said.
+    #[cfg(feature = "dataplane")]
+    pub fn adopt(&mut self, found: Option<&Discovery>) -> Vec<String> {
+        let Some(found) = found else {
+            return Vec::new();
+        };
+        self.places = found.places.clone();
+        let mut said = Vec::new();
+        if self.expectations.cidrs.is_empty() && !found.cidrs.is_empty() {
+            self.expectations.cidrs = found.cidrs.clone();
+            let cidrs: Vec<String> = found.cidrs.iter().map(ToString::to_string).collect();
+            said.push(format!(
+                "migration CIDR {}: migration0's own address prefix (no --cidr or --config gave one)",
+                cidrs.join(", ")
+            ));
+        }
+        if self.expectations.vlan.is_none() && found.vlan.is_some() {
+            self.expectations.vlan = found.vlan;
+            said.push(format!(
+                "migration VLAN {}: the VLAN of migration0's bridge port (no --vlan or --config gave one)",
+                found.vlan.unwrap_or_default()
+            ));
+        }
+        self.assumptions.extend(said.iter().cloned());
+        said
     }
 
     /// The verdict report on everything `collected` holds.
@@ -99,6 +141,7 @@ impl Criteria {
             expectations: &self.expectations,
             limits: &self.limits,
             size: self.size.as_ref(),
+            sizes: &self.sizes,
             ended: &self.ended,
             interval_ms: self.interval_ms,
             now_ms: collected.duration.as_millis() as u64,
@@ -113,36 +156,48 @@ impl Criteria {
                     .to_string(),
             );
         }
-        Report::new(
+        let mut report = Report::new(
             judgement,
             &self.limits,
             DataplaneHealth::of(collected),
             assumptions,
-        )
+        );
+        report.started_at = Some(collected.started_at);
+        report.places = self.places.clone();
+        report
     }
 
     /// The live evaluation of the same criteria.
     pub fn evaluator(&self) -> Evaluator {
-        Evaluator::new(
+        let mut evaluator = Evaluator::new(
             self.endpoints.clone(),
             self.limits.clone(),
             self.size.clone(),
             self.expectations.clone(),
             self.interval_ms,
-        )
+        );
+        evaluator.sizes = self.sizes.clone();
+        evaluator
     }
 }
 
 /// The data plane, attached.
+#[cfg(feature = "dataplane")]
 pub struct Session {
     dataplane: Dataplane,
 }
 
+#[cfg(feature = "dataplane")]
 impl Session {
     /// Loads the programs, gives them the migration network's CIDRs and
     /// attaches to every interface.
-    pub fn start(ifaces: &[AttachSpec], cidrs: &[Cidr]) -> Result<Session, DataplaneError> {
+    pub fn start(
+        ifaces: &[AttachSpec],
+        cidrs: &[Cidr],
+        hooks: Hooks,
+    ) -> Result<Session, DataplaneError> {
         let mut dataplane = Dataplane::load()?;
+        dataplane.set_hooks(hooks);
         for cidr in cidrs {
             dataplane.add_cidr(*cidr)?;
         }
@@ -165,8 +220,8 @@ impl Session {
         &mut self,
         endpoints: &[Endpoint],
         interval: Duration,
-        requests: mpsc::Receiver<Request>,
-        stop: impl Future<Output = ()>,
+        requests: tokio::sync::mpsc::Receiver<Request>,
+        stop: impl std::future::Future<Output = ()>,
         on_tick: impl FnMut(&Tick) -> bool,
     ) -> Result<Collected, DataplaneError> {
         collect(

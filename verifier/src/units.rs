@@ -29,6 +29,26 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A time given in microseconds: `0.42 ms`, `12.3 ms`, `1.25 s`.
+pub fn micros(us: u64) -> String {
+    match us {
+        u if u >= 1_000_000 => format!("{:.2} s", u as f64 / 1e6),
+        u if u >= 10_000 => format!("{:.1} ms", u as f64 / 1e3),
+        u => format!("{:.2} ms", u as f64 / 1e3),
+    }
+}
+
+/// A duration given in seconds: `0.93 s`, `12.4 s`, `2 min 5 s`, `1 h 2 min`.
+pub fn seconds(s: f64) -> String {
+    let whole = s.round() as u64;
+    match s {
+        s if s < 10.0 => format!("{s:.2} s"),
+        s if s < 120.0 => format!("{s:.1} s"),
+        _ if whole < 3600 => format!("{} min {} s", whole / 60, whole % 60),
+        _ => format!("{} h {} min", whole / 3600, whole % 3600 / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +63,12 @@ mod tests {
         assert_eq!(bytes(3 << 29), "1.50 GiB");
         assert_eq!(bytes(256 << 20), "256.0 MiB");
         assert_eq!(bytes(512), "512 B");
+        assert_eq!(micros(420), "0.42 ms");
+        assert_eq!(micros(12_345), "12.3 ms");
+        assert_eq!(micros(1_250_000), "1.25 s");
+        assert_eq!(seconds(0.928), "0.93 s");
+        assert_eq!(seconds(12.44), "12.4 s");
+        assert_eq!(seconds(125.0), "2 min 5 s");
+        assert_eq!(seconds(3720.0), "1 h 2 min");
     }
 }

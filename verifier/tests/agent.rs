@@ -5,8 +5,13 @@
 //! target prepares, sees a real QEMU migration, and posts its verdict as an
 //! Event on the VirtualMachineInstanceMigration.
 //!
+//! And the agent's least privilege: it runs with exactly the capabilities
+//! the DaemonSet grants (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_SYS_PTRACE, the
+//! bounding set cut with setpriv), and with any one fewer it stops at once
+//! naming the missing one; the kernel's own refusals are shown beside.
+//!
 //! Privileged and serial: run under the lab lock,
-//! `flock /tmp/mvlab-test.lock cargo test -p verifier --test agent -- --test-threads=1`.
+//! `flock /tmp/migverify-lab.lock cargo test -p verifier --test agent -- --test-threads=1`.
 
 mod support;
 
@@ -467,4 +472,206 @@ fn agents_catch_the_pod_network_fallback_and_post_migration_network_fallback() {
             "{event:#}"
         );
     }
+}
+
+/// The agent's capabilities as setpriv names them (no CAP_ prefix, lower case).
+fn agent_caps() -> Vec<String> {
+    verifier::dataplane::privileges::AGENT
+        .iter()
+        .map(|need| {
+            need.capability
+                .name()
+                .trim_start_matches("CAP_")
+                .to_lowercase()
+        })
+        .collect()
+}
+
+/// `migverify ARGS` with the bounding set cut to `caps` (root gets exactly
+/// these, as a container whose securityContext drops ALL and adds them).
+fn with_caps(caps: &[String], args: &[&str]) -> Command {
+    let bounding: String = std::iter::once("-all".to_string())
+        .chain(caps.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut command = Command::new("setpriv");
+    command
+        .arg(format!("--bounding-set={bounding}"))
+        .args(["--inh-caps=-all", "--"])
+        .arg(env!("CARGO_BIN_EXE_migverify"))
+        .args(args);
+    command
+}
+
+/// A root process with every capability in node A's namespace: what
+/// `/proc/1/ns/net` (the node's init, through hostPID) is on a node.
+struct NodeInit(Child);
+
+impl NodeInit {
+    fn start() -> NodeInit {
+        NodeInit(
+            Command::new("ip")
+                .args(["netns", "exec", "mvlab-node-a", "sleep", "300"])
+                .spawn()
+                .expect("sleep in mvlab-node-a"),
+        )
+    }
+
+    fn netns(&self) -> String {
+        format!("/proc/{}/ns/net", self.0.id())
+    }
+}
+
+impl Drop for NodeInit {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_agent_runs_with_its_three_capabilities_and_names_a_missing_one() {
+    if !privileged("agent_caps") {
+        return;
+    }
+    let _lab = LabGuard(LAB.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut config: LabConfig = Scenario::Secondary.config();
+    config.memory_mib = 64;
+    lab::up(&config, &|line: &str| eprintln!("lab: {line}")).expect("lab up");
+    let dir = std::env::temp_dir().join(format!("migverify-agent-caps-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let server = ApiServer::start();
+    cluster(&server);
+    let kubeconfig = server.kubeconfig(&dir);
+    let init = NodeInit::start();
+    let node_netns = init.netns();
+    let caps = agent_caps();
+    eprintln!("the agent's capabilities: {caps:?}");
+    let kubeconfig_arg = kubeconfig.to_str().unwrap();
+    let agent_args = [
+        "agent",
+        "--kubeconfig",
+        kubeconfig_arg,
+        "--node-netns",
+        &node_netns,
+        // The clsact fallback of RHEL 9 / RHCOS: what needs CAP_NET_ADMIN.
+        "--hooks",
+        "clsact",
+        "--duration",
+        "60",
+    ];
+
+    // Exactly these: it finds virt-handler, attaches (clsact) in its
+    // namespace and in the node's, and stops cleanly.
+    let stderr = dir.join("agent.stderr");
+    let child = with_caps(&caps, &agent_args)
+        .env("NODE_NAME", "node-a")
+        .stdout(fs::File::create(dir.join("agent.stdout")).unwrap())
+        .stderr(fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut agent = Agent {
+        node: "node-a",
+        child,
+        stderr,
+        stdout: dir.join("agent.stdout"),
+    };
+    agent.wait_for(
+        "is in network namespace mvlab-vh-a",
+        Duration::from_secs(30),
+    );
+    agent.wait_for(
+        "attached to migration:migration0@mvlab-vh-a",
+        Duration::from_secs(20),
+    );
+    let line = agent.wait_for(
+        &format!("attached to migration:eth1@{node_netns}"),
+        Duration::from_secs(20),
+    );
+    eprintln!("with {caps:?}: {line}");
+    let status = proc_status(agent.child.id());
+    eprintln!("its capabilities: {status}");
+    let qdiscs = |ns: &str, dev: &str| {
+        support::sh(&["ip", "netns", "exec", ns, "tc", "qdisc", "show", "dev", dev])
+    };
+    assert!(qdiscs("mvlab-node-a", "eth1").contains("clsact"));
+    let (code, _) = agent.stop();
+    assert_eq!(code, Some(0), "{}", agent.log());
+    assert!(
+        !qdiscs("mvlab-node-a", "eth1").contains("clsact"),
+        "the clsact qdisc went with the agent (rtnetlink, no tc)"
+    );
+
+    // One fewer: a one-line refusal naming it, before anything is attached.
+    for missing in &caps {
+        let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
+        let out = with_caps(&fewer, &agent_args)
+            .env("NODE_NAME", "node-a")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        eprintln!(
+            "without {missing}: exit {:?}: {}",
+            out.status.code(),
+            text.trim()
+        );
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(
+            text.contains(&format!(
+                "missing capability CAP_{}",
+                missing.to_uppercase()
+            )),
+            "{text}"
+        );
+    }
+
+    // And the kernel, asked without the agent's check in the way (the
+    // observers alone, `counters`), refuses each for its reason.
+    let kernel = |caps: &[&str], args: &[&str]| {
+        let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+        let out = with_caps(&caps, args).output().unwrap();
+        assert_ne!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    };
+    let no_setns = kernel(
+        &["bpf", "perfmon", "net_admin", "sys_ptrace"],
+        &["counters", "-i", "eth0@mvlab-vh-a", "-d", "0.2"],
+    );
+    eprintln!("no CAP_SYS_ADMIN, the kernel: {no_setns}");
+    assert!(no_setns.contains("cannot enter network namespace mvlab-vh-a: Operation not permitted"));
+    let eth1 = format!("eth1@{node_netns}");
+    let no_ptrace = kernel(
+        &["sys_admin", "net_admin"],
+        &["counters", "-i", &eth1, "-d", "0.2"],
+    );
+    eprintln!("no CAP_SYS_PTRACE, the kernel: {no_ptrace}");
+    assert!(no_ptrace.contains("Permission denied"), "{no_ptrace}");
+    let no_net_admin = kernel(
+        &["sys_admin", "sys_ptrace"],
+        &[
+            "counters",
+            "--hooks",
+            "clsact",
+            "-i",
+            "eth0@mvlab-vh-a",
+            "-d",
+            "0.2",
+        ],
+    );
+    eprintln!("no CAP_NET_ADMIN, the kernel: {no_net_admin}");
+    assert!(
+        no_net_admin.contains("Operation not permitted"),
+        "{no_net_admin}"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// The Cap* lines of a process's status.
+fn proc_status(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("CapEff") || l.starts_with("CapBnd"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

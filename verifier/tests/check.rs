@@ -105,6 +105,33 @@ fn broken_objects_fail_with_exit_1_and_name_file_and_line() {
     assert_eq!(ids(&json(&out)), ["MV-VMI-002"]);
 }
 
+/// Every command's table: 0 pass, 1 fail, 2 unreadable, 3 warnings only
+/// (`check` exited 0 on warnings before issue 16); `--fail-on` moves the bar.
+#[test]
+fn exit_status_follows_the_one_table() {
+    for (args, status) in [
+        // Alone, the VMI's target is on no known network: a warning.
+        (&["vmi-migrated.yaml"][..], 3),
+        (&["vmi-migrated.yaml", "--fail-on", "error"], 0),
+        (&["vmi-migrated.yaml", "--fail-on", "never"], 0),
+        (&["broken-migration-network.yaml", "--fail-on", "error"], 1),
+        (&["broken-migration-network.yaml", "--fail-on", "never"], 0),
+        // --cidr names the migration range: inside it is PASS, outside FAIL.
+        (&["vmi-migrated.yaml", "--cidr", "10.200.5.0/24"], 0),
+        (&["vmi-pod-network.yaml", "--cidr", "10.200.5.0/24"], 1),
+    ] {
+        let mut argv = vec!["check"];
+        argv.extend(args);
+        let out = migverify(&argv);
+        assert_eq!(
+            out.status.code(),
+            Some(status),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
 #[test]
 fn standard_input_and_lists_are_read() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_migverify"))
@@ -147,6 +174,14 @@ fn unreadable_input_exits_2_with_file_line_and_column() {
         (
             file("deep.json", "[".repeat(10_000).as_bytes()),
             "deep.json:1:",
+        ),
+        (
+            file(
+                "describe.txt",
+                b"Name:         vm1\nNamespace:    prod\nAPI Version:  kubevirt.io/v1\nKind:         VirtualMachineInstance\n",
+            ),
+            "describe.txt:1: this is `kubectl describe` output, not a Kubernetes object: check what \
+             `kubectl get virtualmachineinstance vm1 -n prod -o yaml` prints",
         ),
     ];
     for (path, expected) in &cases {

@@ -126,6 +126,8 @@ impl Kubelet {
                     }
                     let r = running.get_mut(&name).unwrap();
                     let log = std::fs::read_to_string(&r.log).unwrap_or_default();
+                    // What `kubectl logs` shows of a running container.
+                    server.set_log(NS, &name, &log);
                     if let Some(status) = r.child.try_wait().unwrap() {
                         let code = status.code().unwrap_or(137);
                         server.set_log(NS, &name, &log);

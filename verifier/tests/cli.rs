@@ -91,7 +91,75 @@ fn counters_reports_json_for_each_interface() {
 #[test]
 fn the_checkup_clients_arguments_parse() {
     use clap::Parser as _;
-    let argv = "migverify bench run --peer 10.200.5.12:9440 --no-tls --token t0k --duration 10 --streams 8 \
-                --vm-memory 2147483648 --completion-timeout-per-gib 20 --output json";
+    let argv =
+        "migverify bench run --peer 10.200.5.12:9440 --tls-ca-pem PEM --token t0k --duration 10 \
+                --streams 8 --vm-memory 2147483648 --completion-timeout-per-gib 20 --output json";
     verifier::cli::Cli::try_parse_from(argv.split_whitespace()).unwrap();
+    let server = "migverify bench serve --listen [::]:9440 --tls-self-signed --token t0k";
+    verifier::cli::Cli::try_parse_from(server.split_whitespace()).unwrap();
+    // The CA is PEM text, which starts with dashes.
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    verifier::cli::Cli::try_parse_from([
+        "migverify",
+        "bench",
+        "run",
+        "--peer",
+        "10.200.5.12:9440",
+        "--tls-ca-pem",
+        pem,
+    ])
+    .unwrap();
+}
+
+/// Every command's `--help` ends with two or three examples, and every
+/// example is a command line migverify accepts.
+#[test]
+fn every_commands_help_ends_with_examples_that_parse() {
+    use clap::{CommandFactory as _, Parser as _};
+    fn walk(command: &clap::Command, path: Vec<String>, out: &mut Vec<(String, String)>) {
+        for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+            let mut path = path.clone();
+            path.push(sub.get_name().to_string());
+            let help = sub.clone().render_long_help().to_string();
+            out.push((path.join(" "), help));
+            walk(sub, path, out);
+        }
+    }
+    let mut helps = Vec::new();
+    walk(&verifier::cli::Cli::command(), Vec::new(), &mut helps);
+    assert!(helps.len() >= 17, "{}", helps.len());
+    for (command, help) in helps {
+        let (_, examples) = help
+            .rsplit_once("\nExamples:\n")
+            .unwrap_or_else(|| panic!("`migverify {command} --help` has no examples:\n{help}"));
+        // Continued lines joined; each `migverify ...` of a pipeline or list.
+        let joined = examples.replace("\\\n", " ");
+        let lines: Vec<&str> = joined
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .flat_map(|l| l.split("&&"))
+            .filter_map(|l| {
+                l.find("migverify ")
+                    .map(|at| l[at..].trim_end_matches(['&', ' ']))
+            })
+            .collect();
+        assert!(
+            (2..=6).contains(&lines.len()),
+            "`migverify {command} --help`: {} examples",
+            lines.len()
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("migverify {command}"))),
+            "`migverify {command} --help` shows no `migverify {command}`"
+        );
+        for line in lines {
+            let argv = line.split_whitespace().map(|w| w.trim_matches('"'));
+            if let Err(error) = verifier::cli::Cli::try_parse_from(argv) {
+                panic!("`migverify {command} --help`: `{line}` does not parse: {error}");
+            }
+        }
+    }
 }

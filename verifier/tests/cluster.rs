@@ -112,6 +112,56 @@ fn lists_page_by_page_through_a_kubeconfig() {
 }
 
 #[test]
+fn a_vmi_named_namespace_slash_name_is_read_through_the_api() {
+    use verifier::{
+        cluster::vmi::ApiVmis,
+        intent::vmi::{self, VmiFiles, VmiSource},
+    };
+    let server = ApiServer::start();
+    server.apply(vmi(
+        "fedora",
+        "node-a",
+        Some(("node-b", "10.200.5.12", 40000)),
+    ));
+    let dir = scratch("cluster-vmi");
+    let mut api = ApiVmis::start(Some(server.kubeconfig(&dir)));
+    let source: VmiSource = "prod/fedora".parse().unwrap();
+    let loaded = vmi::published(&[source], Some(&mut api)).unwrap();
+    assert_eq!(
+        loaded.endpoints[0].addr,
+        "10.200.5.12:40000".parse().unwrap()
+    );
+    assert_eq!(
+        loaded.endpoints[0].migration.as_deref(),
+        Some("prod/fedora")
+    );
+    assert_eq!(loaded.sizes["prod/fedora"].bytes, 1 << 30);
+    let missing = vmi::published(&["prod/absent".parse().unwrap()], Some(&mut api));
+    assert!(
+        format!("{:#}", missing.unwrap_err()).contains("vmi prod/absent: no such"),
+        "a VMI that does not exist is named"
+    );
+    // `watch` waits for one that does not exist yet, and sees it migrate.
+    let mut files = VmiFiles::new(vec!["prod/later".parse().unwrap()]);
+    assert!(files.poll(Some(&mut api)).unwrap().is_none());
+    server.apply(vmi(
+        "later",
+        "node-a",
+        Some(("node-b", "10.200.5.12", 40001)),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let loaded = loop {
+        if let Some(loaded) = files.poll(Some(&mut api)).unwrap() {
+            break loaded;
+        }
+        assert!(std::time::Instant::now() < deadline, "never read again");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(loaded.endpoints[0].addr.port(), 40001);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn a_bad_kubeconfig_or_a_dead_server_is_a_one_line_error() {
     let dir = scratch("cluster-bad");
     let path = dir.join("kubeconfig");
@@ -405,6 +455,69 @@ fn check_cluster_finds_what_check_finds_in_the_same_objects() {
         assert_eq!(findings(&from_cluster), findings(&from_files), "{files:?}");
         std::fs::remove_dir_all(dir).unwrap();
     }
+}
+
+/// Issue 16's semantics from the API as from files: a HyperConverged
+/// served only as hco.kubevirt.io/v1 (its block under spec.virtualization),
+/// Nodes counted against the migration range, the legacy kubevirt-config
+/// ConfigMap, a failed VMIM.
+#[test]
+fn check_cluster_reads_v1_hyperconverged_nodes_and_the_legacy_configmap() {
+    let config = r#"{"cniVersion": "0.3.1", "type": "macvlan", "master": "eth1",
+        "ipam": {"type": "whereabouts", "range": "10.200.5.0/30"}}"#;
+    let mut objects = vec![
+        json!({"apiVersion": "hco.kubevirt.io/v1", "kind": "HyperConverged",
+               "metadata": {"name": "kubevirt-hyperconverged", "namespace": "openshift-cnv"},
+               "spec": {"virtualization": {"liveMigrationConfig": {"network": "mig", "completionTimeoutPerGiB": 20}}}}),
+        json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+               "metadata": {"name": "mig", "namespace": "openshift-cnv"}, "spec": {"config": config}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "kubevirt-config", "namespace": "kubevirt"},
+               "data": {"migrations": "progressTimeout: 150\n"}}),
+        json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+               "metadata": {"name": "m", "namespace": "prod"}, "spec": {"vmiName": "vm"},
+               "status": {"phase": "Failed"}}),
+    ];
+    for n in 0..3 {
+        objects.push(
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{n}")}}),
+        );
+    }
+    let server = ApiServer::start();
+    server.refuse("/apis/hco.kubevirt.io/v1beta1/hyperconvergeds");
+    let dir = scratch("cluster-check-v1");
+    let file = dir.join("objects.json");
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    std::fs::write(&file, serde_json::to_vec_pretty(&list).unwrap()).unwrap();
+    for object in objects {
+        server.apply(object);
+    }
+    let kubeconfig = server.kubeconfig(&dir);
+    let from_files = migverify(&["check", file.to_str().unwrap(), "-o", "json"]);
+    let from_cluster = migverify(&[
+        "check",
+        "--cluster",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    let found = findings(&from_files);
+    let ids: Vec<&str> = found.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["MV-IPAM-008", "MV-MIG-014", "MV-MIG-018", "MV-MIG-021"],
+        "{found:?}"
+    );
+    assert_eq!(from_files.status.code(), Some(1));
+    assert_eq!(
+        from_cluster.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&from_cluster.stderr)
+    );
+    assert_eq!(findings(&from_cluster), found);
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -402,3 +402,33 @@ fn lab_down_cleans_up_after_kill_9() {
     assert!(out.status.success());
     assert_nothing_left("after lab down");
 }
+
+/// The clsact fallback of kernels before 6.6 (RHEL 9, RHCOS), forced on
+/// this kernel: the same migration is observed the same way, every
+/// attachment says clsact, and the qdiscs migverify added go with it
+/// (removed over rtnetlink: the image has no `tc`).
+#[test]
+fn the_clsact_fallback_observes_the_migration_the_same_way() {
+    if !privileged("the_clsact_fallback_observes_the_migration_the_same_way") {
+        return;
+    }
+    let _lab = LabGuard::take();
+    let (report, code) = lab_run("secondary", &["--hooks", "clsact"]);
+    assert_classified(
+        "secondary (clsact)",
+        &report,
+        "migration",
+        &[
+            "eth1@mvlab-node-a",
+            "eth1@mvlab-node-b",
+            "migration0@mvlab-vh-a",
+            "migration0@mvlab-vh-b",
+        ],
+    );
+    assert_eq!(code, Some(0), "{:?}", reason_ids(&report));
+    let interfaces = report["lab"]["interfaces"].as_array().unwrap();
+    assert!(!interfaces.is_empty());
+    for interface in interfaces {
+        assert_eq!(interface["mode"], "clsact", "{interface}");
+    }
+}

@@ -31,7 +31,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// rustfmt and clippy (warnings denied) for user space and the eBPF crate.
+    /// rustfmt and clippy (warnings denied) for user space and the eBPF
+    /// crate, and the build without the data plane (no aya, no bpf-linker).
     Lint,
     /// Set up and run the benchmarks in bench/ (as root); writes
     /// bench/results/ and docs/benchmarks.md.
@@ -41,7 +42,9 @@ enum Task {
         quick: bool,
         /// Run one part (per-packet, attach, flood, migration,
         /// hooks-in-place, iperf3, footprint) and print its figures;
-        /// nothing is written.
+        /// nothing is written. agent-soak: the agent over 1000
+        /// migrations, its figures added to the latest results and
+        /// docs/benchmarks.md.
         #[arg(long, value_name = "PART")]
         only: Option<String>,
     },
@@ -49,7 +52,7 @@ enum Task {
     /// `not-converging` scenarios and print what migverify saw (as root).
     Demo,
     /// Build the static migverify of the container image (musl, release):
-    /// target/x86_64-unknown-linux-musl/release/migverify.
+    /// target/ARCH-unknown-linux-musl/release/migverify.
     Static,
 }
 
@@ -184,13 +187,13 @@ fn static_binary() -> anyhow::Result<()> {
         "--bin",
         "migverify",
         "--target",
-        setup::STATIC_TARGET,
+        &setup::static_target(),
     ]))?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
     let binary = target_dir
-        .join(setup::STATIC_TARGET)
+        .join(setup::static_target())
         .join("release/migverify");
     let elf = std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
     if is_dynamic(&elf) {
@@ -220,6 +223,7 @@ fn is_dynamic(elf: &[u8]) -> bool {
 
 fn lint() -> anyhow::Result<()> {
     exec(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    no_dataplane()?;
     exec(cargo().args([
         "clippy",
         "--workspace",
@@ -234,7 +238,7 @@ fn lint() -> anyhow::Result<()> {
             .current_dir(workspace_root())
             .args([
                 "run",
-                "nightly",
+                setup::EBPF_TOOLCHAIN,
                 "cargo",
                 "clippy",
                 "--package",
@@ -251,4 +255,63 @@ fn lint() -> anyhow::Result<()> {
             .env("PATH", setup::path_with_tools())
             .env("CARGO_TERM_QUIET", "true"),
     )
+}
+
+/// The build without the data plane, as people who only want `check`
+/// make it: no aya anywhere in its dependencies, built with no bpf-linker
+/// on PATH (build.rs puts `.tools/bin` there only for the data plane), its
+/// binary `check`ing the seed's objects and knowing no `verify`. Clippy
+/// denies its warnings too. A target folder of its own keeps the default
+/// binary in place.
+fn no_dataplane() -> anyhow::Result<()> {
+    let tree = cargo()
+        .args(["tree", "-p", "verifier", "--no-default-features"])
+        .args(["-e", "normal,build", "--prefix", "none"])
+        .output()
+        .context("cargo tree")?;
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    if let Some(aya) = tree.lines().find(|l| l.starts_with("aya")) {
+        bail!("the build without the data plane depends on {aya}");
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(
+        std::env::split_paths(&path).filter(|dir| !dir.join("bpf-linker").exists()),
+    )?;
+    let no_dataplane = ["-p", "verifier", "--no-default-features", "--target-dir"];
+    let target_dir = workspace_root().join("target/no-dataplane");
+    exec(
+        cargo()
+            .args(["build", "--bin", "migverify"])
+            .args(no_dataplane)
+            .arg(&target_dir)
+            .env("PATH", &path),
+    )?;
+    exec(
+        cargo()
+            .args(["clippy", "--lib", "--bins"])
+            .args(no_dataplane)
+            .arg(&target_dir)
+            .args(["--", "-D", "warnings"])
+            .env("PATH", &path),
+    )?;
+    let binary = target_dir.join("debug/migverify");
+    let help = Command::new(&binary).arg("--help").output()?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    if !help.contains("  check ") || help.contains("  verify ") {
+        bail!("{} is not the check-only build:\n{help}", binary.display());
+    }
+    let examples = workspace_root().join("docs/examples/migration-network.yaml");
+    exec(
+        Command::new(&binary)
+            .arg("check")
+            .arg(examples)
+            .arg("-o")
+            .arg("json")
+            .stdout(std::process::Stdio::null()),
+    )?;
+    eprintln!(
+        "xtask: {} builds without the data plane (check, checkup, bench)",
+        binary.display()
+    );
+    Ok(())
 }

@@ -21,7 +21,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iperf3",
     "tcpdump",
     "ethtool",
-    "openssl",
+    // promtool: the alert rules are parsed and tested on recorded series
+    // (verifier/tests/alerts.rs).
+    "prometheus",
+    // The HTML report's test renders it in a real browser, headless, with
+    // a font to draw its text.
+    "chromium",
+    "fonts-dejavu-core",
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -31,8 +37,12 @@ pub fn run() -> anyhow::Result<()> {
     guest()
 }
 
-/// The Rust target of the static binary the container image holds.
-pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+/// The Rust target of the static binary the container image holds: musl
+/// for this machine's architecture (x86_64 or aarch64; the image is built
+/// natively on each platform).
+pub fn static_target() -> String {
+    format!("{}-unknown-linux-musl", std::env::consts::ARCH)
+}
 
 /// What building the static (musl) binary needs: the eBPF toolchain, the
 /// musl target of the stable toolchain, and musl-gcc for the C and assembly
@@ -41,11 +51,12 @@ pub fn static_build() -> anyhow::Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
-    if !installed.lines().any(|l| l.trim() == STATIC_TARGET) {
+    let target = static_target();
+    if !installed.lines().any(|l| l.trim() == target) {
         say(&format!(
-            "adding the Rust target {STATIC_TARGET} (the static binary)"
+            "adding the Rust target {target} (the static binary)"
         ));
-        exec(Command::new("rustup").args(["target", "add", STATIC_TARGET]))?;
+        exec(Command::new("rustup").args(["target", "add", &target]))?;
     }
     install_debian(&["musl-tools".to_string()])
 }
@@ -79,35 +90,110 @@ fn output(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// The nightly the eBPF programs are built with, pinned: the dated channel
+/// rustup installs it from, the commit that channel must hold, and its
+/// LLVM's major version (bpf-linker is built for exactly that LLVM). A new
+/// pin changes all three, here only.
+const NIGHTLY_CHANNEL: &str = "nightly-2026-05-20";
+const NIGHTLY_COMMIT: &str = "e50aa6fba4e63ab34c72bf9acfd2c307c1155d1a";
+const NIGHTLY_LLVM_MAJOR: u32 = 22;
+/// The name the build uses for it (`rustup run migverify-nightly ...`,
+/// verifier/build.rs): a link to whichever installed toolchain holds
+/// the pinned commit, so a machine whose `nightly` already is that commit
+/// needs no download.
+pub const EBPF_TOOLCHAIN: &str = "migverify-nightly";
+
+/// `rustc -vV` of a toolchain, if it runs.
+fn rustc_version(toolchain: &str) -> Option<String> {
+    output(Command::new("rustup").args(["run", toolchain, "rustc", "-vV"])).ok()
+}
+
+fn commit_of(version: &str) -> Option<&str> {
+    version
+        .lines()
+        .find_map(|l| l.strip_prefix("commit-hash: "))
+        .map(str::trim)
+}
+
+/// The pinned nightly, with rust-src, reachable as [`EBPF_TOOLCHAIN`].
 fn nightly_rust_src() -> anyhow::Result<()> {
+    if rustc_version(EBPF_TOOLCHAIN).as_deref().and_then(commit_of) == Some(NIGHTLY_COMMIT) {
+        return ensure_rust_src();
+    }
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
         .context("rustup is needed to manage the nightly toolchain the eBPF programs build with")?;
-    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
-        say("installing the nightly Rust toolchain (the eBPF programs need it)");
-        exec(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
-    }
+    // An installed toolchain that is the pinned commit (a `nightly` of that
+    // day, or the dated channel), else the dated channel installed now.
+    let installed = toolchains
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        .filter(|name| name.starts_with("nightly"))
+        .find(|name| rustc_version(name).as_deref().and_then(commit_of) == Some(NIGHTLY_COMMIT));
+    let source = match installed {
+        Some(name) => name,
+        None => {
+            say(&format!(
+                "installing the pinned nightly {NIGHTLY_CHANNEL} (the eBPF programs need it)"
+            ));
+            exec(Command::new("rustup").args([
+                "toolchain",
+                "install",
+                NIGHTLY_CHANNEL,
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]))?;
+            let commit = rustc_version(NIGHTLY_CHANNEL);
+            if commit.as_deref().and_then(commit_of) != Some(NIGHTLY_COMMIT) {
+                bail!(
+                    "{NIGHTLY_CHANNEL} is not the pinned commit {NIGHTLY_COMMIT}: {}",
+                    commit.unwrap_or_default().trim()
+                );
+            }
+            NIGHTLY_CHANNEL.to_string()
+        }
+    };
     let installed = output(Command::new("rustup").args([
         "component",
         "list",
         "--toolchain",
-        "nightly",
+        &source,
         "--installed",
     ]))?;
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        say("adding rust-src to the nightly toolchain (for -Z build-std=core)");
+        say(&format!(
+            "adding rust-src to {source} (for -Z build-std=core)"
+        ));
         exec(Command::new("rustup").args([
             "component",
             "add",
             "rust-src",
             "--toolchain",
-            "nightly",
+            &source,
         ]))?;
+    }
+    let sysroot =
+        output(Command::new("rustup").args(["run", &source, "rustc", "--print", "sysroot"]))?;
+    say(&format!("{EBPF_TOOLCHAIN} is {source} ({NIGHTLY_COMMIT})"));
+    exec(Command::new("rustup").args(["toolchain", "link", EBPF_TOOLCHAIN, sysroot.trim()]))
+}
+
+/// rust-src of the linked toolchain (components cannot be added through a link).
+fn ensure_rust_src() -> anyhow::Result<()> {
+    let sysroot = output(Command::new("rustup").args([
+        "run",
+        EBPF_TOOLCHAIN,
+        "rustc",
+        "--print",
+        "sysroot",
+    ]))?;
+    let core = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
+    if !core.is_dir() {
+        bail!(
+            "{EBPF_TOOLCHAIN} ({}) lacks rust-src: `rustup toolchain uninstall {EBPF_TOOLCHAIN}` and run setup again",
+            sysroot.trim()
+        );
     }
     Ok(())
 }
@@ -121,15 +207,23 @@ struct NightlyLlvm {
 }
 
 fn nightly_llvm() -> anyhow::Result<NightlyLlvm> {
-    let version = output(Command::new("rustup").args(["run", "nightly", "rustc", "-vV"]))?;
+    let version = output(Command::new("rustup").args(["run", EBPF_TOOLCHAIN, "rustc", "-vV"]))?;
     let major = version
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
         .and_then(|v| v.split('.').next())
         .and_then(|v| v.trim().parse().ok())
-        .context("`rustc +nightly -vV` names no LLVM version")?;
-    let sysroot =
-        output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))?;
+        .context("the pinned nightly's `rustc -vV` names no LLVM version")?;
+    if major != NIGHTLY_LLVM_MAJOR {
+        bail!("the pinned nightly uses LLVM {major}, not {NIGHTLY_LLVM_MAJOR}: update the pin in xtask/src/setup.rs");
+    }
+    let sysroot = output(Command::new("rustup").args([
+        "run",
+        EBPF_TOOLCHAIN,
+        "rustc",
+        "--print",
+        "sysroot",
+    ]))?;
     let lib_dir = Path::new(sysroot.trim()).join("lib");
     let prefix = format!("libLLVM-{major}");
     let dylib = fs::read_dir(&lib_dir)

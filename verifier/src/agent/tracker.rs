@@ -216,7 +216,18 @@ impl Tracker {
         if !state["targetNodeAddress"].is_null()
             && !state["targetDirectMigrationNodePorts"].is_null()
         {
-            match endpoints_from_vmi(&vmi, Path::new("cluster")) {
+            // Named after this migration, not only its VMI: its series and
+            // report are its own, a second migration of the VMI another's.
+            let named = endpoints_from_vmi(&vmi, Path::new("cluster")).map(|endpoints| {
+                endpoints
+                    .into_iter()
+                    .map(|e| Endpoint {
+                        migration: Some(key.clone()),
+                        ..e
+                    })
+                    .collect::<Vec<_>>()
+            });
+            match named {
                 Ok(endpoints) if endpoints != migration.endpoints => {
                     migration.endpoints = endpoints.clone();
                     actions.push(Action::Load {
@@ -290,6 +301,7 @@ mod tests {
         };
         assert_eq!(key, "prod/vm/m1");
         assert_eq!(endpoints[0].addr, "10.200.5.12:41000".parse().unwrap());
+        assert_eq!(endpoints[0].migration.as_deref(), Some("prod/vm/m1"));
         // The same endpoints again are no news.
         assert!(tracker.apply(Change::Applied(listening), at(3)).is_empty());
         let done = vmi(

@@ -71,6 +71,7 @@ pub fn check_nad(object: &Object, findings: &mut Findings, main: &MainNetworks) 
         object,
         findings,
         reader: "Multus",
+        api: false,
     };
     let Some(root) = object.value.as_object() else {
         return;
@@ -102,10 +103,9 @@ pub fn check_nad(object: &Object, findings: &mut Findings, main: &MainNetworks) 
                     NAD_CONFIG_NOT_JSON,
                     "spec.config",
                     format!(
-                        "`spec.config` is not valid JSON ({e}, at line {} column {} of the string): Multus cannot \
-                         attach this network and the pods that ask for it do not start",
-                        e.line(),
-                        e.column()
+                        "`spec.config` is not valid JSON ({e} of the string{}): Multus cannot attach this network \
+                         and the pods that ask for it do not start",
+                        callouts(text)
                     ),
                     "correct the JSON; `jq . <<< \"$CONFIG\"` shows where it breaks (single quotes around the \
                      YAML value keep the JSON's double quotes intact)"
@@ -195,21 +195,38 @@ fn check_version_and_name(ctx: &mut Ctx, conf: &Map<String, Value>) {
         ),
         None => {}
     }
+    // No `name` is fine: Multus fills in the NAD's metadata.name
+    // (net-attach-def-client GetCNIConfigFromSpec) before libcni reads it.
     match ctx.str(conf, "name", "spec.config") {
-        None if field(conf, "name").is_none() => ctx.raise(
-            NAD_NAME,
-            "spec.config.name",
-            "the CNI config has no `name`; libcni refuses a network without one".into(),
-            "add `\"name\": \"migration-network\"` (any name of letters, digits, `-`, `_`, `.`)"
-                .into(),
-        ),
-        Some(name) if !valid_network_name(name) => ctx.raise(
+        Some(name) if !name.is_empty() && !valid_network_name(name) => ctx.raise(
             NAD_NAME,
             "spec.config.name",
             format!("the CNI network name {name:?} has characters libcni refuses"),
             "use letters, digits, `-`, `_` and `.`, starting with a letter or digit".into(),
         ),
         _ => {}
+    }
+}
+
+/// The asciidoc callout markers (`<3>`) a JSON copied from documentation
+/// source carries, as a hint.
+fn callouts(text: &str) -> String {
+    let markers: Vec<&str> = text
+        .split_whitespace()
+        .filter(|w| {
+            w.len() > 2
+                && w.starts_with('<')
+                && w.ends_with('>')
+                && w[1..w.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        })
+        .collect();
+    if markers.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; it holds asciidoc callout markers copied with the documentation's source: {}: delete them",
+            markers.join(" ")
+        )
     }
 }
 

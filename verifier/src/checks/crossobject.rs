@@ -1,57 +1,33 @@
 //! Checks across objects: the migration network named by HyperConverged or
 //! KubeVirt exists where KubeVirt looks for it and can give every node an
 //! address; the migration limits agree; the budget a VM of a given size
-//! gets; and where a VMI's migration target actually listened.
+//! gets; and (through [`super::migrations`]) where a VMI's migration target
+//! actually listened.
 
-use std::net::IpAddr;
-
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{
     budget::BudgetLine,
-    fields::{field, Ctx},
     findings::*,
+    migrations::{self, MigrationNetwork},
     networks::MainNetworks,
+    objects::placeholder,
+    settings::lint_config,
+    Options,
 };
 use crate::{
     config::{
         documents::{join, Object},
         quantity::Quantity,
-        Cidr,
     },
     intent::{
+        self,
         limits::{self, LimitsSet, MigrationConfig, Source},
         network::{lookup, IpamKind, Lookup, Nad},
         VmSize,
     },
     units::rate_and_bytes,
 };
-
-const HCO_FIELDS: &[&str] = &[
-    "allowAutoConverge",
-    "allowPostCopy",
-    "bandwidthPerMigration",
-    "completionTimeoutPerGiB",
-    "network",
-    "parallelMigrationsPerCluster",
-    "parallelOutboundMigrationsPerNode",
-    "progressTimeout",
-];
-const KUBEVIRT_EXTRA_FIELDS: &[&str] = &[
-    "disableTLS",
-    "nodeDrainTaintKey",
-    "unsafeMigrationOverride",
-    "matchSELinuxLevelOnMigration",
-    "allowWorkloadDisruption",
-];
-const POLICY_FIELDS: &[&str] = &[
-    "selectors",
-    "allowAutoConverge",
-    "allowPostCopy",
-    "allowWorkloadDisruption",
-    "bandwidthPerMigration",
-    "completionTimeoutPerGiB",
-];
 
 /// What the cross-object checks found besides findings.
 pub struct Cross {
@@ -61,31 +37,40 @@ pub struct Cross {
     pub migration_nad: Option<usize>,
 }
 
-/// Every cross-object check.
+/// Every cross-object check. `main` is the main networks in force (the
+/// options' and the Network configs').
 pub fn check(
     objects: &[Object],
     nads: &[Nad],
     main: &MainNetworks,
-    vm_memory: Option<&Quantity>,
+    options: &Options,
     findings: &mut Findings,
 ) -> Cross {
+    let vm_memory = options.vm_memory.as_ref();
     let configs = limits::configs(objects);
     for config in &configs {
         lint_config(config, findings);
     }
     let cluster = limits::cluster(&configs);
-    let mut migration_ranges: Vec<Cidr> = Vec::new();
+    let nodes = options.nodes.or_else(|| intent::node_count(objects));
+    let mut network = MigrationNetwork {
+        ranges: options.migration.clone(),
+        named: cluster.is_some_and(|c| c.network.is_some()),
+        ..MigrationNetwork::default()
+    };
     let mut migration_nad = None;
     // HyperConverged overwrites the KubeVirt CR's network: judge the one in force.
-    if let Some(index) = cluster.and_then(|config| check_network(config, nads, findings)) {
-        migration_ranges.extend(nads[index].ranges());
+    if let Some(index) = cluster.and_then(|config| check_network(config, nads, nodes, findings)) {
+        network.ranges.extend(nads[index].ranges());
         migration_nad = Some(index);
     }
     check_agreement(&configs, findings);
-    // Without a named migration network, every NAD range given is a candidate.
-    let ranges_named = !migration_ranges.is_empty();
-    if !ranges_named {
-        migration_ranges.extend(nads.iter().flat_map(|n| n.ranges().iter().copied()));
+    // Without a configured migration range, every NAD range given is a candidate.
+    network.configured = !network.ranges.is_empty();
+    if !network.configured {
+        network
+            .ranges
+            .extend(nads.iter().flat_map(|n| n.ranges().iter().copied()));
     }
 
     let mut budgets = Vec::new();
@@ -111,27 +96,13 @@ pub fn check(
     for object in objects {
         match object.kind.as_str() {
             "VirtualMachineInstance" => {
-                target_address(object, &migration_ranges, ranges_named, main, findings);
+                migrations::check(object, &network, main, findings);
                 if let Some(budget) = vmi_budget(object, cluster) {
                     budgets.push(budget);
                 }
             }
             "VirtualMachineInstanceMigration" => {
-                let has_vmi = object.value["spec"]["vmiName"]
-                    .as_str()
-                    .is_some_and(|n| !n.is_empty());
-                if !has_vmi {
-                    findings.object(
-                        object,
-                        MIG_VMIM_NO_VMI,
-                        "spec.vmiName",
-                        "no `spec.vmiName`: the migration names no VMI to move".into(),
-                        "set `spec.vmiName` to the VirtualMachineInstance's name".into(),
-                    );
-                }
-                if object.value["status"]["migrationState"].is_object() {
-                    target_address(object, &migration_ranges, ranges_named, main, findings);
-                }
+                migrations::check(object, &network, main, findings)
             }
             _ => {}
         }
@@ -147,164 +118,36 @@ fn bytes_of(quantity: &Quantity) -> Option<u64> {
     quantity.value().and_then(|v| u64::try_from(v).ok())
 }
 
-/// The types and values of one object's migration settings, as the API
-/// server and KubeVirt would take them.
-fn lint_config(config: &MigrationConfig, findings: &mut Findings) {
-    let (reader, known): (_, Vec<&str>) = match config.source {
-        Source::HyperConverged => ("the HyperConverged API", HCO_FIELDS.to_vec()),
-        Source::KubeVirt => (
-            "the KubeVirt API",
-            HCO_FIELDS
-                .iter()
-                .chain(KUBEVIRT_EXTRA_FIELDS)
-                .copied()
-                .collect(),
-        ),
-        Source::Policy => ("the MigrationPolicy API", POLICY_FIELDS.to_vec()),
-    };
-    let path = config.path;
-    let mut ctx = Ctx {
-        object: config.object,
-        findings,
-        reader,
-    };
-    let mut map: Option<&Map<String, Value>> = config.object.value.as_object();
-    let mut walked = String::new();
-    for key in path.split('.') {
-        map = match map {
-            Some(m) => ctx.map(m, key, &walked),
-            None => None,
-        };
-        walked = join(&walked, key);
-    }
-    let empty = Map::new();
-    let map = map.unwrap_or(&empty);
-    ctx.unknown_fields(map, &known, path, false);
-    for key in [
-        "allowAutoConverge",
-        "allowPostCopy",
-        "allowWorkloadDisruption",
-        "disableTLS",
-        "unsafeMigrationOverride",
-    ] {
-        ctx.bool(map, key, path);
-    }
-    if config.source != Source::Policy {
-        ctx.str(map, "network", path);
-    }
-    positive(&mut ctx, map, path, "completionTimeoutPerGiB");
-    if config.source != Source::Policy {
-        positive(&mut ctx, map, path, "progressTimeout");
-        let set_cluster = parallel(&mut ctx, map, path, "parallelMigrationsPerCluster");
-        let set_node = parallel(&mut ctx, map, path, "parallelOutboundMigrationsPerNode");
-        let (cluster, node) = (
-            set_cluster.unwrap_or(limits::DEFAULT_PARALLEL_PER_CLUSTER as i64),
-            set_node.unwrap_or(limits::DEFAULT_PARALLEL_OUTBOUND_PER_NODE as i64),
-        );
-        if node > cluster && (set_cluster.is_some() || set_node.is_some()) {
-            let assumed = |set: Option<i64>| if set.is_some() { "" } else { " (default)" };
-            ctx.raise(
-                MIG_PARALLEL_LIMITS,
-                &format!("{path}.parallelOutboundMigrationsPerNode"),
-                format!(
-                    "parallelOutboundMigrationsPerNode {node}{} is above parallelMigrationsPerCluster {cluster}{}: \
-                     a node can never send that many at once",
-                    assumed(set_node),
-                    assumed(set_cluster)
-                ),
-                format!("set parallelOutboundMigrationsPerNode to at most {cluster}, or raise parallelMigrationsPerCluster"),
-            );
-        }
-    }
-    bandwidth(&mut ctx, map, path, config.source);
-}
-
-/// A timeout in seconds, which must be positive.
-fn positive(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, key: &str) {
-    if let Some(value) = ctx.int(map, key, path).filter(|v| *v <= 0) {
-        ctx.raise(
-            MIG_TIMEOUT,
-            &join(path, key),
-            format!(
-                "`{key}` {value} is not positive: KubeVirt would cancel every migration at once"
-            ),
-            format!("set `{key}` to seconds above 0 (KubeVirt's default is 150), or remove it"),
-        );
-    }
-}
-
-/// A parallelism limit (an unsigned count), which must be at least 1.
-fn parallel(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, key: &str) -> Option<i64> {
-    let value = ctx.int(map, key, path)?;
-    if value <= 0 {
-        ctx.raise(
-            MIG_PARALLEL_ZERO,
-            &join(path, key),
-            format!("`{key}` {value}: no migration can start, so node drains never finish"),
-            format!("set `{key}` to at least 1 (defaults: parallelMigrationsPerCluster 5, parallelOutboundMigrationsPerNode 2)"),
-        );
-        return None;
-    }
-    Some(value)
-}
-
-/// `bandwidthPerMigration`: a quantity of bytes per second (0 = unlimited).
-fn bandwidth(ctx: &mut Ctx, map: &Map<String, Value>, path: &str, source: Source) {
-    let at = join(path, "bandwidthPerMigration");
-    let Some(value) = field(map, "bandwidthPerMigration") else {
-        return;
-    };
-    let text = match value {
-        Value::String(s) => s.clone(),
-        // KubeVirt's Quantity also takes a bare number; HCO's field is a string.
-        Value::Number(n) if source != Source::HyperConverged => n.to_string(),
-        _ => {
-            // Not text: raises the wrong-type finding.
-            ctx.str(map, "bandwidthPerMigration", path);
-            return;
-        }
-    };
-    let invalid = |ctx: &mut Ctx, why: String| {
-        ctx.raise(
-            MIG_BANDWIDTH_INVALID,
-            &at,
-            format!("`bandwidthPerMigration` {text:?} {why}; the API server refuses the object"),
-            "write a quantity in bytes per second such as \"64Mi\" (0 is unlimited)".into(),
-        );
-    };
-    let quantity = match text.parse::<Quantity>() {
-        Ok(q) => q,
-        Err(e) => return invalid(ctx, format!("is not valid: {e}")),
-    };
-    if quantity.is_negative() {
-        return invalid(ctx, "is negative".into());
-    }
-    let Some(bytes) = quantity.value() else {
-        return invalid(ctx, "is too large".into());
-    };
-    if bytes > 0 && bytes < 1 << 20 {
-        ctx.raise(
-            MIG_BANDWIDTH_TINY,
-            &at,
-            format!(
-                "`bandwidthPerMigration` {text:?} is {bytes} bytes per second: a migration of any real VM \
-                 would take days and hit its completion timeout"
-            ),
-            format!("write the unit: \"{text}Mi\" is {text} MiB/s (0 is unlimited)"),
-        );
-    }
-}
-
 /// The named migration NAD must exist in the install namespace and be able
-/// to give each node its own address. Returns its index when found.
-fn check_network(config: &MigrationConfig, nads: &[Nad], findings: &mut Findings) -> Option<usize> {
+/// to give each of `nodes` its own address. Returns its index when found.
+fn check_network(
+    config: &MigrationConfig,
+    nads: &[Nad],
+    nodes: Option<usize>,
+    findings: &mut Findings,
+) -> Option<usize> {
     let object = config.object;
     let at = format!("{}.network", config.path);
     let name = config.network.as_deref().unwrap_or_default();
+    if placeholder(name).is_some() {
+        // Raised as the placeholder it is; no NAD can have that name.
+        return None;
+    }
     let namespace = config
         .install_namespace
         .as_deref()
         .unwrap_or("(the install namespace)");
+    // `namespace/name`, or the name alone when the manifest has no namespace.
+    let (id, get) = match config.install_namespace.as_deref() {
+        Some(ns) => (
+            format!("{ns}/{name}"),
+            format!("oc get net-attach-def {name} -n {ns} -o yaml"),
+        ),
+        None => (
+            format!("{name} (in the install namespace; the manifest names none)"),
+            format!("oc get net-attach-def -A --field-selector metadata.name={name} -o yaml"),
+        ),
+    };
     let index = match lookup(config, nads) {
         Lookup::Found(index) => index,
         Lookup::NoNetwork => {
@@ -339,8 +182,10 @@ fn check_network(config: &MigrationConfig, nads: &[Nad], findings: &mut Findings
                 object,
                 MIG_NAD_NOT_GIVEN,
                 &at,
-                format!("the migration network {namespace}/{name} was not among the inputs, so it was not checked"),
-                format!("add it: `oc get net-attach-def {name} -n {namespace} -o yaml > nad.yaml` and pass nad.yaml too"),
+                format!(
+                    "the migration network {id} was not among the inputs, so it was not checked"
+                ),
+                format!("add it: `{get} > nad.yaml` and pass nad.yaml too"),
             );
             return None;
         }
@@ -350,11 +195,11 @@ fn check_network(config: &MigrationConfig, nads: &[Nad], findings: &mut Findings
                 MIG_NAD_NOT_FOUND,
                 &at,
                 format!(
-                    "no NetworkAttachmentDefinition {namespace}/{name} among the inputs (there are: {}); virt-handler \
-                     pods would fail to start",
+                    "no NetworkAttachmentDefinition {id} among the inputs (there are: {}); virt-handler pods would \
+                     fail to start",
                     nads.iter().map(Nad::id).collect::<Vec<_>>().join(", ")
                 ),
-                format!("set `{at}` to the NetworkAttachmentDefinition's name, or create {namespace}/{name}"),
+                format!("set `{at}` to the NetworkAttachmentDefinition's name, or create {name} there"),
             );
             return None;
         }
@@ -379,13 +224,75 @@ fn check_network(config: &MigrationConfig, nads: &[Nad], findings: &mut Findings
             object,
             MIG_NAD_IPAM,
             &at,
-            format!("the migration network {namespace}/{name} {problem}"),
+            format!("the migration network {id} {problem}"),
             format!(
                 "give {name} whereabouts IPAM with one cluster-wide range: `\"ipam\": {{\"type\": \"whereabouts\", \"range\": \"10.200.5.0/24\"}}`"
             ),
         );
     }
+    suitability(config, &nads[index], nodes, findings);
     Some(index)
+}
+
+/// What else makes a NAD a poor migration network: DHCP, host-device, and
+/// fewer addresses (or node slices) than nodes.
+fn suitability(config: &MigrationConfig, nad: &Nad, nodes: Option<usize>, findings: &mut Findings) {
+    let (object, at) = (config.object, format!("{}.network", config.path));
+    let id = nad.id();
+    let ipam = nad.ipam.as_ref();
+    if ipam.is_some_and(|i| i.kind == IpamKind::Dhcp) {
+        findings.object(
+            object,
+            MIG_NAD_DHCP,
+            &at,
+            format!(
+                "the migration network {id} uses DHCP IPAM: migration0 gets an address only while the CNI dhcp \
+                 daemon runs on every node and a DHCP server answers on the migration segment (with a lease for \
+                 each node), and there is no range to check target addresses against"
+            ),
+            "run the dhcp daemon on every node (`/opt/cni/bin/dhcp daemon`, socket /run/cni/dhcp.sock) and a DHCP \
+             server on the migration VLAN, or use whereabouts with a cluster-wide range"
+                .into(),
+        );
+    }
+    if nad.plugin.as_deref() == Some("host-device") {
+        let device = nad.master.as_deref().unwrap_or("the device");
+        findings.object(
+            object,
+            MIG_NAD_HOST_DEVICE,
+            &at,
+            format!(
+                "the migration network {id} uses host-device: the plugin moves {device} out of the node into the \
+                 virt-handler pod's namespace, so the node itself no longer has that NIC while virt-handler runs"
+            ),
+            format!("use macvlan (`\"master\": \"{device}\"`) or a bridge on {device}, which share the NIC"),
+        );
+    }
+    let (Some(nodes), Some(ipam)) = (nodes, ipam) else {
+        return;
+    };
+    let nodes_u = nodes as u128;
+    let shortfall = match (ipam.node_slices, ipam.capacity) {
+        (Some((size, slices)), _) if slices < nodes_u => Some(format!(
+            "its whereabouts range holds {slices} node slices of /{size}, one per node"
+        )),
+        (None, Some(capacity)) if capacity < nodes_u => {
+            Some(format!("its range hands out {capacity} addresses"))
+        }
+        _ => None,
+    };
+    if let Some(shortfall) = shortfall {
+        findings.object(
+            object,
+            MIG_NAD_TOO_SMALL,
+            &at,
+            format!(
+                "the migration network {id} is too small: {shortfall}, but {nodes} nodes each run a virt-handler that \
+                 needs its own: the rest get no migration0 address and do not start"
+            ),
+            "widen the range (or the node slices' range), or exclude fewer addresses".into(),
+        );
+    }
 }
 
 fn check_agreement(configs: &[MigrationConfig], findings: &mut Findings) {
@@ -463,91 +370,4 @@ fn vmi_budget(object: &Object, cluster: Option<&MigrationConfig>) -> Option<Budg
         size.bytes,
         &set,
     )
-}
-
-/// The seed's verification step, made exact: where did the target listen?
-fn target_address(
-    object: &Object,
-    migration: &[Cidr],
-    named: bool,
-    main: &MainNetworks,
-    findings: &mut Findings,
-) {
-    let path = "status.migrationState.targetNodeAddress";
-    let state = &object.value["status"]["migrationState"];
-    let Some(text) = state["targetNodeAddress"]
-        .as_str()
-        .filter(|t| !t.is_empty())
-    else {
-        findings.object(
-            object,
-            VMI_NO_TARGET,
-            path,
-            "no targetNodeAddress: no migration has reached its target yet, so there is nothing to confirm".into(),
-            "check again during or after a migration: `oc get vmi NAME -o yaml`".into(),
-        );
-        return;
-    };
-    let Ok(ip) = text
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-    else {
-        findings.object(
-            object,
-            VMI_TARGET_INVALID,
-            path,
-            format!("targetNodeAddress {text:?} is not an IP address"),
-            "read it again from the cluster; KubeVirt writes a plain IP".into(),
-        );
-        return;
-    };
-    let which = if named {
-        "the migration network"
-    } else {
-        "a secondary network given"
-    };
-    if let Some(range) = migration.iter().find(|r| r.contains(ip)) {
-        findings.object(
-            object,
-            VMI_TARGET_ON_MIGRATION_NETWORK,
-            path,
-            format!("PASS: the target listened on {ip}, inside {which}'s range {range}: the migration used it"),
-            "nothing to fix".into(),
-        );
-    } else if let Some(network) = main.containing(ip) {
-        findings.object(
-            object,
-            VMI_TARGET_ON_POD_NETWORK,
-            path,
-            format!(
-                "FAIL: the target listened on {ip}, inside the {} {}: the migration crossed the main network, not the \
-                 migration network (virt-handler had no migration0 and advertised its pod IP)",
-                network.role, network.cidr
-            ),
-            "check the migration NetworkAttachmentDefinition and that virt-handler pods restarted with migration0: \
-             `migverify check --host` on a node"
-                .into(),
-        );
-    } else {
-        let known = if migration.is_empty() && main.is_empty() {
-            "no migration range or main network was given to compare with".to_string()
-        } else {
-            format!(
-                "it is outside {} and every known main network",
-                if migration.is_empty() {
-                    "any migration range".to_string()
-                } else {
-                    format!("{which}'s range")
-                }
-            )
-        };
-        findings.object(
-            object,
-            VMI_TARGET_UNKNOWN_NETWORK,
-            path,
-            format!("the target listened on {ip}, but {known}: which network carried the migration is unknown"),
-            "pass the migration NetworkAttachmentDefinition and the cluster Network config (or --pod-cidr) too".into(),
-        );
-    }
 }

@@ -12,6 +12,9 @@ pub struct Ctx<'a> {
     pub findings: &'a mut Findings,
     /// Who reads these fields, for messages: "the bridge plugin", "KubeVirt".
     pub reader: &'static str,
+    /// Whether the reader is the Kubernetes API server, which prunes fields
+    /// a kind does not have (a CNI plugin ignores them).
+    pub api: bool,
 }
 
 impl Ctx<'_> {
@@ -52,6 +55,18 @@ impl Ctx<'_> {
         let value = field(map, key)?;
         match value.as_i64() {
             Some(n) => Some(n),
+            None if past_i64(value) => {
+                self.raise(
+                    FIELD_WRONG_TYPE,
+                    &path,
+                    format!(
+                        "`{path}` {value} is past the largest 64-bit integer; {} refuses it",
+                        self.reader
+                    ),
+                    format!("write `{key}` as an integer below 9223372036854775808"),
+                );
+                None
+            }
             None => {
                 self.wrong_type(
                     &path,
@@ -158,7 +173,7 @@ impl Ctx<'_> {
                 continue;
             }
             let field_path = join(path, key);
-            let fix = match closest(key, known) {
+            let fix = match closest(key, known).or_else(|| related(key, known)) {
                 Some(near) => format!("did you mean `{near}`? Rename it, or remove `{key}`"),
                 None => format!(
                     "remove `{key}`; {} knows: {}",
@@ -166,17 +181,59 @@ impl Ctx<'_> {
                     known.join(", ")
                 ),
             };
-            self.raise(
-                FIELD_UNKNOWN,
-                &field_path,
-                format!(
-                    "`{field_path}` is not a field {} reads; it is ignored",
-                    self.reader
-                ),
-                fix,
-            );
+            self.unknown(&field_path, fix);
         }
     }
+}
+
+impl Ctx<'_> {
+    /// A field `path` that the reader does not have, and `fix`.
+    pub fn unknown(&mut self, path: &str, fix: String) {
+        let message = if self.api {
+            format!(
+                "`{path}` is not a field of {}: the API server prunes it (or refuses the object under strict \
+                 field validation), so whatever it sets has no effect",
+                self.reader
+            )
+        } else {
+            format!(
+                "`{path}` is not a field {} reads; it is ignored",
+                self.reader
+            )
+        };
+        self.raise(FIELD_UNKNOWN, path, message, fix);
+    }
+}
+
+/// A number that is an integer past i64 (a u64 above it, or an integral
+/// float the YAML reader had to use).
+pub fn past_i64(value: &Value) -> bool {
+    value.as_u64().is_some()
+        || value
+            .as_f64()
+            .is_some_and(|f| f.fract() == 0.0 && f.abs() >= 9.2e18)
+}
+
+/// A known field that begins as `key` does (`migrationConfiguration` ->
+/// `migrations`), when no near spelling is found.
+fn related<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    let stem = |k: &str| k.to_ascii_lowercase().chars().take(8).collect::<String>();
+    let key_stem = stem(key);
+    let lower = key.to_ascii_lowercase();
+    let stemmed = (key_stem.len() == 8)
+        .then(|| known.iter().find(|k| stem(k) == key_stem).copied())
+        .flatten();
+    // `autoConverge` -> `allowAutoConverge`.
+    stemmed.or_else(|| {
+        (lower.len() >= 6)
+            .then(|| {
+                known
+                    .iter()
+                    .find(|k| k.to_ascii_lowercase().ends_with(&lower))
+                    .copied()
+            })
+            .flatten()
+    })
 }
 
 /// A field present and not null (JSON `null` reads as "absent" in Go).
@@ -225,5 +282,16 @@ mod tests {
         );
         assert_eq!(closest("vlna", &known), Some("vlan"));
         assert_eq!(closest("somethingElse", &known), None);
+        assert_eq!(
+            related(
+                "migrationConfiguration",
+                &["developerConfiguration", "migrations"]
+            ),
+            Some("migrations")
+        );
+        assert_eq!(
+            related("autoConverge", &["allowPostCopy", "allowAutoConverge"]),
+            Some("allowAutoConverge")
+        );
     }
 }

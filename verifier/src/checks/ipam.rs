@@ -9,13 +9,16 @@ use serde_json::{Map, Value};
 use super::{
     fields::Ctx,
     findings::{
-        IPAM_EXCLUDE, IPAM_HOST_BITS, IPAM_OVERLAPS_MAIN_NETWORK, IPAM_RANGE_BOUNDS,
-        IPAM_RANGE_EXHAUSTED, IPAM_RANGE_INVALID, IPAM_STATIC_ADDRESSES, IPAM_TYPE_MISSING,
-        IPAM_TYPE_UNKNOWN,
+        IPAM_EXCLUDE, IPAM_HOST_BITS, IPAM_NODE_SLICE, IPAM_OVERLAPS_MAIN_NETWORK,
+        IPAM_RANGE_BOUNDS, IPAM_RANGE_EXHAUSTED, IPAM_RANGE_INVALID, IPAM_STATIC_ADDRESSES,
+        IPAM_TYPE_MISSING, IPAM_TYPE_UNKNOWN,
     },
     networks::MainNetworks,
 };
-use crate::config::{endpoints::number_of, Cidr};
+use crate::{
+    config::{endpoints::number_of, Cidr},
+    intent::network::{assignable, host_bounds, node_slice_size},
+};
 
 const WHEREABOUTS_FIELDS: &[&str] = &[
     "type",
@@ -102,6 +105,7 @@ pub fn check(ctx: &mut Ctx, ipam: &Map<String, Value>, path: &str, main: &MainNe
             if ipam.contains_key("range") || listed.is_empty() {
                 ranges.extend(whereabouts_range(ctx, ipam, path));
             }
+            node_slice(ctx, ipam, path);
             for (n, entry) in listed.iter().enumerate() {
                 let entry_path = format!("{path}.ipRanges[{n}]");
                 if let Some(entry) = ctx.as_map(entry, &entry_path) {
@@ -250,6 +254,45 @@ fn whereabouts_range(ctx: &mut Ctx, map: &Map<String, Value>, path: &str) -> Opt
     Some(cidr)
 }
 
+/// whereabouts' `node_slice_size`: a prefix length no wider than the range,
+/// which must have no host bits (`DivideRangeBySize` refuses both).
+fn node_slice(ctx: &mut Ctx, ipam: &Map<String, Value>, path: &str) {
+    let Some(text) = ctx.str(ipam, "node_slice_size", path) else {
+        return;
+    };
+    let at = format!("{path}.node_slice_size");
+    let range = ipam
+        .get("range")
+        .and_then(Value::as_str)
+        .map(|r| r.rsplit_once('-').map_or(r, |(_, cidr)| cidr))
+        .and_then(|r| r.parse::<Cidr>().ok());
+    let problem = match (node_slice_size(text), range) {
+        (None, _) => Some(format!("{text:?} is not a prefix length such as \"/24\"")),
+        (Some(size), Some(range)) if size < range.prefix => Some(format!(
+            "/{size} is wider than the range {range} it slices (whereabouts: \"subnetMaskSize must be greater or \
+             equal than netMaskSize\")"
+        )),
+        (Some(size), Some(range)) if size > if range.addr.is_ipv4() { 32 } else { 128 } => {
+            Some(format!("/{size} is longer than an address"))
+        }
+        (Some(_), Some(range)) if range.network() != range => Some(format!(
+            "the range {range} has host bits set, which whereabouts refuses when slicing it (\"netCIDR is not a valid \
+             network address\")"
+        )),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        ctx.raise(
+            IPAM_NODE_SLICE,
+            &at,
+            format!("`node_slice_size` {problem}: whereabouts refuses the config and no node gets an address"),
+            "give a prefix at least as long as the range's, e.g. \"/24\" slices of a /20 (16 nodes), on a range \
+             written as its network address"
+                .into(),
+        );
+    }
+}
+
 /// One host-local range (`subnet`, `rangeStart`, `rangeEnd`).
 fn host_local_range(ctx: &mut Ctx, map: &Map<String, Value>, path: &str) -> Option<Cidr> {
     let text = ctx.str(map, "subnet", path)?;
@@ -368,15 +411,8 @@ fn bounds(
     path: &str,
     names: (&str, &str),
 ) -> (u128, u128) {
-    let (network, broadcast) = cidr.bounds();
     // IPv4 ranges skip the network and broadcast addresses (not for /31, /32).
-    let (low, high) = if cidr.addr.is_ipv4() && cidr.prefix < 31 {
-        (network + 1, broadcast - 1)
-    } else if cidr.addr.is_ipv6() && cidr.prefix < 127 {
-        (network + 1, broadcast)
-    } else {
-        (network, broadcast)
-    };
+    let (low, high) = host_bounds(cidr);
     let first = start.map_or(low, number_of);
     let last = end.map_or(high, number_of);
     if first > last {
@@ -408,25 +444,7 @@ fn exhaustion(
     if first > last {
         return; // already reported as bounds
     }
-    let total = (last - first).saturating_add(1);
-    let mut intervals: Vec<(u128, u128)> = excluded
-        .iter()
-        .copied()
-        .filter(|(lo, hi)| lo <= hi)
-        .collect();
-    intervals.sort_unstable();
-    let mut removed: u128 = 0;
-    let mut covered_to: Option<u128> = None;
-    for (lo, hi) in intervals {
-        let lo = match covered_to {
-            Some(c) if c >= hi => continue,
-            Some(c) if c >= lo => c + 1,
-            _ => lo,
-        };
-        removed = removed.saturating_add(hi - lo + 1);
-        covered_to = Some(hi);
-    }
-    let left = total.saturating_sub(removed);
+    let left = assignable(first, last, excluded);
     if left < 2 {
         ctx.raise(
             IPAM_RANGE_EXHAUSTED,

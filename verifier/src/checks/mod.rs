@@ -4,10 +4,12 @@
 //! node they landed on (`host`).
 //!
 //! One module per concern: `findings` holds the catalogue of checks,
-//! `fields` the typed reads, `cni` and `ipam` the CNI config semantics,
-//! `networks` the main networks, `crossobject` what spans objects, `budget`
+//! `fields` the typed reads, `objects` what every object gets (its kind,
+//! its metadata, placeholders), `settings` each kind's own settings, `cni`
+//! and `ipam` the CNI config semantics, `networks` the main networks,
+//! `crossobject` what spans objects, `migrations` VMIs and VMIMs, `budget`
 //! the budget lines, `host` and `netlink` the node. What the objects mean
-//! (limits, the migration network, budgets) is [`crate::intent`]'s.
+//! (kinds, limits, the migration network, budgets) is [`crate::intent`]'s.
 
 pub mod budget;
 pub mod cni;
@@ -15,36 +17,42 @@ pub mod crossobject;
 mod fields;
 pub mod findings;
 pub mod host;
+pub mod hostflags;
 pub mod ipam;
+pub mod migrations;
 pub(crate) mod netlink;
 pub mod networks;
+pub mod objects;
 pub mod render;
+pub mod settings;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_real;
 
 use self::{
     budget::BudgetLine,
-    findings::{
-        Findings, INPUT_NOT_AN_OBJECT, INPUT_NO_NAME, INPUT_UNSUPPORTED_KIND,
-        IPAM_MAIN_NETWORKS_UNKNOWN,
-    },
+    findings::{Findings, IPAM_MAIN_NETWORKS_UNKNOWN},
     networks::MainNetworks,
 };
 use crate::{
-    config::{documents::Object, quantity::Quantity},
-    intent::Nad,
+    config::{documents::Object, quantity::Quantity, Cidr},
+    intent::{kinds, Nad},
     verdict::{Severity, Verdict},
 };
 
-/// The kinds `check` reads.
+/// The kinds `check` reads (a ConfigMap only when it is KubeVirt's legacy
+/// `kubevirt-config`; Nodes are counted).
 pub const KINDS: &[&str] = &[
-    "NetworkAttachmentDefinition",
-    "HyperConverged",
-    "KubeVirt",
-    "MigrationPolicy",
-    "VirtualMachineInstance",
-    "VirtualMachineInstanceMigration",
-    "Network",
+    kinds::NAD.name,
+    kinds::HYPERCONVERGED.name,
+    kinds::KUBEVIRT.name,
+    kinds::MIGRATION_POLICY.name,
+    kinds::VMI.name,
+    kinds::VMIM.name,
+    kinds::NETWORK_CONFIG.name,
+    kinds::CONFIG_MAP.name,
+    kinds::NODE.name,
 ];
 
 /// What the objects alone do not say.
@@ -54,6 +62,10 @@ pub struct Options {
     pub main: MainNetworks,
     /// `--vm-memory`: the VM size to compute the budget for.
     pub vm_memory: Option<Quantity>,
+    /// `--cidr`: the migration network's range, as `verify` takes it.
+    pub migration: Vec<Cidr>,
+    /// `--nodes`: how many nodes run virt-handler (Node objects count too).
+    pub nodes: Option<usize>,
 }
 
 /// Everything `check` found in the objects.
@@ -96,40 +108,13 @@ impl Report {
 pub fn check_objects(objects: &[Object], options: &Options) -> Report {
     let mut findings = Findings::default();
     let mut main = options.main.clone();
+    // The kinds migverify reads, near misses under the kind meant.
+    let objects = &objects::recognized(objects, &mut findings)[..];
     for object in objects {
         if networks::is_network_config(object) {
             networks::read(object, &mut findings, &mut main);
-            continue;
-        }
-        if object.kind.is_empty() || object.api_version.is_empty() {
-            findings.object(
-                object,
-                INPUT_NOT_AN_OBJECT,
-                if object.kind.is_empty() { "kind" } else { "apiVersion" },
-                "a document without `kind` or `apiVersion` is not a Kubernetes object; nothing in it was checked"
-                    .into(),
-                "pass objects as `oc get KIND NAME -o yaml` prints them".into(),
-            );
-            continue;
-        }
-        if !KINDS.contains(&object.kind.as_str()) {
-            findings.object(
-                object,
-                INPUT_UNSUPPORTED_KIND,
-                "kind",
-                format!("kind {} is not one migverify checks; skipped", object.kind),
-                format!("nothing to fix; checked kinds: {}", KINDS.join(", ")),
-            );
-            continue;
-        }
-        if object.name.is_none() {
-            findings.object(
-                object,
-                INPUT_NO_NAME,
-                "metadata.name",
-                "no `metadata.name`: other objects cannot refer to this one".into(),
-                "add `metadata.name`".into(),
-            );
+        } else {
+            settings::check(object, &mut findings);
         }
     }
     let nads: Vec<Nad> = objects
@@ -157,13 +142,7 @@ pub fn check_objects(objects: &[Object], options: &Options) -> Report {
             );
         }
     }
-    let cross = crossobject::check(
-        objects,
-        &nads,
-        &main,
-        options.vm_memory.as_ref(),
-        &mut findings,
-    );
+    let cross = crossobject::check(objects, &nads, &main, options, &mut findings);
     Report {
         findings,
         budgets: cross.budgets,

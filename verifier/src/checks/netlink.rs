@@ -1,7 +1,14 @@
-//! The few rtnetlink requests the host checks need, made directly: links
-//! (flags, MTU, kind, carrier, bridge VLAN filtering), addresses, bridge
-//! port VLANs, and the route the kernel would pick for a destination.
-//! Everything runs in the calling thread's network namespace.
+//! The few rtnetlink requests migverify makes, directly: links (flags, MTU,
+//! kind, carrier, bridge VLAN filtering, the link a macvlan or veth points
+//! at and that link's namespace id), addresses, bridge port VLANs, the route
+//! the kernel would pick for a destination and the default route, and the
+//! id this namespace gives another (the host checks, the agent, the
+//! discovery), and removing a clsact qdisc (the data plane on kernels before
+//! 6.6: the image has no `tc` to do it). Everything runs in the calling
+//! thread's network namespace.
+// Namespace ids, the default route and the qdisc serve the data plane's
+// side, which is in the build with the data plane only.
+#![cfg_attr(not(feature = "dataplane"), allow(dead_code))]
 
 use std::{
     io,
@@ -13,6 +20,7 @@ use std::{
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
@@ -20,14 +28,24 @@ const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
+const RTM_DELQDISC: u16 = 37;
+/// `TCA_KIND` of a qdisc request.
+const TCA_KIND: u16 = 1;
+/// The clsact qdisc's parent and handle (`TC_H_CLSACT`, `TC_H_MAKE(TC_H_CLSACT, 0)`).
+const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
+const CLSACT_HANDLE: u32 = 0xFFFF_0000;
+const RTM_NEWNSID: u16 = 88;
+const RTM_GETNSID: u16 = 90;
 
 const IFLA_IFNAME: u16 = 3;
+const IFLA_LINK: u16 = 5;
 const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_AF_SPEC: u16 = 26;
 const IFLA_EXT_MASK: u16 = 29;
 const IFLA_CARRIER: u16 = 33;
+const IFLA_LINK_NETNSID: u16 = 37;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const IFLA_BR_VLAN_FILTERING: u16 = 7;
@@ -37,6 +55,9 @@ const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
+const NETNSA_NSID: u16 = 1;
+const NETNSA_FD: u16 = 3;
+const RT_TABLE_MAIN: u8 = 254;
 
 pub const IFF_UP: u32 = 0x1;
 pub const IFF_LOWER_UP: u32 = 0x1_0000;
@@ -56,6 +77,11 @@ pub struct Link {
     pub master: Option<u32>,
     /// For bridges whose kernel reports it.
     pub vlan_filtering: Option<bool>,
+    /// The link this one rests on: a macvlan's lower device, a veth's peer.
+    pub link: Option<u32>,
+    /// The namespace of [`Link::link`], as this namespace numbers it
+    /// ([`nsid_of`]); `None`: this namespace.
+    pub link_netnsid: Option<i32>,
 }
 
 impl Link {
@@ -147,6 +173,64 @@ pub fn route_to(dst: IpAddr) -> io::Result<Option<u32>> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Removes the clsact qdisc of interface `ifindex` and every filter on it
+/// (`tc qdisc del dev IFACE clsact`). Needs CAP_NET_ADMIN.
+pub fn delete_clsact(ifindex: u32) -> io::Result<()> {
+    // struct tcmsg: family, 3 bytes of padding, ifindex, handle, parent, info.
+    let mut request = vec![0u8; 4];
+    request.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    request.extend_from_slice(&CLSACT_HANDLE.to_ne_bytes());
+    request.extend_from_slice(&TC_H_CLSACT.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    push_attr(&mut request, TCA_KIND, b"clsact\0");
+    exchange(RTM_DELQDISC, NLM_F_ACK, &request).map(drop)
+}
+
+/// The interface index of the default route (main table, IPv4 first);
+/// `None` without one.
+pub fn default_route() -> io::Result<Option<u32>> {
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        let mut request = vec![0u8; 12]; // struct rtmsg
+        request[0] = family as u8;
+        let found = exchange(RTM_GETROUTE, NLM_F_DUMP, &request)?
+            .iter()
+            .filter(|(kind, _)| *kind == RTM_NEWROUTE)
+            .filter(|(_, payload)| {
+                // rtm_dst_len 0, rtm_table main, rtm_type unicast.
+                payload.len() >= 12
+                    && payload[1] == 0
+                    && payload[4] == RT_TABLE_MAIN
+                    && payload[7] == 1
+            })
+            .find_map(|(_, payload)| parse_route_oif(payload));
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+/// The id this namespace gives the namespace `fd` refers to (`ip netns
+/// list-id`): what [`Link::link_netnsid`] says; `None` when it has none.
+pub fn nsid_of(fd: std::os::fd::BorrowedFd) -> io::Result<Option<i32>> {
+    let mut request = vec![0u8; 4]; // struct rtgenmsg, aligned
+    push_attr(
+        &mut request,
+        NETNSA_FD,
+        &(fd.as_raw_fd() as u32).to_ne_bytes(),
+    );
+    Ok(exchange(RTM_GETNSID, 0, &request)?
+        .iter()
+        .filter(|(kind, _)| *kind == RTM_NEWNSID)
+        .find_map(|(_, payload)| {
+            attributes(payload.get(4..)?)
+                .find(|(kind, _)| *kind == NETNSA_NSID)
+                .and_then(|(_, v)| u32_of(v))
+        })
+        .map(|id| id as i32)
+        .filter(|id| *id >= 0))
 }
 
 fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
@@ -291,6 +375,8 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
             }
             IFLA_MTU => link.mtu = u32_of(value)?,
             IFLA_MASTER => link.master = u32_of(value),
+            IFLA_LINK => link.link = u32_of(value).filter(|index| *index != 0),
+            IFLA_LINK_NETNSID => link.link_netnsid = u32_of(value).map(|id| id as i32),
             IFLA_CARRIER => link.carrier = value.first().map(|c| *c != 0),
             IFLA_LINKINFO => {
                 for (info, data) in attributes(value) {

@@ -90,6 +90,7 @@ pub fn read(object: &Object, findings: &mut Findings, networks: &mut MainNetwork
         object,
         findings,
         reader: "the cluster network operator",
+        api: true,
     };
     let Some(root) = object.value.as_object() else {
         return;

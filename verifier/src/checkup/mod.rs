@@ -274,11 +274,19 @@ async fn execute(
     .await?;
     let peer = pods::migration_address(&server_pod, config)
         .map_err(|e| format!("the bench server pod {server}: {e}"))?;
+    // The CA the server made at start for its addresses: the client pins it.
+    let server_log = pods
+        .logs(&server, &LogParams::default())
+        .await
+        .map_err(|e| format!("reading the bench server's log: {}", api_message(&e)))?;
+    let ca = crate::netbench::tls::printed_ca(&server_log).ok_or_else(|| {
+        format!("the bench server pod {server} printed no CA for its TLS: {server_log}")
+    })?;
     say(format!(
-        "bench server ready at {peer}; starting the client on {} for {:?}",
+        "bench server ready at {peer} (TLS); starting the client on {} for {:?}",
         config.source_node, config.duration
     ));
-    let client_name = create(pods, &pods::client(&ctx, config, peer)).await?;
+    let client_name = create(pods, &pods::client(&ctx, config, peer, &ca)).await?;
     let (_, ended) = wait(pods, &client_name, last, |p| match pods::progress(p) {
         Progress::Ended { succeeded, detail } => Some(Ok((succeeded, detail))),
         Progress::Stuck(why) => Some(Err(format!("the bench client pod {client_name}: {why}"))),

@@ -67,14 +67,17 @@ impl Context {
     }
 }
 
-/// The bench server pod: `bench serve` on the target node's migration network.
+/// The bench server pod: `bench serve` on the target node's migration
+/// network, TLS with a certificate it makes at start for its addresses
+/// (migration0's, which Multus gives only then), printing the CA the
+/// client pins.
 pub fn server(ctx: &Context, config: &Config) -> Pod {
     let args = vec![
         "bench".to_string(),
         "serve".into(),
         "--listen".into(),
         format!("[::]:{}", config.port),
-        "--no-tls".into(),
+        "--tls-self-signed".into(),
         "--token".into(),
         ctx.token.clone(),
     ];
@@ -98,14 +101,16 @@ pub fn server(ctx: &Context, config: &Config) -> Pod {
 }
 
 /// The bench client pod: `bench run` from the source node's migration
-/// network to the server's migration address, JSON report on stdout.
-pub fn client(ctx: &Context, config: &Config, peer: IpAddr) -> Pod {
+/// network to the server's migration address, over TLS pinned to the CA
+/// the server printed (`ca_pem`), JSON report on stdout.
+pub fn client(ctx: &Context, config: &Config, peer: IpAddr, ca_pem: &str) -> Pod {
     let mut args: Vec<String> = vec![
         "bench".into(),
         "run".into(),
         "--peer".into(),
         std::net::SocketAddr::new(peer, config.port).to_string(),
-        "--no-tls".into(),
+        "--tls-ca-pem".into(),
+        ca_pem.to_string(),
         "--token".into(),
         ctx.token.clone(),
         "--duration".into(),
@@ -159,11 +164,20 @@ fn container(ctx: &Context, args: Vec<String>, observe: bool) -> Container {
             ..Default::default()
         }),
         security_context: Some(if observe {
-            // The observers: eBPF programs on the pod's own migration0.
+            // The observers: eBPF programs on the pod's own migration0, in
+            // its own namespace (no setns): what loading and attaching
+            // needs, nothing else (dataplane::privileges), as root because
+            // added capabilities take effect for root only. A namespace at
+            // the baseline or restricted level refuses this pod.
             SecurityContext {
-                privileged: Some(true),
                 run_as_user: Some(0),
                 run_as_non_root: Some(false),
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    add: Some(vec!["BPF".into(), "PERFMON".into(), "NET_ADMIN".into()]),
+                }),
                 ..Default::default()
             }
         } else {
@@ -238,7 +252,13 @@ fn pod(ctx: &Context, config: &Config, role: Role, node: &str, container: Contai
                 ..Default::default()
             }]),
             security_context: Some(if config.observe_wire && role == Role::Client {
-                PodSecurityContext::default()
+                PodSecurityContext {
+                    seccomp_profile: Some(SeccompProfile {
+                        type_: "RuntimeDefault".into(),
+                        localhost_profile: None,
+                    }),
+                    ..Default::default()
+                }
             } else {
                 PodSecurityContext {
                     run_as_non_root: Some(true),
@@ -463,15 +483,20 @@ mod tests {
                 "serve",
                 "--listen",
                 "[::]:9440",
-                "--no-tls",
+                "--tls-self-signed",
                 "--token",
                 "t0k"
             ])
         );
         assert_eq!(server["metadata"]["ownerReferences"][0]["uid"], "uid-1");
 
-        let client =
-            serde_json::to_value(client(&ctx(), &config, "10.200.5.12".parse().unwrap())).unwrap();
+        let client = serde_json::to_value(client(
+            &ctx(),
+            &config,
+            "10.200.5.12".parse().unwrap(),
+            "PEM",
+        ))
+        .unwrap();
         assert_eq!(
             client["spec"]["affinity"]["nodeAffinity"]
                 ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
@@ -482,7 +507,7 @@ mod tests {
             serde_json::from_value(client["spec"]["containers"][0]["args"].clone()).unwrap();
         assert_eq!(
             args.join(" "),
-            "bench run --peer 10.200.5.12:9440 --no-tls --token t0k --duration 10 --streams 8 \
+            "bench run --peer 10.200.5.12:9440 --tls-ca-pem PEM --token t0k --duration 10 --streams 8 \
              --vm-memory 2147483648 --completion-timeout-per-gib 20 --output json"
         );
         assert_eq!(

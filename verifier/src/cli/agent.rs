@@ -21,6 +21,7 @@ use crate::{
 /// prints verify's report as a JSON line and posts the verdict as an Event
 /// on the VirtualMachineInstanceMigration. Runs until SIGTERM or Ctrl-C.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/agent.txt"))]
 pub struct Args {
     /// This node's name (as in `spec.nodeName`).
     #[arg(long, env = "NODE_NAME", value_name = "NODE")]
@@ -62,6 +63,11 @@ pub struct Args {
     budget: LimitFlags,
     #[command(flatten)]
     metrics: MetricsArgs,
+    #[command(flatten)]
+    metrics_auth: crate::metrics::auth::AuthOptions,
+    /// Seconds a finished migration's series stay on the metrics page.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::metrics::RETENTION.as_secs())]
+    metrics_retention: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
@@ -70,8 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         "--node-name (or NODE_NAME) is empty"
     );
     let duration = seconds("--duration", args.duration)?;
-    crate::dataplane::privileges::check()
-        .map_err(|why| anyhow::anyhow!("the agent attaches eBPF programs: {why}"))?;
+    crate::dataplane::privileges::require(crate::dataplane::privileges::AGENT)?;
     let settings = Settings {
         node: args.node_name.clone(),
         virt_handler_namespace: args.virt_handler_namespace.clone(),
@@ -84,7 +89,10 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         vlan: args.network.vlan,
         budget: args.budget.limits()?,
         interval_ms: args.interval.interval_ms,
+        hooks: args.interfaces.hooks,
         metrics: args.metrics.bind()?,
+        metrics_auth: args.metrics_auth.clone(),
+        metrics_retention: std::time::Duration::from_secs(args.metrics_retention),
     };
     runtime()?.block_on(async {
         let client = args.kube.connect().await?;

@@ -1,13 +1,21 @@
 //! The argument groups commands share: each flag is defined once, here,
 //! and a command flattens the groups it takes.
+// Without the data plane, the commands that take some of them are not built.
+#![cfg_attr(not(feature = "dataplane"), allow(dead_code))]
 
 use std::{collections::BTreeMap, path::PathBuf};
 
 use super::Status;
 use crate::{
+    cluster::vmi::ApiVmis,
     config::{documents::load_path, quantity::Quantity, Cidr, Endpoint},
-    dataplane::AttachSpec,
-    intent::{self, limits::LimitFlags, vmi, Ended, VmSize},
+    dataplane::{AttachSpec, Hooks},
+    intent::{
+        self,
+        limits::LimitFlags,
+        vmi::{self, VmiSource},
+        Ended, VmSize,
+    },
     session::Criteria,
 };
 
@@ -19,6 +27,9 @@ pub struct InterfaceArgs {
     /// such as /proc/PID/ns/net). Repeat for more.
     #[arg(short, long = "iface", value_name = "SPEC")]
     pub ifaces: Vec<AttachSpec>,
+    /// The kernel hook to attach with (clsact: the fallback of kernels before 6.6, on any kernel).
+    #[arg(long, value_enum, default_value_t = Hooks::Auto)]
+    pub hooks: Hooks,
 }
 
 impl InterfaceArgs {
@@ -39,36 +50,38 @@ pub struct TargetArgs {
     /// A target endpoint, ADDR:PORT[=control|memory|disk].
     #[arg(long, value_name = "ENDPOINT")]
     pub endpoint: Vec<Endpoint>,
-    /// A VMI document as `oc get vmi NAME -o json` prints it (or a List):
-    /// its published endpoints and its memory size (`watch` reads it again
-    /// whenever it changes, and waits for it to exist).
-    #[arg(long, value_name = "FILE")]
-    pub vmi: Vec<PathBuf>,
+    /// VMIs: a file as `oc get vmi -o yaml|json` prints it (one, or a
+    /// List), `-` for standard input, or NAMESPACE/NAME read through the
+    /// API: their published endpoints and each VM's size (`watch` reads
+    /// them again as they change, and waits for them to exist).
+    #[arg(long, value_name = "FILE|-|NS/NAME")]
+    pub vmi: Vec<VmiSource>,
+    #[command(flatten)]
+    pub kube: ClusterArgs,
 }
 
 impl TargetArgs {
-    /// The endpoints given and those every VMI file published (each VMI
-    /// must have), and the size of the first VMI.
-    pub fn published(&self) -> anyhow::Result<(Vec<Endpoint>, Option<VmSize>)> {
-        let mut endpoints = self.endpoint.clone();
-        let mut size = None;
-        for path in &self.vmi {
-            let (found, vmi_size) = vmi::published(path)?;
-            endpoints.extend(found);
-            size = size.or(vmi_size);
-        }
-        Ok((endpoints, size))
+    /// A reader of the VMIs named NAMESPACE/NAME, when there are any.
+    pub fn api(&self) -> Option<ApiVmis> {
+        (self.vmi.iter())
+            .any(|s| matches!(s, VmiSource::Api { .. }))
+            .then(|| ApiVmis::start(self.kube.kubeconfig.clone()))
+    }
+
+    /// The endpoints given and those every VMI published (each VMI must
+    /// have), and each VMI's size.
+    pub fn published(&self) -> anyhow::Result<vmi::Loaded> {
+        let mut api = self.api();
+        let mut loaded = vmi::published(&self.vmi, api.as_mut().map(|a| a as _))?;
+        loaded.endpoints.splice(0..0, self.endpoint.iter().cloned());
+        Ok(loaded)
     }
 }
 
 impl TargetArgs {
-    /// How the migrations of the VMI files that exist ended, where they say.
+    /// How the VMIs' migrations ended, where they say, read again now.
     pub fn ended(&self) -> anyhow::Result<BTreeMap<String, Ended>> {
-        let mut ended = BTreeMap::new();
-        for path in self.vmi.iter().filter(|p| p.exists()) {
-            ended.extend(vmi::ended(path)?);
-        }
-        Ok(ended)
+        vmi::ended_now(&self.vmi, self.api().as_mut().map(|a| a as _))
     }
 }
 
@@ -149,21 +162,20 @@ pub struct JudgeArgs {
 }
 
 impl JudgeArgs {
-    /// The criteria, with these endpoints and (unless --vm-memory) size.
-    pub fn criteria(
-        &self,
-        endpoints: Vec<Endpoint>,
-        size: Option<VmSize>,
-    ) -> anyhow::Result<Criteria> {
-        Ok(Criteria::resolve(
+    /// The criteria, with what the VMIs said (each VM's size, unless
+    /// --vm-memory gives every one's).
+    pub fn criteria(&self, vmis: vmi::Loaded) -> anyhow::Result<Criteria> {
+        let mut criteria = Criteria::resolve(
             self.budget.limits()?,
             self.config.intent()?,
             &self.network.cidr,
             self.network.vlan,
-            endpoints,
-            self.size.size()?.or(size),
+            vmis.endpoints,
+            self.size.size()?,
             self.interval.interval_ms,
-        ))
+        );
+        criteria.sizes = vmis.sizes;
+        Ok(criteria)
     }
 }
 
@@ -186,7 +198,7 @@ impl ReportArgs {
         self.emit_files(report)?;
         match self.output {
             super::Output::Text => print!("{}", report.text()),
-            super::Output::Json => println!("{}", report.json()),
+            structured => println!("{}", structured.render(report)),
         }
         Ok(report.verdict.into())
     }
@@ -206,7 +218,7 @@ pub struct ClusterArgs {
     /// The kubeconfig to use (default: KUBECONFIG, ~/.kube/config, else the
     /// pod's service account).
     #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl ClusterArgs {
@@ -216,6 +228,7 @@ impl ClusterArgs {
 }
 
 /// Prometheus exposition while a command runs.
+#[cfg(feature = "dataplane")]
 #[derive(Debug, Clone, clap::Args)]
 pub struct MetricsArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics while running (a bare
@@ -224,6 +237,7 @@ pub struct MetricsArgs {
     metrics_listen: Option<crate::metrics::ListenAddr>,
 }
 
+#[cfg(feature = "dataplane")]
 impl MetricsArgs {
     /// Binds the listener now, so a taken port fails before anything is attached.
     pub fn bind(&self) -> anyhow::Result<Option<std::net::TcpListener>> {

@@ -30,6 +30,7 @@ use crate::{
 ///
 /// Exit status (run): 0 pass, 1 fail, 2 usage or input error, 3 warning.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/bench.txt"))]
 pub struct Args {
     #[command(subcommand)]
     command: BenchCommand,
@@ -38,10 +39,13 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum BenchCommand {
     /// Accept bench runs until stopped (one end: a node, a virt-handler-like namespace).
+    #[command(after_help = include_str!("../../help/bench-serve.txt"))]
     Serve(ServeArgs),
     /// Run a bench against a `bench serve` and judge the link against the budgets.
+    #[command(after_help = include_str!("../../help/bench-run.txt"))]
     Run(Box<RunArgs>),
-    /// Write a CA and server/client certificates for mutual TLS (needs openssl).
+    /// Write a CA and server/client certificates for mutual TLS.
+    #[command(after_help = include_str!("../../help/bench-certs.txt"))]
     Certs(CertsArgs),
 }
 
@@ -113,8 +117,12 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     match args.command {
         BenchCommand::Serve(serve) => {
             let token = serve.tls.token()?;
+            let (tls, ca) = serve.tls.server(&crate::netbench::local_addresses())?;
+            if let Some(ca) = ca {
+                eprint!("migverify: bench serve: clients pin this CA (--tls-ca-pem):\n{ca}");
+            }
             let options = ServerOptions {
-                tls: serve.tls.server()?,
+                tls,
                 token: (!token.is_empty()).then_some(token),
             };
             let listener = std::net::TcpListener::bind(serve.listen)
@@ -128,7 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             emit(&run.report, &measure(plan)?)
         }
         BenchCommand::Certs(certs) => {
-            crate::lab::pki::create(&certs.dir, &certs.ip)?;
+            crate::pki::write_mutual(&certs.dir, &certs.ip)?;
             eprintln!(
                 "migverify: credentials written to {}: give `bench serve` and `bench run` --tls-dir {}",
                 certs.dir.display(),
@@ -174,6 +182,7 @@ fn plan<'a>(args: &RunArgs, connect: Connector<'a>) -> anyhow::Result<Plan<'a>> 
             .sync_port
             .map(|port| SocketAddr::new(args.sync_address.unwrap_or(args.peer.ip()), port)),
         ifaces: args.interfaces.ifaces.clone(),
+        hooks: args.interfaces.hooks,
         cidrs: args.network.cidr.clone(),
         vlan: args.network.vlan,
         limits: args.budget.limits_or_defaults()?,

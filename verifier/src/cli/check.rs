@@ -1,38 +1,30 @@
 //! `migverify check`: the migration network's configuration and the node,
 //! before any migration runs.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    path::PathBuf,
-};
+use std::path::PathBuf;
 
-use anyhow::Context as _;
-
-use super::{args::ClusterArgs, seconds, Output, Status};
+use super::{args::ClusterArgs, Output, Status};
 use crate::{
-    checks::{
-        self,
-        host::{self, HostPlan, NodePlan, SyncPeer},
-        networks::MainRole,
-        render,
-    },
+    checks::{self, host, hostflags::HostFlags, networks::MainRole, render},
     config::{documents, quantity::Quantity, Cidr},
-    dataplane::{AttachSpec, Netns},
-    intent, lab,
+    intent,
     verdict::Verdict,
 };
 
 /// Check the migration network's configuration, and the node, before any migration.
 ///
 /// Reads NetworkAttachmentDefinitions, HyperConverged, KubeVirt, MigrationPolicy,
-/// VirtualMachineInstance(Migration) and the cluster Network config, as
+/// VirtualMachineInstance(Migration), the cluster Network config, Nodes (counted)
+/// and the legacy kubevirt-config ConfigMap, as
 /// `oc get ... -o yaml|json` prints them (single documents, several YAML
 /// documents, or a List), or with --cluster the same objects live from the
 /// Kubernetes API, and reports findings with stable IDs (docs/checks.md)
 /// and the fix for each. With --host or --lab it also checks a node.
 ///
-/// Exit status: 0 no error-level finding, 1 errors, 2 unreadable input.
+/// Exit status, as every command's: 0 pass, 1 errors, 2 unreadable input or
+/// bad usage, 3 warnings only (see --fail-on).
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/check.txt"))]
 pub struct Args {
     /// Files to read; `-` reads standard input.
     #[arg(value_name = "FILE")]
@@ -51,46 +43,26 @@ pub struct Args {
     /// A machine (node) network CIDR.
     #[arg(long, value_name = "CIDR")]
     machine_cidr: Vec<Cidr>,
+    /// The migration network's range (repeat for more), when its NAD is not given.
+    #[arg(long, value_name = "CIDR")]
+    cidr: Vec<Cidr>,
+    /// How many nodes run virt-handler (Node objects given count too).
+    #[arg(long, value_name = "N")]
+    nodes: Option<usize>,
+    /// What fails: warning (exit 3, errors 1), error (warnings exit 0), never (exit 0).
+    #[arg(long, value_enum, default_value_t = FailOn::Warning)]
+    fail_on: FailOn,
     /// A VM memory size (`16Gi`): print its completion budget and the rate it needs.
     #[arg(long, value_name = "QUANTITY")]
     vm_memory: Option<Quantity>,
-    /// Check this node too (needs root): virt-handler's migration0 and the path.
-    #[arg(long)]
-    host: bool,
-    /// Check the running lab's two nodes (`migverify lab up` first; needs root).
-    #[arg(long, conflicts_with = "host")]
-    lab: bool,
-    /// virt-handler's network namespace (NAME or /proc/PID/ns/net) for --host.
-    #[arg(long, value_name = "NETNS", requires = "host")]
-    netns: Option<String>,
-    /// The migration interface in virt-handler's namespace.
-    #[arg(
-        long,
-        value_name = "NAME",
-        default_value = "migration0",
-        requires = "host"
-    )]
-    migration_iface: String,
-    /// An interface on the migration path, [ROLE:]IFACE[@NETNS] (the NIC as
-    /// `migration:eth1`, a bridge as `bridge:br1`); repeat for more.
-    #[arg(short, long = "iface", value_name = "SPEC", requires = "host")]
-    ifaces: Vec<AttachSpec>,
-    /// Another node's migration address to probe (repeat for more).
-    #[arg(long, value_name = "ADDR", requires = "host")]
-    peer: Vec<IpAddr>,
-    /// Cross-cluster: the peer cluster's synchronization controller, ADDR[:PORT]
-    /// (port 9185, or a given KubeVirt CR's `spec.synchronizationPort`).
-    #[arg(long, value_name = "ADDR[:PORT]")]
-    sync_peer: Vec<SyncPeer>,
-    /// How long each probe waits for an answer, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
-    timeout: f64,
+    #[command(flatten)]
+    host: HostFlags,
     #[arg(short, long, value_enum, default_value_t = Output::Text)]
     output: Output,
 }
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
-    if args.files.is_empty() && !args.host && !args.lab && !args.cluster {
+    if args.files.is_empty() && !args.host.any() && !args.cluster {
         anyhow::bail!(
             "give the files to check (`-` for standard input), or --cluster, --host / --lab"
         );
@@ -105,6 +77,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     }
     let mut options = checks::Options {
         vm_memory: args.vm_memory.clone(),
+        migration: args.cidr.clone(),
+        nodes: args.nodes,
         ..checks::Options::default()
     };
     for (role, cidrs, flag) in [
@@ -116,37 +90,9 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             options.main.add(role, *cidr, flag.to_string());
         }
     }
-    let timeout = seconds("--timeout", Some(args.timeout))?
-        .filter(|t| !t.is_zero())
-        .context("--timeout: give the seconds a probe waits, above 0")?;
     let mut report = checks::check_objects(&objects, &options);
     // A KubeVirt CR among the inputs may move the synchronization port.
-    let sync_port = intent::sync_port(&objects);
-    let sync_peers: Vec<SocketAddr> = args.sync_peer.iter().map(|p| p.addr(sync_port)).collect();
-    let plan = if args.lab {
-        let config = lab::current().context("--lab")?;
-        let (mut plan, lab_nad) = host::lab_plan(&config, timeout);
-        // A NAD given with --lab is what the lab is checked against.
-        plan.nad = Some(report.given_nad().unwrap_or(lab_nad));
-        plan.sync_peers = sync_peers;
-        Some(plan)
-    } else if args.host {
-        Some(HostPlan {
-            nodes: vec![NodePlan {
-                name: args.netns.clone().unwrap_or_else(|| "this host".into()),
-                netns: args.netns.as_deref().map(Netns::parse),
-                migration_iface: args.migration_iface.clone(),
-                path: args.ifaces.clone(),
-                peers: args.peer.clone(),
-                port_vlans: None,
-            }],
-            nad: report.given_nad(),
-            sync_peers,
-            timeout,
-        })
-    } else {
-        None
-    };
+    let plan = args.host.plan(&report, intent::sync_port(&objects))?;
     if let Some(plan) = plan {
         if let Err(why) = crate::dataplane::privileges::check() {
             anyhow::bail!("host checks enter network namespaces: {why}");
@@ -154,11 +100,18 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         host::check(&plan, &mut report.findings)?;
     }
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&render::json(&report))?),
         Output::Text => print!("{}", render::text(&report)),
+        structured => println!("{}", structured.render(&render::json(&report))),
     }
-    Ok(match report.verdict() {
-        Verdict::Fail => Status::Fail,
-        Verdict::Warn | Verdict::Pass => Status::Pass,
+    Ok(match (report.verdict(), args.fail_on) {
+        (_, FailOn::Never) | (Verdict::Warn, FailOn::Error) => Status::Pass,
+        (verdict, _) => verdict.into(),
     })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum FailOn {
+    Error,
+    Warning,
+    Never,
 }

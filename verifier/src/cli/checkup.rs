@@ -18,6 +18,7 @@ use crate::checkup::{self, Identity, Target};
 /// Exit status: 0 succeeded, 1 the checkup failed (its reason is in the
 /// ConfigMap), 2 the ConfigMap could not be read or written.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/checkup.txt"))]
 pub struct Args {
     /// The ConfigMap's name [default: $CONFIGMAP_NAME].
     #[arg(long, value_name = "NAME")]
@@ -58,10 +59,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     })?;
     match args.output {
         Output::Text => print!("{}", checkup::text(&written.data)),
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&checkup::json(&written.data))?
-        ),
+        structured => println!("{}", structured.render(&checkup::json(&written.data))),
     }
     Ok(if written.succeeded {
         Status::Pass

@@ -16,6 +16,7 @@ use crate::{
 /// total when the duration ends or on Ctrl-C. Bytes include the Ethernet
 /// header, as `ip -s link` counts them.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/counters.txt"))]
 pub struct Args {
     #[command(flatten)]
     interfaces: InterfaceArgs,
@@ -33,7 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
     let interval = seconds("--interval", Some(args.interval))?.filter(|i| !i.is_zero());
     let ifaces = args.interfaces.required()?;
-    let session = Session::start(ifaces, &[])?;
+    let session = Session::start(ifaces, &[], args.interfaces.hooks)?;
     eprintln!(
         "migverify: observing {} interface(s){}; Ctrl-C to stop",
         ifaces.len(),
@@ -62,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     session.detach();
     match args.output {
         Output::Text => print!("{}", tables::counters(&rows, None)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        structured => println!("{}", structured.render(&rows)),
     }
     Ok(Status::Pass)
 }

@@ -22,6 +22,7 @@ use crate::{
 /// second and a final table (or JSON) on exit; with --vlan, a tag other
 /// than the NAD's is marked.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/flows.txt"))]
 pub struct Args {
     #[command(flatten)]
     interfaces: InterfaceArgs,
@@ -41,8 +42,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
     let ifaces = args.interfaces.required()?;
-    let (endpoints, _) = args.target.published()?;
-    let mut session = Session::start(ifaces, &args.network.cidr)?;
+    let endpoints = args.target.published()?.endpoints;
+    let mut session = Session::start(ifaces, &args.network.cidr, args.interfaces.hooks)?;
     eprintln!(
         "migverify: observing {} interface(s), {} endpoint(s), {} CIDR(s); Ctrl-C to stop",
         ifaces.len(),
@@ -79,10 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     session.detach();
     match args.output {
         Output::Text => print!("{}", tables::flows_final(&collected, vlan)),
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&tables::flows_json(&collected))?
-        ),
+        structured => println!("{}", structured.render(&tables::flows_json(&collected))),
     }
     Ok(Status::Pass)
 }

@@ -19,6 +19,7 @@ use crate::{
 /// to this host's networks. `lab run` is the one-shot form: up, attach
 /// migverify, migrate, report, down.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/lab.txt"))]
 pub struct Args {
     #[command(subcommand)]
     command: LabCommand,
@@ -27,14 +28,19 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum LabCommand {
     /// Build the lab for a scenario (removing any earlier lab first).
+    #[command(after_help = include_str!("../../help/lab-up.txt"))]
     Up(UpArgs),
     /// Run one live migration across the lab that is up.
+    #[command(after_help = include_str!("../../help/lab-migrate.txt"))]
     Migrate(OutputArgs),
     /// Show the lab that is up: scenario, namespaces, addresses.
+    #[command(after_help = include_str!("../../help/lab-status.txt"))]
     Status(OutputArgs),
     /// Remove every namespace, process and file of the lab, also after a crash.
+    #[command(after_help = include_str!("../../help/lab-down.txt"))]
     Down,
     /// Up, attach migverify, migrate, report, down. Exit 0 pass, 1 fail.
+    #[command(after_help = include_str!("../../help/lab-run.txt"))]
     Run(RunArgs),
 }
 
@@ -82,11 +88,8 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             let config = lab::current()?;
             let outcome = lab::migrate(&config, &progress, &mut |_| Ok(()))?;
             match out.output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({ "qemu": outcome }))?
-                ),
-                Output::Text => print_qemu(&outcome),
+                Output::Text => println!("{}", outcome.text()),
+                structured => println!("{}", structured.render(&json!({ "qemu": outcome }))),
             }
             Ok(if outcome.status == "completed" {
                 Status::Pass
@@ -94,7 +97,14 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 Status::Fail
             })
         }
-        LabCommand::Status(out) => status(out.output),
+        LabCommand::Status(out) => {
+            let status = lab::status()?;
+            match out.output {
+                Output::Text => print!("{}", status.text()),
+                structured => println!("{}", structured.render(&status)),
+            }
+            Ok(Status::Pass)
+        }
         LabCommand::Down => {
             let removed = lab::down()?;
             if removed.is_empty() {
@@ -118,30 +128,4 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             run.report.emit(&lab::report(&result, limits, interval_ms)?)
         }
     }
-}
-
-fn status(output: Output) -> anyhow::Result<Status> {
-    let status = lab::status()?;
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-        Output::Text => print!("{}", status.text()),
-    }
-    Ok(Status::Pass)
-}
-
-fn print_qemu(q: &lab::QemuOutcome) {
-    println!(
-        "QEMU: {} — {} bytes in {} ms to {} ({} multifd channels, TLS {}, {}){}",
-        q.status,
-        q.transferred_bytes,
-        q.total_time_ms,
-        q.target,
-        q.multifd_channels,
-        if q.tls { "on" } else { "off" },
-        q.accelerator,
-        q.error
-            .as_ref()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default()
-    );
 }

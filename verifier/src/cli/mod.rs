@@ -1,21 +1,25 @@
 //! The `migverify` command line: parsing, dispatch, printing and exit
 //! codes. The work itself is the library's.
 
+#[cfg(feature = "dataplane")]
 mod agent;
 mod args;
 mod bench;
 mod check;
 mod checkup;
+#[cfg(feature = "dataplane")]
 mod counters;
+#[cfg(feature = "dataplane")]
 mod flows;
+#[cfg(feature = "dataplane")]
 mod lab;
+#[cfg(feature = "dataplane")]
 mod verify;
+#[cfg(feature = "dataplane")]
 mod watch;
 
-use std::{process::ExitCode, time::Duration};
-
-use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 use crate::verdict::Verdict;
 
@@ -45,11 +49,7 @@ impl From<Status> for ExitCode {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-}
+pub use crate::report::Format as Output;
 
 /// Verify on the wire that KubeVirt live migrations use the migration network.
 ///
@@ -67,28 +67,40 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[cfg(feature = "dataplane")]
     Agent(agent::Args),
-    Check(check::Args),
+    Check(Box<check::Args>),
     Bench(bench::Args),
     Checkup(checkup::Args),
+    #[cfg(feature = "dataplane")]
     Counters(counters::Args),
+    #[cfg(feature = "dataplane")]
     Flows(flows::Args),
+    #[cfg(feature = "dataplane")]
     Lab(lab::Args),
+    #[cfg(feature = "dataplane")]
     Verify(verify::Args),
+    #[cfg(feature = "dataplane")]
     Watch(watch::Args),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let status = match cli.command {
+        #[cfg(feature = "dataplane")]
         Command::Agent(args) => agent::run(args),
-        Command::Check(args) => check::run(args),
+        Command::Check(args) => check::run(*args),
         Command::Bench(args) => bench::run(args),
         Command::Checkup(args) => checkup::run(args),
+        #[cfg(feature = "dataplane")]
         Command::Counters(args) => counters::run(args),
+        #[cfg(feature = "dataplane")]
         Command::Flows(args) => flows::run(args),
+        #[cfg(feature = "dataplane")]
         Command::Lab(args) => lab::run(args),
+        #[cfg(feature = "dataplane")]
         Command::Verify(args) => verify::run(args),
+        #[cfg(feature = "dataplane")]
         Command::Watch(args) => watch::run(args),
     };
     match status {
@@ -100,11 +112,23 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Lines for the user, on stderr.
+#[cfg(feature = "dataplane")]
+fn say(lines: impl IntoIterator<Item = String>) {
+    for line in lines {
+        eprintln!("migverify: {line}");
+    }
+}
+
 /// Seconds from a flag, as a Duration, with the flag named on error.
-fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<Duration>> {
+#[cfg(feature = "dataplane")]
+fn seconds(flag: &str, value: Option<f64>) -> anyhow::Result<Option<std::time::Duration>> {
+    use anyhow::Context as _;
+
     value
         .map(|s| {
-            Duration::try_from_secs_f64(s).with_context(|| format!("{flag} {s}: not a duration"))
+            std::time::Duration::try_from_secs_f64(s)
+                .with_context(|| format!("{flag} {s}: not a duration"))
         })
         .transpose()
 }

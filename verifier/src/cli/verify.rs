@@ -6,9 +6,10 @@ use tokio::sync::mpsc;
 
 use super::{
     args::{InterfaceArgs, JudgeArgs, MetricsArgs, ReportArgs},
-    runtime, seconds, Status,
+    runtime, say, seconds, Status,
 };
 use crate::{
+    discovery::{self, Discovery},
     metrics::{Exposition, Metrics},
     session::{stop_after, Session, StopRule},
 };
@@ -22,9 +23,12 @@ use crate::{
 /// completion exceeds the completion budget; WARN within 80% of a budget or
 /// with too few RTT samples; PASS otherwise.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/verify.txt"))]
 pub struct Args {
     #[command(flatten)]
     interfaces: InterfaceArgs,
+    #[command(flatten)]
+    discovery: discovery::Options,
     #[command(flatten)]
     judge: JudgeArgs,
     /// Stop once this many migrations have completed (all their connections closed).
@@ -45,11 +49,12 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
     let idle = seconds("--idle", Some(args.idle))?.expect("given");
-    let ifaces = args.interfaces.required()?;
-    let (endpoints, size) = args.judge.target.published()?;
-    let criteria = args.judge.criteria(endpoints, size)?;
+    let (ifaces, found) = args.discovery.resolve(&args.interfaces.ifaces)?;
+    say(found.iter().flat_map(Discovery::lines));
+    let mut criteria = args.judge.criteria(args.judge.target.published()?)?;
+    say(criteria.adopt(found.as_ref()));
     let listener = args.metrics.bind()?;
-    let mut session = Session::start(ifaces, &criteria.expectations.cidrs)?;
+    let mut session = Session::start(&ifaces, &criteria.expectations.cidrs, args.interfaces.hooks)?;
     eprintln!(
         "migverify: verifying on {} interface(s) with {} endpoint(s) and {} CIDR(s); waiting for migrations \
          (Ctrl-C to stop and judge)",
@@ -70,7 +75,11 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                 "migverify: metrics at http://{}/metrics",
                 listener.local_addr()?
             );
-            tokio::spawn(crate::metrics::serve(listener, page.clone()));
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                page.clone(),
+                crate::metrics::Access::Open,
+            ));
         }
         let (_, requests) = mpsc::channel(1);
         Ok::<_, anyhow::Error>(
@@ -97,7 +106,6 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
         )
     })?;
     session.detach();
-    let mut criteria = criteria;
     criteria.ended = args.judge.target.ended()?;
     args.report.emit(&criteria.report(&collected))
 }

@@ -11,9 +11,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     args::{InterfaceArgs, JudgeArgs, MetricsArgs, ReportArgs},
-    runtime, seconds, Output, Status,
+    runtime, say, seconds, Output, Status,
 };
 use crate::{
+    discovery::{self, Discovery},
     flows::Request,
     intent::vmi::VmiFiles,
     metrics::{Exposition, Metrics},
@@ -35,9 +36,12 @@ use crate::{
 /// A --vmi file is read again whenever it changes, and may appear later:
 /// keep it current with `oc get vmi NAME -o json > FILE` in a loop.
 #[derive(Debug, clap::Args)]
+#[command(after_help = include_str!("../../help/watch.txt"))]
 pub struct Args {
     #[command(flatten)]
     interfaces: InterfaceArgs,
+    #[command(flatten)]
+    discovery: discovery::Options,
     #[command(flatten)]
     judge: JudgeArgs,
     /// Stop after this many seconds (default: until Ctrl-C).
@@ -57,22 +61,21 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<Status> {
     let duration = seconds("--duration", args.duration)?;
-    let ifaces = args.interfaces.required()?;
+    let (ifaces, found) = args.discovery.resolve(&args.interfaces.ifaces)?;
+    say(found.iter().flat_map(Discovery::lines));
     let given = args.judge.target.endpoint.clone();
     let mut vmis = VmiFiles::new(args.judge.target.vmi.clone());
+    let mut api = args.judge.target.api();
     // Files there now must be good: a typo is a usage error, not a wait.
-    let (mut endpoints, mut size) = (given.clone(), None);
-    if let Some(loaded) = vmis.poll()? {
-        endpoints.extend(loaded.endpoints);
-        size = loaded.size;
-    }
-    let criteria = args.judge.criteria(endpoints, size)?;
-    let size_given = args.judge.size.vm_memory.is_some();
+    let mut loaded = vmis.poll(api.as_mut().map(|a| a as _))?.unwrap_or_default();
+    loaded.endpoints.splice(0..0, given.iter().cloned());
+    let mut criteria = args.judge.criteria(loaded)?;
+    say(criteria.adopt(found.as_ref()));
     let listener = args.metrics.bind()?;
     let serving = listener.is_some();
-    let mut session = Session::start(ifaces, &criteria.expectations.cidrs)?;
+    let mut session = Session::start(&ifaces, &criteria.expectations.cidrs, args.interfaces.hooks)?;
     let mut evaluator = criteria.evaluator();
-    let waiting: Vec<String> = vmis.missing().map(|p| p.display().to_string()).collect();
+    let waiting: Vec<String> = vmis.missing().map(ToString::to_string).collect();
     eprintln!(
         "migverify: watching {} interface(s) with {} endpoint(s) and {} CIDR(s){}{}; Ctrl-C to stop and judge",
         ifaces.len(),
@@ -90,11 +93,10 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
             .unwrap_or_default(),
     );
     // After the message: on a terminal the view takes the screen.
-    let json = args.report.output == Output::Json;
-    let mut view = if json {
-        View::json()
-    } else {
-        View::for_stdout(args.plain)
+    let structured = Some(args.report.output).filter(|o| *o != Output::Text);
+    let mut view = match structured {
+        Some(format) => View::structured(format),
+        None => View::for_stdout(args.plain),
     };
     let refresh = Duration::from_millis(args.refresh_ms);
     let page = Exposition::default();
@@ -104,7 +106,11 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     let (requests, endpoint_requests) = mpsc::channel::<Request>(4);
     let collected = runtime()?.block_on(async {
         if let Some(listener) = listener {
-            tokio::spawn(crate::metrics::serve(listener, page.clone()));
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                page.clone(),
+                crate::metrics::Access::Open,
+            ));
         }
         session
             .collect(
@@ -125,13 +131,11 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                     }
                     // A VMI that changed: its endpoints reach the kernel on
                     // the collector's next turn, before this tick is over.
-                    match vmis.poll() {
+                    match vmis.poll(api.as_mut().map(|a| a as _)) {
                         Ok(Some(loaded)) => {
                             let mut all = given.clone();
                             all.extend(loaded.endpoints);
-                            if !size_given && loaded.size.is_some() {
-                                evaluator.size = loaded.size;
-                            }
+                            evaluator.sizes = loaded.sizes;
                             view.note(&format!(
                                 "endpoints from {}: {}",
                                 loaded.from,
@@ -168,22 +172,16 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
     view.leave();
     let _ = std::io::stdout().flush();
     // Judged on what was learnt while watching.
-    let mut criteria = criteria;
     criteria.endpoints = evaluator.endpoints;
     criteria.expectations = evaluator.expectations;
-    criteria.size = evaluator.size;
+    criteria.sizes = evaluator.sizes;
     criteria.ended = args.judge.target.ended()?;
     let report = criteria.report(&collected);
-    if json {
-        // One line, like the rest of the stream.
-        println!(
-            "{}",
-            serde_json::json!({
-                "kind": "summary",
-                "time": rfc3339(SystemTime::now()),
-                "report": report,
-            })
-        );
+    if let Some(format) = structured {
+        // One record, like the rest of the stream.
+        let time = rfc3339(SystemTime::now());
+        let summary = serde_json::json!({ "kind": "summary", "time": time, "report": report });
+        println!("{}", format.record(&summary));
         args.report.emit_files(&report)?;
         Ok(report.verdict.into())
     } else {

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod events;
 pub mod objects;
+pub mod vmi;
 pub mod watch;
 
 pub use self::client::connect;

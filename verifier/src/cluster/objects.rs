@@ -45,6 +45,12 @@ pub const HYPERCONVERGED: Resource = Resource {
     kind: "HyperConverged",
     plural: "hyperconvergeds",
 };
+/// HyperConverged's newer API version, read where v1beta1 is not served
+/// (its live-migration block sits at `spec.virtualization`).
+pub const HYPERCONVERGED_V1: Resource = Resource {
+    version: "v1",
+    ..HYPERCONVERGED
+};
 pub const NAD: Resource = Resource {
     group: "k8s.cni.cncf.io",
     version: "v1",
@@ -63,6 +69,20 @@ pub const NETWORK_CONFIG: Resource = Resource {
     version: "v1",
     kind: "Network",
     plural: "networks",
+};
+/// Nodes, counted: each runs a virt-handler that needs a migration address.
+pub const NODE: Resource = Resource {
+    group: "",
+    version: "v1",
+    kind: "Node",
+    plural: "nodes",
+};
+/// KubeVirt's legacy `kubevirt-config` ConfigMap, read by name only.
+pub const CONFIG_MAP: Resource = Resource {
+    group: "",
+    version: "v1",
+    kind: "ConfigMap",
+    plural: "configmaps",
 };
 pub const POD: Resource = Resource {
     group: "",
@@ -148,27 +168,35 @@ pub async fn list(
     namespace: Option<&str>,
     labels: Option<&str>,
 ) -> Result<Option<Vec<Value>>, ClusterError> {
-    let api = resource.api(client, namespace);
     let mut params = ListParams::default().limit(PAGE_SIZE);
     if let Some(labels) = labels {
         params = params.labels(labels);
     }
+    match pages(client, resource, namespace, params).await {
+        Ok(items) => Ok(Some(items)),
+        Err(error) if super::not_found(&error) => Ok(None),
+        Err(error) => Err(ClusterError::api(
+            format!("listing {}", resource.name()),
+            error,
+        )),
+    }
+}
+
+/// Every page of a list.
+async fn pages(
+    client: &Client,
+    resource: &Resource,
+    namespace: Option<&str>,
+    mut params: ListParams,
+) -> Result<Vec<Value>, kube::Error> {
+    let api = resource.api(client, namespace);
     let mut items = Vec::new();
     loop {
-        let page = match api.list(&params).await {
-            Ok(page) => page,
-            Err(error) if super::not_found(&error) => return Ok(None),
-            Err(error) => {
-                return Err(ClusterError::api(
-                    format!("listing {}", resource.name()),
-                    error,
-                ))
-            }
-        };
+        let page = api.list(&params).await?;
         items.extend(page.items.iter().map(|o| resource.to_json(o)));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(Some(items)),
+            None => return Ok(items),
         }
     }
 }
@@ -178,7 +206,32 @@ pub async fn list(
 pub async fn checked_objects(
     client: &Client,
 ) -> Result<Vec<crate::config::documents::Object>, ClusterError> {
-    let (objects, unserved) = read_objects(client, &CHECKED, "cluster").await?;
+    let (mut objects, unserved) = read_objects(client, &CHECKED, "cluster").await?;
+    // What helps but is not essential, where the credentials may not reach:
+    // the node count and the legacy ConfigMap.
+    for (resource, fields) in [
+        (NODE, None),
+        (CONFIG_MAP, Some("metadata.name=kubevirt-config")),
+    ] {
+        let mut params = ListParams::default().limit(PAGE_SIZE);
+        if let Some(fields) = fields {
+            params = params.fields(fields);
+        }
+        match pages(client, &resource, None, params).await {
+            Ok(items) => objects.extend(parsed(items, &resource, "cluster")?),
+            Err(kube::Error::Api(status)) if matches!(status.code, 401 | 403 | 404) => eprintln!(
+                "migverify: cannot list {} ({}): skipped",
+                resource.name(),
+                status.code
+            ),
+            Err(error) => {
+                return Err(ClusterError::api(
+                    format!("listing {}", resource.name()),
+                    error,
+                ))
+            }
+        }
+    }
     if !unserved.is_empty() {
         eprintln!(
             "migverify: the cluster does not serve {}: skipped",
@@ -199,21 +252,37 @@ pub async fn read_objects(
     let mut objects = Vec::new();
     let mut unserved = Vec::new();
     for resource in resources {
-        let Some(items) = list(client, resource, None, None).await? else {
+        let mut items = list(client, resource, None, None).await?;
+        // A HyperConverged that serves only v1 (whose layout intent reads by
+        // apiVersion) where v1beta1 is gone.
+        if items.is_none() && resource == &HYPERCONVERGED {
+            items = list(client, &HYPERCONVERGED_V1, None, None).await?;
+        }
+        let Some(items) = items else {
             unserved.push(resource.name());
             continue;
         };
-        for item in items {
-            // As `oc get -o json` prints it, so locations in findings are lines of that.
-            let text = serde_json::to_vec_pretty(&item).expect("JSON serializes");
-            let parsed = crate::config::documents::load_bytes(source, &text).map_err(|e| {
-                ClusterError::Api {
-                    what: format!("reading {}", resource.name()),
-                    message: e.to_string(),
-                }
-            })?;
-            objects.extend(parsed);
-        }
+        objects.extend(parsed(items, resource, source)?);
     }
     Ok((objects, unserved))
+}
+
+/// Objects as the file reader reads them, from `items` of `resource`.
+fn parsed(
+    items: Vec<Value>,
+    resource: &Resource,
+    source: &str,
+) -> Result<Vec<crate::config::documents::Object>, ClusterError> {
+    let mut objects = Vec::new();
+    for item in items {
+        // As `oc get -o json` prints it, so locations in findings are lines of that.
+        let text = serde_json::to_vec_pretty(&item).expect("JSON serializes");
+        let parsed =
+            crate::config::documents::load_bytes(source, &text).map_err(|e| ClusterError::Api {
+                what: format!("reading {}", resource.name()),
+                message: e.to_string(),
+            })?;
+        objects.extend(parsed);
+    }
+    Ok(objects)
 }

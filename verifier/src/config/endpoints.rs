@@ -70,6 +70,19 @@ pub fn read_json(path: &Path) -> Result<Value, InputError> {
     })
 }
 
+/// The migration a VMI's endpoints belong to: `namespace/name`, as the
+/// endpoints carry it (`?` for a missing namespace, `items[N]` for a
+/// missing name).
+pub fn vmi_id(vmi: &Value, index: usize) -> String {
+    format!(
+        "{}/{}",
+        vmi["metadata"]["namespace"].as_str().unwrap_or("?"),
+        vmi["metadata"]["name"]
+            .as_str()
+            .map_or_else(|| format!("items[{index}]"), str::to_string)
+    )
+}
+
 /// The endpoints of a VMI document or a `List` of them.
 pub fn endpoints_from_vmi(value: &Value, path: &Path) -> Result<Vec<Endpoint>, InputError> {
     let field = |object: String, message: String| InputError::Field {
@@ -98,13 +111,7 @@ pub fn endpoints_from_vmi(value: &Value, path: &Path) -> Result<Vec<Endpoint>, I
     };
     let mut endpoints = Vec::new();
     for (index, vmi) in items.iter().enumerate() {
-        let name = format!(
-            "VirtualMachineInstance {}/{}",
-            vmi["metadata"]["namespace"].as_str().unwrap_or("?"),
-            vmi["metadata"]["name"]
-                .as_str()
-                .unwrap_or(&format!("items[{index}]"))
-        );
+        let name = format!("VirtualMachineInstance {}", vmi_id(vmi, index));
         let state = &vmi["status"]["migrationState"];
         if state.is_null() {
             return Err(field(

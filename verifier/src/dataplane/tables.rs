@@ -1,77 +1,15 @@
 //! The maps user space fills (endpoints, CIDRs, slot roles) and reads
 //! (flows, drop statistics, events).
 
-use std::net::IpAddr;
-
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, Queue, RingBuf};
 use verifier_ebpf::{
-    stat, Addr, CidrData, CidrTable, EndpointInfo, EndpointKey, FastCidr, FlowEntry, FlowKey,
-    FlowKeyV4, FlowStats, NeighborKey, NeighborStats, Reason, SlotConfig, SlotRole, FAMILY_V4,
-    FAMILY_V6, FAST_CIDRS, MAX_FLOWS,
+    stat, CidrData, CidrTable, EndpointInfo, EndpointKey, FastCidr, FlowEntry, FlowKey, FlowKeyV4,
+    FlowStats, NeighborKey, NeighborStats, Reason, SlotConfig, SlotRole, FAMILY_V4, FAST_CIDRS,
+    MAX_FLOWS,
 };
 
-use super::{batch, Dataplane, DataplaneError, Role};
+use super::{batch, from_addr, to_addr, Dataplane, DataplaneError, DataplaneStats, Role};
 use crate::config::{Cidr, Endpoint};
-
-/// An address as the maps store it, with its family.
-pub fn to_addr(ip: IpAddr) -> (Addr, u8) {
-    let mut addr = [0u8; 16];
-    match ip {
-        IpAddr::V4(v4) => {
-            addr[..4].copy_from_slice(&v4.octets());
-            (addr, FAMILY_V4)
-        }
-        IpAddr::V6(v6) => (v6.octets(), FAMILY_V6),
-    }
-}
-
-/// The address a map key holds.
-pub fn from_addr(addr: &Addr, family: u8) -> IpAddr {
-    if family == FAMILY_V4 {
-        IpAddr::from([addr[0], addr[1], addr[2], addr[3]])
-    } else {
-        IpAddr::from(*addr)
-    }
-}
-
-/// What the programs could not look at or keep, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct DataplaneStats {
-    pub not_ip: u64,
-    pub not_tcp: u64,
-    pub truncated: u64,
-    pub fragments: u64,
-    /// Migration segments not accounted because the flow table was full.
-    pub flow_table_full: u64,
-    /// Events dropped because the ring buffer was full.
-    pub events_lost: u64,
-    pub endpoints_full: u64,
-    /// Flow entries created (one per flow x hook x direction).
-    pub flows_classified: u64,
-    /// Packets a hook could not hand to the classifier.
-    pub unclassified: u64,
-    /// Segments of kept flows that missed their CPU's flow cache and paid
-    /// for a hash lookup (not a loss).
-    pub flow_cache_misses: u64,
-}
-
-impl DataplaneStats {
-    /// What the data plane lost, in words, with `events_dropped` (events
-    /// read but over the collector's cap); `None` when nothing was lost.
-    pub fn losses(&self, events_dropped: u64) -> Option<String> {
-        let parts: Vec<String> = [
-            (self.flow_table_full, "segments (flow table full)"),
-            (self.unclassified, "packets (classifier not in place)"),
-            (self.events_lost, "events (ring buffer full)"),
-            (events_dropped, "events (over the cap)"),
-        ]
-        .into_iter()
-        .filter(|(count, _)| *count > 0)
-        .map(|(count, what)| format!("{count} {what}"))
-        .collect();
-        (!parts.is_empty()).then(|| parts.join(", "))
-    }
-}
 
 fn slot_role(role: Role) -> SlotRole {
     match role {

@@ -7,21 +7,20 @@ use std::{
     collections::HashSet,
     future::Future,
     net::SocketAddr,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use aya::maps::{MapData, RingBuf};
-use serde::Serialize;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::{mpsc, oneshot},
 };
-use verifier_ebpf::{Channel, EventKind, FlowEvent, NeighborKey, NeighborStats, Reason};
+use verifier_ebpf::{Channel, EventKind, FlowEvent, Reason};
 
-use super::{FlowTable, SlotInfo};
+use super::{Collected, FlowEventRecord, FlowTable, SlotInfo};
 use crate::{
     config::Endpoint,
-    dataplane::{from_addr, Dataplane, DataplaneError, DataplaneStats},
+    dataplane::{from_addr, Dataplane, DataplaneError},
 };
 
 /// Events kept per run; the rest are counted.
@@ -35,35 +34,6 @@ pub enum Request {
     /// their flow entries and the endpoints out of the kernel's maps: a
     /// finished migration, handed over to be judged.
     Take(Vec<Endpoint>, oneshot::Sender<Result<FlowTable, String>>),
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct FlowEventRecord {
-    /// Milliseconds since collection started.
-    pub at_ms: u64,
-    pub kind: &'static str,
-    pub src: String,
-    pub dst: String,
-    pub interface: String,
-    pub netns: Option<String>,
-    pub role: &'static str,
-    pub channel: &'static str,
-    pub reason: &'static str,
-    pub vlan: Option<u16>,
-}
-
-/// Everything a collection run saw.
-#[derive(Debug)]
-pub struct Collected {
-    pub table: FlowTable,
-    pub slots: Vec<Option<SlotInfo>>,
-    pub events: Vec<FlowEventRecord>,
-    pub events_dropped: u64,
-    pub stats: DataplaneStats,
-    pub endpoints: HashSet<SocketAddr>,
-    pub duration: Duration,
-    /// ARP per address and hook, read at the end.
-    pub neighbors: Vec<(NeighborKey, NeighborStats)>,
 }
 
 /// What `on_tick` sees after each interval's read.
@@ -91,6 +61,7 @@ pub async fn collect(
 ) -> Result<Collected, DataplaneError> {
     let mut state = State {
         started: Instant::now(),
+        started_at: SystemTime::now(),
         slots: slot_infos(dataplane),
         table: FlowTable::default(),
         events: Vec::new(),
@@ -155,6 +126,7 @@ pub async fn collect(
         stats: dataplane.stats()?,
         endpoints: state.endpoints,
         duration,
+        started_at: state.started_at,
         neighbors: dataplane.neighbors()?,
     })
 }
@@ -170,6 +142,7 @@ fn slot_infos(dataplane: &Dataplane) -> Vec<Option<SlotInfo>> {
 /// What a collection run has gathered so far.
 struct State {
     started: Instant,
+    started_at: SystemTime,
     slots: Vec<Option<SlotInfo>>,
     table: FlowTable,
     events: Vec<FlowEventRecord>,

@@ -3,6 +3,8 @@
 //! interface, its payload counted once, and a bounded history of per-interval
 //! payload deltas for throughput.
 
+mod collected;
+#[cfg(feature = "dataplane")]
 mod collector;
 
 use std::{
@@ -15,8 +17,12 @@ use verifier_ebpf::{
     Channel, Direction, FlowKey, FlowStats, Reason, SEEN_FIN, SEEN_RST, SEEN_SYN, SEEN_SYN_ACK,
 };
 
-pub use self::collector::{collect, Collected, FlowEventRecord, Request, Tick};
-use crate::dataplane::{from_addr, Attachment, Role};
+pub use self::collected::{Collected, FlowEventRecord};
+#[cfg(feature = "dataplane")]
+pub use self::collector::{collect, Request, Tick};
+#[cfg(feature = "dataplane")]
+use crate::dataplane::Attachment;
+use crate::dataplane::{from_addr, Role};
 
 /// Intervals of history kept per connection: an hour at 100 ms.
 pub const HISTORY_CAP: usize = 36_000;
@@ -36,6 +42,7 @@ pub struct SlotInfo {
 }
 
 impl SlotInfo {
+    #[cfg(feature = "dataplane")]
     pub fn of(attachment: &Attachment) -> SlotInfo {
         SlotInfo {
             interface: attachment.spec.iface.clone(),
@@ -322,6 +329,11 @@ impl FlowTable {
 
     pub fn len(&self) -> usize {
         self.connections.len()
+    }
+
+    /// Whether the connection is (still) in the table.
+    pub fn contains(&self, key: &ConnKey) -> bool {
+        self.connections.contains_key(key)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -12,8 +12,10 @@ pub const DEFAULT_PROGRESS_TIMEOUT: u64 = 150;
 pub const DEFAULT_PARALLEL_PER_CLUSTER: u64 = 5;
 pub const DEFAULT_PARALLEL_OUTBOUND_PER_NODE: u64 = 2;
 
-/// Where HyperConverged lives when a manifest does not say (OpenShift).
-pub const HCO_DEFAULT_NAMESPACE: &str = "openshift-cnv";
+/// Where OpenShift Virtualization installs HyperConverged (upstream HCO:
+/// `kubevirt-hyperconverged`). A manifest without a namespace is applied
+/// wherever the operator runs, so it is not assumed: any namespace matches.
+pub const HCO_OPENSHIFT_NAMESPACE: &str = "openshift-cnv";
 
 /// The kinds of object that carry migration settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,8 +46,9 @@ pub struct MigrationConfig<'a> {
     /// v1beta1), `spec.virtualization.liveMigrationConfig` (v1),
     /// `spec.configuration.migrations` (KubeVirt), `spec` (MigrationPolicy).
     pub path: &'static str,
-    /// Where KubeVirt looks for the migration NAD; `None` when the manifest
-    /// has no namespace.
+    /// Where KubeVirt looks for the migration NAD: the CR's own namespace
+    /// (KubeVirt and HyperConverged live in the install namespace); `None`
+    /// when the manifest has none.
     pub install_namespace: Option<String>,
     /// The migration network's NAD name.
     pub network: Option<String>,
@@ -76,12 +79,7 @@ fn config(object: &Object) -> Option<MigrationConfig<'_>> {
         .and_then(Value::as_object)
         .unwrap_or(&empty);
     let install_namespace = match source {
-        Source::HyperConverged => Some(
-            object
-                .namespace
-                .clone()
-                .unwrap_or_else(|| HCO_DEFAULT_NAMESPACE.into()),
-        ),
+        Source::Policy => None,
         _ => object.namespace.clone(),
     };
     Some(MigrationConfig {
@@ -370,10 +368,8 @@ mod tests {
         assert_eq!(configs[0].path, "spec.liveMigrationConfig");
         assert_eq!(configs[0].set.completion_timeout_per_gib, Some(800));
         assert_eq!(configs[0].network.as_deref(), Some("mig"));
-        assert_eq!(
-            configs[0].install_namespace.as_deref(),
-            Some("openshift-cnv")
-        );
+        // No namespace in the manifest: where it is applied is not known.
+        assert_eq!(configs[0].install_namespace, None);
         assert_eq!(configs[1].path, "spec.virtualization.liveMigrationConfig");
         assert_eq!(configs[1].set.completion_timeout_per_gib, Some(20));
         assert_eq!(configs[1].set.parallel_outbound_per_node, Some(1));

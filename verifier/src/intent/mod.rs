@@ -7,6 +7,7 @@
 //! this (field types, unknown fields, what the components would refuse).
 
 pub mod budget;
+pub mod kinds;
 pub mod limits;
 pub mod network;
 pub mod size;
@@ -57,6 +58,17 @@ pub fn sync_port(objects: &[Object]) -> u16 {
         .find_map(|o| o.value["spec"]["synchronizationPort"].as_u64())
         .and_then(|port| u16::try_from(port).ok())
         .unwrap_or(DEFAULT_SYNC_PORT)
+}
+
+/// How many nodes the inputs hold (`kind: Node`, as `oc get nodes -o yaml`
+/// prints them): each runs a virt-handler that needs its own migration
+/// address. `None` when none is given.
+pub fn node_count(objects: &[Object]) -> Option<usize> {
+    let count = objects
+        .iter()
+        .filter(|o| o.kind == kinds::NODE.name && o.api_version == "v1")
+        .count();
+    (count > 0).then_some(count)
 }
 
 /// Reads the intent of `objects` (NADs, HyperConverged, KubeVirt,

@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 
 use super::limits::MigrationConfig;
-use crate::config::{documents::Object, Cidr};
+use crate::config::{documents::Object, endpoints::number_of, Cidr};
 
 /// What a NetworkAttachmentDefinition sets up.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -36,6 +36,12 @@ pub struct Ipam {
     pub kind: IpamKind,
     /// The networks (host bits cleared) addresses come from.
     pub ranges: Vec<Cidr>,
+    /// For a cluster-wide pool (whereabouts, OVN-Kubernetes' subnets): how
+    /// many addresses it hands out in all, after bounds and exclusions.
+    pub capacity: Option<u128>,
+    /// whereabouts `node_slice_size` (its prefix length), when it slices the
+    /// range per node, and how many slices the range holds.
+    pub node_slices: Option<(u8, u128)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +50,9 @@ pub enum IpamKind {
     HostLocal,
     Static,
     Dhcp,
+    /// OVN-Kubernetes' own allocation from the plugin's `subnets`
+    /// (cluster-wide, no `ipam` section).
+    Ovn,
     Other(String),
     /// An empty `ipam` (L2 only) or a section without `type`.
     None,
@@ -89,7 +98,8 @@ impl Nad {
                 .filter(|m| (68..=65535).contains(m));
             nad.ipam = get(plugin, "ipam")
                 .and_then(Value::as_object)
-                .map(Ipam::read);
+                .map(Ipam::read)
+                .or_else(|| Ipam::ovn(plugin));
         }
         nad
     }
@@ -110,6 +120,37 @@ impl Nad {
 }
 
 impl Ipam {
+    /// OVN-Kubernetes' secondary networks allocate from `subnets` (a
+    /// comma-separated list of CIDRs) less `excludeSubnets`.
+    fn ovn(plugin: &Map<String, Value>) -> Option<Ipam> {
+        if !str_of(plugin, "type")?.starts_with("ovn-k8s-cni") {
+            return None;
+        }
+        let cidrs = |key: &str| -> Vec<Cidr> {
+            str_of(plugin, key)
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|c| c.trim().parse::<Cidr>().ok())
+                .collect()
+        };
+        let ranges: Vec<Cidr> = cidrs("subnets").into_iter().map(Cidr::network).collect();
+        let excluded: Vec<(u128, u128)> =
+            cidrs("excludeSubnets").iter().map(|c| c.bounds()).collect();
+        let capacity = ranges
+            .iter()
+            .map(|r| {
+                let (first, last) = host_bounds(*r);
+                assignable(first, last, &excluded)
+            })
+            .sum();
+        (!ranges.is_empty()).then_some(Ipam {
+            kind: IpamKind::Ovn,
+            ranges,
+            capacity: Some(capacity),
+            node_slices: None,
+        })
+    }
+
     fn read(section: &Map<String, Value>) -> Ipam {
         let kind = match text_of(section, "type").as_deref() {
             None => IpamKind::None,
@@ -130,6 +171,8 @@ impl Ipam {
                 ranges.push(cidr.network());
             }
         };
+        let mut capacity = None;
+        let mut node_slices = None;
         let maps = |key: &str| -> Vec<&Map<String, Value>> {
             match get(section, key) {
                 Some(Value::Array(list)) => list.iter().filter_map(Value::as_object).collect(),
@@ -139,12 +182,18 @@ impl Ipam {
         match kind {
             IpamKind::Whereabouts => {
                 let listed = maps("ipRanges");
+                let mut entries = Vec::new();
                 if get(section, "range").is_some() || listed.is_empty() {
-                    add(str_of(section, "range"));
+                    entries.push(section);
                 }
-                for entry in listed {
+                entries.extend(listed);
+                let mut total: u128 = 0;
+                for entry in entries {
                     add(str_of(entry, "range"));
+                    total = total.saturating_add(whereabouts_capacity(entry).unwrap_or(0));
                 }
+                capacity = Some(total);
+                node_slices = node_slice(section, ranges.first().copied());
             }
             IpamKind::HostLocal => {
                 add(str_of(section, "subnet"));
@@ -161,8 +210,106 @@ impl Ipam {
             }
             _ => {}
         }
-        Ipam { kind, ranges }
+        Ipam {
+            kind,
+            ranges,
+            capacity,
+            node_slices,
+        }
     }
+}
+
+/// The addresses one whereabouts range entry hands out: the range less the
+/// network (and IPv4 broadcast) address, from `range_start` (or the
+/// `FIRST-` of `FIRST-CIDR`) to `range_end`, less `exclude`.
+fn whereabouts_capacity(entry: &Map<String, Value>) -> Option<u128> {
+    let text = str_of(entry, "range")?;
+    let (inline_start, cidr) = match text.split_once('-') {
+        Some((start, cidr)) => (Some(start), cidr),
+        None => (None, text),
+    };
+    let cidr = cidr.parse::<Cidr>().ok()?.network();
+    let address = |t: &str| t.trim().parse::<std::net::IpAddr>().ok().map(number_of);
+    let (low, high) = host_bounds(cidr);
+    let first = str_of(entry, "range_start")
+        .or(inline_start)
+        .and_then(address)
+        .unwrap_or(low);
+    let last = str_of(entry, "range_end").and_then(address).unwrap_or(high);
+    let excluded: Vec<(u128, u128)> = match get(entry, "exclude") {
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|t| t.parse::<Cidr>().ok())
+            .map(|c| c.bounds())
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(assignable(first, last, &excluded))
+}
+
+/// `node_slice_size` ("/24" or "24") and the number of such slices in
+/// `range`, when it is one whereabouts accepts.
+fn node_slice(section: &Map<String, Value>, range: Option<Cidr>) -> Option<(u8, u128)> {
+    let size = node_slice_size(str_of(section, "node_slice_size")?)?;
+    let range = range?;
+    let width = if range.addr.is_ipv4() { 32 } else { 128 };
+    (size >= range.prefix && size <= width).then(|| {
+        let bits = u32::from(size - range.prefix);
+        (
+            size,
+            if bits >= 128 {
+                u128::MAX
+            } else {
+                1u128 << bits
+            },
+        )
+    })
+}
+
+/// whereabouts' `node_slice_size`: a prefix length, with or without `/`.
+pub fn node_slice_size(text: &str) -> Option<u8> {
+    text.trim().trim_start_matches('/').parse().ok()
+}
+
+/// The first and last address IPAM plugins hand out from `cidr`: IPv4
+/// skips the network and broadcast addresses (not in a /31 or /32), IPv6
+/// the network (subnet-router anycast) address.
+pub fn host_bounds(cidr: Cidr) -> (u128, u128) {
+    let (network, broadcast) = cidr.bounds();
+    if cidr.addr.is_ipv4() && cidr.prefix < 31 {
+        (network + 1, broadcast - 1)
+    } else if cidr.addr.is_ipv6() && cidr.prefix < 127 {
+        (network + 1, broadcast)
+    } else {
+        (network, broadcast)
+    }
+}
+
+/// How many addresses of `first..=last` are left after `excluded`
+/// (inclusive intervals, in any order, overlapping or not).
+pub fn assignable(first: u128, last: u128, excluded: &[(u128, u128)]) -> u128 {
+    if first > last {
+        return 0;
+    }
+    let mut intervals: Vec<(u128, u128)> = excluded
+        .iter()
+        .map(|&(lo, hi)| (lo.max(first), hi.min(last)))
+        .filter(|(lo, hi)| lo <= hi)
+        .collect();
+    intervals.sort_unstable();
+    let mut removed: u128 = 0;
+    let mut covered_to: Option<u128> = None;
+    for (lo, hi) in intervals {
+        let lo = match covered_to {
+            Some(c) if c >= hi => continue,
+            Some(c) if c >= lo => c + 1,
+            _ => lo,
+        };
+        removed = removed.saturating_add(hi - lo + 1);
+        covered_to = Some(hi);
+    }
+    (last - first).saturating_add(1).saturating_sub(removed)
 }
 
 /// A field as Go's encoding/json finds it: the exact name first, then any
@@ -271,5 +418,28 @@ mod tests {
         assert_eq!(n.ranges()[0].to_string(), "10.1.1.0/24");
         assert_eq!(nad(r#"{"type": "macvlan"}"#).ipam, None);
         assert_eq!(nad("not json").plugin, None);
+    }
+
+    #[test]
+    fn what_a_cluster_wide_pool_hands_out() {
+        let n = nad(
+            r#"{"type": "macvlan", "ipam": {"type": "whereabouts", "range": "192.168.2.225/28",
+                "exclude": ["192.168.2.229/30", "192.168.2.236/32"]}}"#,
+        );
+        // .225 to .238 is 14, less .228-.231 (the /30 masked) and .236.
+        assert_eq!(n.ipam.as_ref().unwrap().capacity, Some(14 - 4 - 1));
+        let n = nad(
+            r#"{"type": "bridge", "ipam": {"type": "whereabouts", "range": "10.0.0.0/20", "node_slice_size": "/24"}}"#,
+        );
+        assert_eq!(n.ipam.as_ref().unwrap().node_slices, Some((24, 16)));
+        let n = nad(
+            r#"{"type": "ovn-k8s-cni-overlay", "topology": "localnet", "subnets": "192.168.100.0/29"}"#,
+        );
+        let ipam = n.ipam.unwrap();
+        assert_eq!((ipam.kind, ipam.capacity), (IpamKind::Ovn, Some(6)));
+        assert_eq!(
+            assignable(10, 20, &[(0, 12), (15, 15), (14, 16), (30, 40)]),
+            5
+        );
     }
 }

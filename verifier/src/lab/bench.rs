@@ -13,7 +13,7 @@ use std::{
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::{pki, topology, Cni, LabConfig, Progress};
+use super::{topology, Cni, LabConfig, Progress};
 use crate::{
     dataplane::Netns,
     intent::{Limits, VmSize},
@@ -138,7 +138,7 @@ fn measure_in_lab(
     let peer = SocketAddr::new(target, LAB_PORT);
     let tls_dir = Path::new(super::STATE_DIR).join("bench-tls");
     let tls_dir = if config.tls {
-        pki::create(&tls_dir, &[target])?;
+        crate::pki::write_mutual(&tls_dir, &[target])?;
         Some(tls_dir)
     } else {
         None
@@ -175,6 +175,7 @@ fn measure_in_lab(
         }),
         sync: None,
         ifaces: topology::observation_points(config),
+        hooks: crate::dataplane::Hooks::Auto,
         cidrs: vec![config.migration_cidr().parse()?],
         vlan: (config.cni == Cni::Bridge && config.migration0).then_some(config.vid_a),
         limits,

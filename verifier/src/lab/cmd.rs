@@ -1,5 +1,5 @@
-//! Running the system tools the lab is made with (ip, tc, nft, ethtool,
-//! openssl), with failures that say which command failed and why.
+//! Running the system tools the lab is made with (ip, tc, nft, ethtool),
+//! with failures that say which command failed and why.
 
 use std::process::{Command, Stdio};
 

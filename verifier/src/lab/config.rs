@@ -7,6 +7,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataplane::Hooks;
+
 /// The CNI plugin the migration NetworkAttachmentDefinition uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -101,6 +103,7 @@ impl Scenario {
             guest: Guest::Paused,
             auto_converge: false,
             post_copy: false,
+            hooks: Hooks::Auto,
         };
         // Faults that stop the migration need no minute to show it.
         let fault_timeout = Duration::from_secs(12);
@@ -233,6 +236,8 @@ pub struct LabConfig {
     /// does (and QEMU 7.2's target aborts at the end of a multifd post-copy).
     #[serde(default)]
     pub post_copy: bool,
+    /// The kernel hook migverify's observers attach with.
+    pub hooks: Hooks,
 }
 
 fn paused() -> Guest {

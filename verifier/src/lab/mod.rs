@@ -1,21 +1,24 @@
 //! The lab: an emulated two-node KubeVirt migration network in network
 //! namespaces on this host, and a real QEMU live migration across it.
 //!
-//! `up` builds the topology a scenario describes and records it in the
-//! state folder; `migrate` runs one migration across it; `down` removes
+//! `up` builds the topology a scenario describes, starts a process named
+//! `virt-handler` in each virt-handler namespace (so discovery finds the
+//! lab's nodes as it finds a real node's) and records it in the state
+//! folder; `migrate` runs one migration across it; `down` removes
 //! everything the lab made, found by its prefix, so it also cleans up after
 //! a crashed or killed run. `run` does all of it around migverify's
 //! observers.
 
 pub mod bench;
+pub mod check;
 mod cmd;
 pub mod config;
 pub mod guest;
 mod options;
-pub mod pki;
 pub mod qemu;
 mod qmp;
 mod report;
+mod standin;
 mod switch;
 pub mod topology;
 
@@ -60,6 +63,8 @@ pub enum LabError {
     Switch { port: String, message: String },
     #[error("{0}")]
     Io(String),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
     #[error("no lab is up (run `migverify lab up`)")]
     NotUp,
     #[error("the lab state in {path} is unreadable ({message}); run `migverify lab down`")]
@@ -95,7 +100,9 @@ pub fn up(config: &LabConfig, progress: Progress) -> Result<(), LabError> {
             .then(|| scope.spawn(|| guest::prepare(Path::new(STATE_DIR), progress)));
         let topology = topology::build(config, progress);
         let guest = guest.map(|g| g.join().expect("the guest preparation does not panic"));
-        topology.and(guest.transpose().map(|_| ()))
+        topology
+            .and(guest.transpose().map(|_| ()))
+            .and_then(|()| standin::start())
     });
     if let Err(error) = built {
         let _ = down();
@@ -198,6 +205,7 @@ pub fn down() -> Result<Vec<String>, LabError> {
             removed.push(format!("qemu {who} (pid {pid})"));
         }
     }
+    removed.extend(standin::stop());
     removed.extend(topology::destroy()?);
     for dir in [STATE_DIR, MEMORY_DIR] {
         if Path::new(dir).exists() {
@@ -287,7 +295,7 @@ pub fn migrate_observed(
         points.len()
     ));
     // What an operator would give: the NAD's range.
-    let mut session = Session::start(&points, &[config.migration_cidr().parse()?])?;
+    let mut session = Session::start(&points, &[config.migration_cidr().parse()?], config.hooks)?;
     let before = session.dataplane().interface_counts()?;
 
     // The migration runs on its own thread; the collector on this one, so

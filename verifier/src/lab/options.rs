@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::config::{Cni, Guest, LabConfig, Scenario};
+use crate::dataplane::Hooks;
 
 /// The running guest's working set when only a dirty rate is given.
 const DEFAULT_WORKING_SET_MIB: u64 = 64;
@@ -60,6 +61,9 @@ pub struct Options {
     /// Switch to post-copy after the first full pass (KubeVirt's `allowPostCopy`).
     #[arg(long)]
     post_copy: bool,
+    /// The kernel hook to attach with (clsact: the fallback of kernels before 6.6, on any kernel).
+    #[arg(long, value_enum, default_value_t = Hooks::Auto)]
+    hooks: Hooks,
 }
 
 impl Options {
@@ -114,6 +118,7 @@ impl Options {
                 working_set_mib,
             };
         }
+        config.hooks = self.hooks;
         config.auto_converge |= self.auto_converge;
         config.post_copy |= self.post_copy;
         if let Some(problem) = config.guest_problem() {

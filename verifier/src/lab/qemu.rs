@@ -19,7 +19,6 @@ use super::{
     cmd::exec,
     config::{Guest, LabConfig},
     guest::{self, Accel, GuestBoot},
-    pki,
     qmp::Qmp,
     topology::{NODE_A, NODE_B},
     LabError, Progress,
@@ -92,6 +91,26 @@ pub struct QemuOutcome {
     /// The running guest, as QEMU saw it; absent for a paused guest.
     #[serde(default)]
     pub guest: Option<GuestAccount>,
+}
+
+impl QemuOutcome {
+    /// One line for a terminal.
+    pub fn text(&self) -> String {
+        format!(
+            "QEMU: {} — {} bytes in {} ms to {} ({} multifd channels, TLS {}, {}){}",
+            self.status,
+            self.transferred_bytes,
+            self.total_time_ms,
+            self.target,
+            self.multifd_channels,
+            if self.tls { "on" } else { "off" },
+            self.accelerator,
+            self.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        )
+    }
 }
 
 /// The running guest before and after the migration.
@@ -440,7 +459,7 @@ pub fn migrate(
     let target_address = config.target_address();
     if config.tls && !state.join("pki/server/server-cert.pem").exists() {
         progress("creating TLS credentials (CA, server and client certificates)");
-        pki::create(&state.join("pki"), &[target_address])?;
+        crate::pki::write_mutual(&state.join("pki"), &[target_address])?;
     }
 
     // The source first: a running guest boots and dirties its working set

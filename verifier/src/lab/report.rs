@@ -25,11 +25,13 @@ pub fn report(run: &LabRun, mut limits: Limits, interval_ms: u64) -> anyhow::Res
         // The NAD's vlan: node A's port, as the lab's NAD names it.
         vlan: (config.cni == Cni::Bridge && config.migration0).then_some(config.vid_a),
         expect_traffic: !run.endpoints.is_empty(),
+        bulk_transfer: false,
     };
     criteria.size = Some(VmSize {
         bytes: config.memory_mib << 20,
         source: "VMI spec.domain.memory.guest".into(),
     });
+    criteria.places = super::topology::places();
     // QEMU's account of how the migration ended: the wire cannot tell a
     // completed migration from a cancelled one.
     if let Some(id) = run.endpoints.iter().find_map(|e| e.migration.clone()) {

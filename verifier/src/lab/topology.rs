@@ -344,6 +344,22 @@ pub fn observation_points(config: &LabConfig) -> Vec<AttachSpec> {
     points
 }
 
+/// Which node each namespace is on, and which are virt-handler's.
+pub fn places() -> Vec<crate::report::Place> {
+    NODES
+        .iter()
+        .flat_map(|node| {
+            [(node.virt_handler, true), (node.netns, false)].map(|(netns, pod)| {
+                crate::report::Place {
+                    netns: Some(netns.to_string()),
+                    node: node.name.to_string(),
+                    pod,
+                }
+            })
+        })
+        .collect()
+}
+
 /// The lab's namespaces present on this host.
 pub fn namespaces() -> Result<Vec<String>, LabError> {
     let list = run(&["ip", "netns", "list"])?;

@@ -36,9 +36,12 @@ pub struct Observation<'a> {
     pub endpoints_since_ms: u64,
     pub expectations: &'a Expectations,
     pub limits: &'a Limits,
-    /// The VM size for the budget; `None`: the data sent to the target is
-    /// taken for it (a named assumption).
+    /// The VM size for the budget of every migration (a flag), else each
+    /// migration's own (by id) from [`Observation::sizes`]; neither: the
+    /// data sent to the target is taken for it (a named assumption).
     pub size: Option<&'a VmSize>,
+    /// Each VMI's size by migration id; a lone one is every migration's.
+    pub sizes: &'a BTreeMap<String, VmSize>,
     /// How migrations ended, by their id, where that is known.
     pub ended: &'a BTreeMap<String, Ended>,
     pub interval_ms: u64,
@@ -83,7 +86,16 @@ pub fn judge<'a>(observation: &Observation<'a>) -> Judgement<'a> {
         .map(|group| {
             let figures = figures(group, observation.slots, observation.interval_ms);
             let assumed;
-            let size = match observation.size {
+            let single = || {
+                (observation.sizes.len() == 1)
+                    .then(|| observation.sizes.values().next())
+                    .flatten()
+            };
+            let size = match observation
+                .size
+                .or_else(|| observation.sizes.get(&figures.id))
+                .or_else(single)
+            {
                 Some(size) => size,
                 None => {
                     assumptions.push(format!(
@@ -141,5 +153,115 @@ pub fn judge<'a>(observation: &Observation<'a>) -> Judgement<'a> {
         migrations,
         reasons,
         assumptions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use verifier_ebpf::{Channel, Direction, FlowStats, Reason as Why};
+
+    use super::*;
+    use crate::{dataplane::Role, flows::tests::key};
+
+    #[test]
+    fn each_migration_is_budgeted_by_its_own_vmis_size() {
+        let endpoint = |addr: &str, vm: &str| Endpoint {
+            addr: addr.parse().unwrap(),
+            channel: Channel::Memory,
+            migration: Some(vm.into()),
+        };
+        let endpoints = vec![
+            endpoint("10.200.5.12:40000", "ns/small"),
+            endpoint("10.200.5.13:40000", "ns/large"),
+        ];
+        let stats = FlowStats {
+            bytes: 1_000_100,
+            unique_payload_bytes: 1_000_000,
+            channel: Channel::Memory as u8,
+            reason: Why::Endpoint as u8,
+            ..FlowStats::default()
+        };
+        let mut table = FlowTable::default();
+        let published: HashSet<_> = endpoints.iter().map(|e| e.addr).collect();
+        table.update(
+            &[
+                (
+                    key(
+                        "10.200.5.11:50000",
+                        "10.200.5.12:40000",
+                        0,
+                        Direction::Egress,
+                    ),
+                    stats,
+                ),
+                (
+                    key(
+                        "10.200.5.11:50001",
+                        "10.200.5.13:40000",
+                        0,
+                        Direction::Egress,
+                    ),
+                    stats,
+                ),
+            ],
+            &published,
+            100,
+        );
+        let slots = [Some(SlotInfo {
+            interface: "migration0".into(),
+            netns: None,
+            role: Role::Migration,
+            mtu: None,
+        })];
+        let size = |gib: u64| VmSize {
+            bytes: gib << 30,
+            source: format!("VMI {gib}Gi"),
+        };
+        let mut sizes = BTreeMap::from([
+            ("ns/small".to_string(), size(1)),
+            ("ns/large".to_string(), size(8)),
+        ]);
+        let (limits, expectations) = (Limits::default(), Expectations::default());
+        let running = BTreeMap::new();
+        let judged = |sizes: &BTreeMap<String, VmSize>, given: Option<&VmSize>| {
+            let judgement = judge(&Observation {
+                table: &table,
+                slots: &slots,
+                neighbors: &[],
+                endpoints: &endpoints,
+                endpoints_since_ms: 0,
+                expectations: &expectations,
+                limits: &limits,
+                size: given,
+                sizes,
+                ended: &running,
+                interval_ms: 100,
+                now_ms: 200,
+                phase: Phase::Final,
+                health: None,
+            });
+            judgement
+                .migrations
+                .iter()
+                .map(|m| (m.figures.id.clone(), m.budget.size_bytes))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            judged(&sizes, None),
+            [("ns/large".into(), 8 << 30), ("ns/small".into(), 1 << 30)]
+        );
+        // A flag's size is every migration's.
+        assert_eq!(
+            judged(&sizes, Some(&size(2))),
+            [("ns/large".into(), 2 << 30), ("ns/small".into(), 2 << 30)]
+        );
+        // One VMI's size is every migration's, as before sizes were per VMI.
+        sizes.remove("ns/large");
+        assert_eq!(
+            judged(&sizes, None),
+            [("ns/large".into(), 1 << 30), ("ns/small".into(), 1 << 30)]
+        );
     }
 }

@@ -18,7 +18,7 @@ use super::{
 use crate::{
     config::Endpoint,
     dataplane::Role,
-    flows::{ConnKey, Connection, FlowTable, SlotInfo, Tick},
+    flows::{ConnKey, Connection, FlowTable, SlotInfo},
     intent::{Limits, VmSize},
     verdict::Verdict,
 };
@@ -103,6 +103,8 @@ pub struct Evaluator {
     pub endpoints_since_ms: u64,
     pub limits: Limits,
     pub size: Option<VmSize>,
+    /// Each VMI's size, by migration id.
+    pub sizes: BTreeMap<String, VmSize>,
     pub expectations: Expectations,
     pub interval_ms: u64,
     /// Per connection: (when, how many RTT samples it had then), to take
@@ -123,6 +125,7 @@ impl Evaluator {
             endpoints_since_ms: 0,
             limits,
             size,
+            sizes: BTreeMap::new(),
             expectations,
             interval_ms,
             rtt_marks: HashMap::new(),
@@ -138,7 +141,8 @@ impl Evaluator {
 
     /// [`Evaluator::evaluate`] on what the collector read at `tick`,
     /// ARP included (read once per evaluation: it changes slowly).
-    pub fn evaluate_tick(&mut self, tick: &Tick) -> Snapshot {
+    #[cfg(feature = "dataplane")]
+    pub fn evaluate_tick(&mut self, tick: &crate::flows::Tick) -> Snapshot {
         let neighbors = tick.dataplane.neighbors().unwrap_or_default();
         self.evaluate(
             tick.table,
@@ -155,6 +159,9 @@ impl Evaluator {
         neighbors: &[(NeighborKey, NeighborStats)],
         now_ms: u64,
     ) -> Snapshot {
+        // Connections gone from the table (a judged migration's, taken
+        // out) leave no marks behind: a long run keeps only the live ones.
+        self.rtt_marks.retain(|key, _| table.contains(key));
         for connection in table.connections() {
             // A connection new to us: every sample it has so far is recent.
             let marks = self
@@ -180,6 +187,7 @@ impl Evaluator {
             expectations: &self.expectations,
             limits: &self.limits,
             size: self.size.as_ref(),
+            sizes: &self.sizes,
             ended: &running,
             interval_ms: self.interval_ms,
             now_ms,

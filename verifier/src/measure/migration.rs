@@ -6,6 +6,7 @@ use std::{
 };
 
 use serde::Serialize;
+use verifier_ebpf::Direction;
 
 use super::series::{self, Interval, Rtt, Throughput};
 use crate::{
@@ -69,6 +70,26 @@ pub struct InterfaceBytes {
     pub netns: Option<String>,
     pub role: Role,
     pub bytes: u64,
+    /// Whether the source's packets left through it (egress: `true`) or
+    /// came in (ingress: `false`): with the namespaces' nodes, the order of
+    /// the path.
+    #[serde(skip)]
+    pub sends: Option<bool>,
+}
+
+/// One connection of a migration, as its table lists it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConnectionFigures {
+    pub src: String,
+    pub dst: String,
+    pub channel: &'static str,
+    pub state: &'static str,
+    /// TCP payload, both directions, retransmissions excluded.
+    pub payload_bytes: u64,
+    pub retransmits: u64,
+    /// RTT median and samples (`None`: no sample).
+    pub rtt_p50_us: Option<u64>,
+    pub rtt_samples: usize,
 }
 
 /// What was measured of one migration.
@@ -86,6 +107,8 @@ pub struct Figures {
     /// The part of it that went from source to target.
     pub forward_payload_bytes: u64,
     pub flows: Vec<FlowRow>,
+    /// Each connection once: channel, bytes, retransmits, RTT.
+    pub per_connection: Vec<ConnectionFigures>,
     pub throughput_bps: Throughput,
     pub rtt_us: Rtt,
     /// From the first payload to the last (or to the end, while open).
@@ -110,9 +133,17 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
     let mut by_interface: BTreeMap<(String, Option<String>), InterfaceBytes> = BTreeMap::new();
     let mut bytes_by_vlan: BTreeMap<String, u64> = BTreeMap::new();
     let mut flows = Vec::new();
+    let mut per_connection = Vec::new();
     let mut targets: Vec<String> = Vec::new();
+    let mut sends: BTreeMap<(String, Option<String>), bool> = BTreeMap::new();
     for connection in &group.connections {
         let report = connection.report(slots);
+        for seen in connection.observations().filter(|s| s.forward) {
+            if let Some(Some(slot)) = slots.get(usize::from(seen.slot)) {
+                let egress = seen.direction == Direction::Egress;
+                sends.insert((slot.interface.clone(), slot.netns.clone()), egress);
+            }
+        }
         let channel = group
             .channels
             .get(&connection.key.server)
@@ -128,6 +159,18 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
         bytes_by_role.bridge += roles.bridge;
         bytes_by_role.primary += roles.primary;
         bytes_by_role.other += roles.other;
+        let mut rtt: Vec<u32> = connection.rtt_us.clone();
+        rtt.sort_unstable();
+        per_connection.push(ConnectionFigures {
+            src: report.src.clone(),
+            dst: report.dst.clone(),
+            channel,
+            state: report.state,
+            payload_bytes: report.payload_bytes,
+            retransmits: report.retransmits,
+            rtt_p50_us: rtt.get(rtt.len() / 2).map(|&r| u64::from(r)),
+            rtt_samples: rtt.len(),
+        });
         let target = connection.key.server.to_string();
         if !targets.contains(&target) {
             targets.push(target);
@@ -140,6 +183,9 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
                     netns: view.netns.clone(),
                     role: view.role,
                     bytes: 0,
+                    sends: sends
+                        .get(&(view.interface.clone(), view.netns.clone()))
+                        .copied(),
                 });
             entry.bytes += view.bytes;
             if matches!(view.role, Role::Migration | Role::Bridge) {
@@ -179,6 +225,7 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
             .map(|c| c.forward_payload_bytes())
             .sum(),
         flows,
+        per_connection,
         throughput_bps: series::throughput(&progress),
         rtt_us,
         duration_s: duration_ms as f64 / 1000.0,

@@ -8,6 +8,7 @@
 //! and RTT sample once) so they only grow, as Prometheus expects, even
 //! though the measurements behind them are recomputed every time.
 
+pub mod auth;
 pub mod server;
 mod text;
 
@@ -15,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use verifier_ebpf::Direction;
 
-pub use self::server::{bind, serve, BindError, Exposition, ListenAddr};
+pub use self::server::{bind, serve, Access, BindError, Exposition, ListenAddr};
 use self::text::{Histogram, Kind, Page};
 use crate::{
     dataplane::{AttachMode, Dataplane, DataplaneStats},
@@ -36,24 +37,59 @@ const RTT_BOUNDS: &[f64] = &[
 /// How often a long-running command brings its metrics page up to date.
 pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a migration's series stay after it was last seen: long
+/// enough for a few scrapes to read its final values and for its alerts to
+/// resolve, short enough that an agent running for months keeps only the
+/// migrations of the last minutes.
+pub const RETENTION: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A counter fed from a measurement that is recomputed each time (and may
+/// fall back, e.g. when connections leave the table): only increases are
+/// added, so the counter never goes down.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Counter {
+    total: u64,
+    /// The measurement last seen.
+    last: u64,
+}
+
+impl Counter {
+    fn feed(&mut self, value: u64) {
+        self.total += value.saturating_sub(self.last);
+        self.last = value;
+    }
+}
+
 /// Per migration, what only grows.
 struct MigrationState {
     throughput: Histogram,
     /// Progress intervals up to here are in the histogram.
     throughput_until_ms: u64,
     rtt: Histogram,
-    /// Counters keyed by (metric, label): the highest value seen.
-    counters: BTreeMap<(&'static str, &'static str), u64>,
+    /// Counters keyed by (metric, label).
+    counters: BTreeMap<(&'static str, &'static str), Counter>,
 }
 
 /// The metrics of one run, updated from each snapshot.
 pub struct Metrics {
     migrations: BTreeMap<String, MigrationState>,
-    /// RTT samples per connection already observed into a histogram.
+    /// RTT samples per connection already observed into a histogram, for
+    /// the connections still in the table.
     rtt_seen: HashMap<ConnKey, usize>,
-    /// Every (migration, cause id) ever reported, with its severity: a
-    /// cause that no longer holds reads 0 rather than vanishing.
+    /// Every (migration, cause id) reported within the retention, with its
+    /// severity: a cause that no longer holds reads 0 rather than vanishing.
     causes: BTreeMap<(String, &'static str), &'static str>,
+    /// When each migration (and each migration a cause names) was last in
+    /// a snapshot, ms since `origin`.
+    last_seen_ms: BTreeMap<String, u64>,
+    retention_ms: u64,
+    /// The clock of the retention: the process's, not the observation's
+    /// (the agent starts a new observation, whose clock starts at 0, at
+    /// every virt-handler restart; these metrics outlive it).
+    origin: std::time::Instant,
+    /// The observation time of the last snapshot: one earlier means a new
+    /// observation began.
+    last_at_ms: u64,
 }
 
 impl Default for Metrics {
@@ -64,26 +100,70 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_retention(RETENTION)
+    }
+
+    /// Metrics that forget a migration `retention` after it was last seen.
+    pub fn with_retention(retention: std::time::Duration) -> Self {
         Metrics {
             migrations: BTreeMap::new(),
             rtt_seen: HashMap::new(),
             causes: BTreeMap::new(),
+            last_seen_ms: BTreeMap::new(),
+            retention_ms: retention.as_millis() as u64,
+            origin: std::time::Instant::now(),
+            last_at_ms: 0,
         }
+    }
+
+    /// How many migrations have series now.
+    #[cfg(test)]
+    fn migrations_kept(&self) -> usize {
+        self.last_seen_ms.len()
     }
 
     /// The exposition page for `snapshot` (an evaluation of `tick`), with
     /// the data plane's health.
     pub fn render(&mut self, snapshot: &Snapshot, tick: &Tick) -> String {
-        self.feed(snapshot, tick.table, tick.slots);
+        let now_ms = self.origin.elapsed().as_millis() as u64;
+        self.feed(snapshot, tick.table, tick.slots, now_ms);
+        self.forget(now_ms);
         let mut page = Page::default();
+        build_info(&mut page);
         self.migration_families(&mut page, snapshot);
         self.verdict_families(&mut page, snapshot);
         health(&mut page, tick.dataplane, tick.events_dropped);
         page.finish()
     }
 
-    fn feed(&mut self, snapshot: &Snapshot, table: &FlowTable, slots: &[Option<SlotInfo>]) {
+    /// Drops what is kept of migrations not seen for the retention, and
+    /// the RTT marks of connections no longer in the table.
+    fn forget(&mut self, now_ms: u64) {
+        let retention_ms = self.retention_ms;
+        self.last_seen_ms
+            .retain(|_, seen| now_ms.saturating_sub(*seen) <= retention_ms);
+        let kept = &self.last_seen_ms;
+        self.migrations.retain(|id, _| kept.contains_key(id));
+        self.causes.retain(|(id, _), _| kept.contains_key(id));
+    }
+
+    fn feed(
+        &mut self,
+        snapshot: &Snapshot,
+        table: &FlowTable,
+        slots: &[Option<SlotInfo>],
+        now_ms: u64,
+    ) {
+        self.rtt_seen.retain(|key, _| table.contains(key));
+        if snapshot.at_ms < self.last_at_ms {
+            // A new observation: its progress intervals count from 0 again.
+            for state in self.migrations.values_mut() {
+                state.throughput_until_ms = 0;
+            }
+        }
+        self.last_at_ms = snapshot.at_ms;
         for row in &snapshot.migrations {
+            self.last_seen_ms.insert(row.id.clone(), now_ms);
             let Some(figures) = &row.figures else {
                 continue;
             };
@@ -124,8 +204,11 @@ impl Metrics {
             }
             let by_role = figures.bytes_by_role;
             let mut set = |metric, label, value: u64| {
-                let counter = state.counters.entry((metric, label)).or_insert(0);
-                *counter = (*counter).max(value);
+                state
+                    .counters
+                    .entry((metric, label))
+                    .or_default()
+                    .feed(value);
             };
             for (metric, values) in [("bytes", by_role), ("packets", packets)] {
                 for (role, value) in [
@@ -149,6 +232,7 @@ impl Metrics {
         }
         for cause in snapshot.all_causes() {
             let migration = cause.migration.clone().unwrap_or_default();
+            self.last_seen_ms.insert(migration.clone(), now_ms);
             self.causes
                 .insert((migration, cause.id()), cause.severity.as_str());
         }
@@ -159,17 +243,16 @@ impl Metrics {
             |page: &mut Page, name: &str, help: &str, metric, label_name: Option<&str>| {
                 page.family(name, Kind::Counter, help);
                 for (id, state) in &self.migrations {
-                    for ((m, label), value) in &state.counters {
+                    for ((m, label), counter) in &state.counters {
                         if *m != metric {
                             continue;
                         }
+                        let value = counter.total as f64;
                         match label_name {
-                            Some(label_name) => page.sample(
-                                name,
-                                &[("migration", id), (label_name, label)],
-                                *value as f64,
-                            ),
-                            None => page.sample(name, &[("migration", id)], *value as f64),
+                            Some(label_name) => {
+                                page.sample(name, &[("migration", id), (label_name, label)], value)
+                            }
+                            None => page.sample(name, &[("migration", id)], value),
                         }
                     }
                 }
@@ -280,6 +363,23 @@ impl Metrics {
             "Connections of the migration seen so far.",
             &|row| row.connections.len() as f64,
         );
+        gauge(
+            page,
+            "migverify_migration_completion_budget_seconds",
+            "KubeVirt's completion budget for the migration: completionTimeoutPerGiB x its size in units of 10^9 bytes.",
+            &|row| row.budget.as_ref().map_or(0.0, |b| b.completion_timeout_s as f64),
+        );
+        gauge(
+            page,
+            "migverify_migration_projected_completion_seconds",
+            "How long the migration's size takes at the median rate seen so far (absent until payload moved).",
+            &|row| {
+                row.budget
+                    .as_ref()
+                    .and_then(|b| b.projected_s)
+                    .unwrap_or(f64::NAN)
+            },
+        );
     }
 
     fn verdict_families(&self, page: &mut Page, snapshot: &Snapshot) {
@@ -324,6 +424,46 @@ impl Metrics {
             );
         }
     }
+}
+
+/// The agent's own series: whether it is attached in this node's
+/// virt-handler's namespace (0 while it waits for virt-handler or cannot
+/// enter its namespace: the node's migrations go unobserved). While not
+/// attached, the page holds these and `migverify_build_info` only.
+pub fn agent_page(attached: bool, rest: Option<String>) -> String {
+    let mut page = Page::default();
+    if rest.is_none() {
+        build_info(&mut page);
+    }
+    page.family(
+        "migverify_agent_virt_handler_attached",
+        Kind::Gauge,
+        "1 while the agent observes this node's virt-handler (attached in its network namespace), 0 while it waits for it.",
+    );
+    page.sample(
+        "migverify_agent_virt_handler_attached",
+        &[],
+        f64::from(u8::from(attached)),
+    );
+    rest.unwrap_or_default() + &page.finish()
+}
+
+/// `migverify_build_info`: which build serves these series, as the
+/// Prometheus convention has it (a gauge at 1 with the build in its labels).
+fn build_info(page: &mut Page) {
+    page.family(
+        "migverify_build_info",
+        Kind::Gauge,
+        "1, labelled with the version and source revision of the migverify build.",
+    );
+    page.sample(
+        "migverify_build_info",
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("revision", crate::REVISION),
+        ],
+        1.0,
+    );
 }
 
 /// migverify's own state: attachments, per-interface counters, what the
@@ -466,5 +606,85 @@ fn dataplane_families(page: &mut Page, stats: &DataplaneStats, events_dropped: u
             &[("reason", reason)],
             value as f64,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::live::MigrationRow;
+
+    #[test]
+    fn counters_only_add_even_when_the_measurement_falls_back() {
+        let mut counter = Counter::default();
+        for value in [10, 25, 5, 12] {
+            counter.feed(value);
+        }
+        // 10, then +15, then nothing (the measure fell), then +7.
+        assert_eq!(counter.total, 32);
+    }
+
+    fn row(id: &str) -> MigrationRow {
+        MigrationRow {
+            id: id.into(),
+            targets: vec!["10.200.5.12:41000".into()],
+            state: "expected",
+            rate_now_bps: 0,
+            rate_mean_bps: 0,
+            payload_bytes: 0,
+            rtt_p50_us: None,
+            rtt_p99_us: None,
+            retransmits: 0,
+            zero_windows: 0,
+            stall_s: 0.0,
+            progress_timeout_s: 150,
+            roles: Vec::new(),
+            connections: Vec::new(),
+            causes: Vec::new(),
+            figures: None,
+            budget: None,
+        }
+    }
+
+    fn snapshot(at_ms: u64, ids: &[&str]) -> Snapshot {
+        Snapshot {
+            at_ms,
+            verdict: Verdict::Pass,
+            migrations: ids.iter().map(|id| row(id)).collect(),
+            causes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn migrations_leave_after_the_retention_and_a_second_one_is_its_own() {
+        let mut metrics = Metrics::with_retention(std::time::Duration::from_secs(60));
+        let table = FlowTable::default();
+        // Two migrations of one VMI: keyed by the migration, two entries.
+        metrics.feed(&snapshot(0, &["prod/vm/uid-1"]), &table, &[], 0);
+        metrics.feed(&snapshot(1_000, &["prod/vm/uid-2"]), &table, &[], 1_000);
+        metrics.forget(1_000);
+        assert_eq!(metrics.migrations_kept(), 2);
+        // The first is not seen again: gone once the retention passed.
+        metrics.feed(&snapshot(60_500, &["prod/vm/uid-2"]), &table, &[], 60_500);
+        metrics.forget(60_500);
+        assert_eq!(
+            metrics.last_seen_ms.keys().collect::<Vec<_>>(),
+            ["prod/vm/uid-2"]
+        );
+        // A thousand more, one after another, across new observations
+        // (the agent's epochs, whose clocks start at 0 again): what is kept
+        // stays bounded by the retention, on the process's clock.
+        for i in 0..1000u64 {
+            let id = format!("prod/vm-{i}/uid");
+            let now = 61_000 + i * 1_000;
+            let at = (i % 100) * 1_000;
+            metrics.feed(&snapshot(at, &[id.as_str()]), &table, &[], now);
+            metrics.forget(now);
+            assert!(
+                metrics.migrations_kept() <= 62,
+                "{}",
+                metrics.migrations_kept()
+            );
+        }
     }
 }

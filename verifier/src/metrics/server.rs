@@ -1,6 +1,8 @@
 //! A minimal HTTP/1.1 server for the exposition page: `GET /metrics`
-//! answers the latest page, one request per connection. Enough for
-//! Prometheus and curl; no framework for one route.
+//! answers the latest page, one request per connection, `GET /healthz`
+//! says the process serves. Enough for Prometheus, probes and curl; no
+//! framework for two routes. Open (`watch`, `verify`), or TLS with every
+//! caller authorized by the Kubernetes API (the agent, [`super::auth`]).
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -10,9 +12,11 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _},
+    net::TcpListener,
 };
+
+use super::auth::{Decision, Guard};
 
 /// The longest request head read; anything longer is refused.
 const MAX_REQUEST: usize = 8192;
@@ -74,9 +78,21 @@ pub fn bind(addr: ListenAddr) -> Result<std::net::TcpListener, BindError> {
     Ok(listener)
 }
 
+/// Who may read the page.
+#[derive(Clone)]
+pub enum Access {
+    /// Anyone who reaches the address (bind it to the loopback).
+    Open,
+    /// TLS, and a bearer token the API allows `get` on `/metrics`.
+    Guarded {
+        tls: tokio_rustls::TlsAcceptor,
+        guard: Guard,
+    },
+}
+
 /// Serves `page` until the runtime ends. Errors of one client never stop
 /// the server.
-pub async fn serve(listener: std::net::TcpListener, page: Exposition) {
+pub async fn serve(listener: std::net::TcpListener, page: Exposition, access: Access) {
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(error) => {
@@ -90,14 +106,39 @@ pub async fn serve(listener: std::net::TcpListener, page: Exposition) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let page = page.clone();
+        let (page, access) = (page.clone(), access.clone());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(READ_TIMEOUT, answer(stream, &page)).await;
+            let _ = tokio::time::timeout(READ_TIMEOUT, async {
+                match access {
+                    Access::Open => answer(stream, &page, None).await,
+                    Access::Guarded { tls, guard } => {
+                        let stream = tls.accept(stream).await?;
+                        answer(stream, &page, Some(&guard)).await
+                    }
+                }
+            })
+            .await;
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, page: &Exposition) -> std::io::Result<()> {
+/// The bearer token of a request head, if it has one.
+fn bearer(head: &str) -> Option<&str> {
+    head.lines().skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("authorization")
+            .then(|| value.trim())?
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+    })
+}
+
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    page: &Exposition,
+    guard: Option<&Guard>,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buffer = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -116,33 +157,55 @@ async fn answer(mut stream: TcpStream, page: &Exposition) -> std::io::Result<()>
             .await;
         }
     }
-    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
+    let head = String::from_utf8_lossy(&head);
+    let line = head.lines().next().unwrap_or_default();
     let mut words = line.split_whitespace();
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    let head_only = method == "HEAD";
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
-            respond(&mut stream, "200 OK", &page.get(), method == "HEAD").await
+            let decision = match guard {
+                None => Decision::Allowed,
+                Some(guard) => guard.decide(bearer(&head)).await,
+            };
+            match decision {
+                Decision::Allowed => respond(&mut stream, "200 OK", &page.get(), head_only).await,
+                Decision::Unauthenticated(why) => {
+                    let body = format!("unauthorized: {why}\n");
+                    respond(&mut stream, "401 Unauthorized", &body, false).await
+                }
+                Decision::Forbidden(why) => {
+                    let body = format!("forbidden: {why}\n");
+                    respond(&mut stream, "403 Forbidden", &body, false).await
+                }
+            }
         }
+        ("GET" | "HEAD", "/healthz") => respond(&mut stream, "200 OK", "ok\n", head_only).await,
         ("GET" | "HEAD", "/") => {
             let body = "migverify: metrics at /metrics\n";
-            respond(&mut stream, "200 OK", body, method == "HEAD").await
+            respond(&mut stream, "200 OK", body, head_only).await
         }
         ("GET" | "HEAD", _) => respond(&mut stream, "404 Not Found", "not found\n", false).await,
         _ => respond(&mut stream, "405 Method Not Allowed", "GET only\n", false).await,
     }
 }
 
-async fn respond(
-    stream: &mut TcpStream,
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     status: &str,
     body: &str,
     head_only: bool,
 ) -> std::io::Result<()> {
+    // A refused caller is told how to authenticate (RFC 6750).
+    let challenge = if status.starts_with("401") {
+        "WWW-Authenticate: Bearer realm=\"migverify\"\r\n"
+    } else {
+        ""
+    };
     let header = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         {challenge}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(header.as_bytes()).await?;
@@ -154,7 +217,20 @@ async fn respond(
 
 #[cfg(test)]
 mod tests {
+    use tokio::net::TcpStream;
+
     use super::*;
+
+    #[test]
+    fn the_bearer_token_is_read_from_the_authorization_header() {
+        let head = "GET /metrics HTTP/1.1\r\nHost: x\r\nauthorization:  Bearer abc.def \r\n\r\n";
+        assert_eq!(bearer(head), Some("abc.def"));
+        assert_eq!(bearer("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+        assert_eq!(
+            bearer("GET / HTTP/1.1\r\nAuthorization: Basic eA==\r\n\r\n"),
+            None
+        );
+    }
 
     #[test]
     fn a_bare_port_listens_on_the_loopback() {
@@ -183,7 +259,7 @@ mod tests {
             let addr = listener.local_addr().unwrap();
             let page = Exposition::default();
             page.set("up 1\n".into());
-            tokio::spawn(serve(listener, page));
+            tokio::spawn(serve(listener, page, Access::Open));
             let ask = |request: &'static str| async move {
                 let mut stream = TcpStream::connect(addr).await.unwrap();
                 stream.write_all(request.as_bytes()).await.unwrap();

@@ -59,3 +59,13 @@ pub fn reachable(address: SocketAddr, timeout: Duration, connect: Connector) -> 
         },
     }
 }
+
+/// Every address of this host's (this namespace's) interfaces: what a
+/// certificate made here must name for clients to dial any of them.
+pub fn local_addresses() -> Vec<std::net::IpAddr> {
+    crate::checks::netlink::addresses()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| a.addr)
+        .collect()
+}

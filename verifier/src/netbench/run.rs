@@ -5,7 +5,6 @@
 use std::{net::SocketAddr, time::Duration};
 
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
 use verifier_ebpf::Channel;
 
 use super::{answers, client, iperf, reachable, Connector};
@@ -19,7 +18,7 @@ use crate::{
         series,
     },
     report::{DataplaneHealth, Report},
-    session::{Criteria, Session},
+    session::Criteria,
     units::{bytes, rate},
 };
 
@@ -31,6 +30,8 @@ pub struct Plan<'a> {
     pub iperf: Option<(Vec<String>, SocketAddr)>,
     pub sync: Option<SocketAddr>,
     pub ifaces: Vec<AttachSpec>,
+    /// The kernel hook the observers attach with.
+    pub hooks: crate::dataplane::Hooks,
     pub cidrs: Vec<Cidr>,
     pub vlan: Option<u16>,
     pub limits: Limits,
@@ -66,35 +67,8 @@ pub fn measure(plan: Plan) -> anyhow::Result<Report> {
         let result = client::run(&plan.options, plan.connect)?;
         (result, None, reference())
     } else {
-        let mut session = Session::start(&plan.ifaces, &plan.cidrs)?;
-        let (done, finished) = oneshot::channel::<()>();
-        let (_requests_tx, requests) = mpsc::channel(1);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (result, collected) = std::thread::scope(|scope| {
-            let bench = scope.spawn(|| {
-                let result = client::run(&plan.options, plan.connect);
-                let _ = done.send(());
-                result
-            });
-            let collected = runtime.block_on(session.collect(
-                std::slice::from_ref(&endpoint),
-                plan.options.interval,
-                requests,
-                async {
-                    let _ = finished.await;
-                },
-                |_| false,
-            ));
-            (
-                bench.join().expect("the bench thread does not panic"),
-                collected,
-            )
-        });
-        let reference = reference();
-        session.detach();
-        (result?, Some(collected?), reference)
+        let (result, collected, reference) = observed(&plan, &endpoint, reference)?;
+        (result, Some(collected), reference)
     };
     eprintln!(
         "migverify: bench sent {} bytes in {:.1} s over {} stream(s), the server received {}",
@@ -125,6 +99,7 @@ pub fn measure(plan: Plan) -> anyhow::Result<Report> {
         cidrs: plan.cidrs,
         vlan: plan.vlan,
         expect_traffic: true,
+        bulk_transfer: true,
     };
     criteria.size = Some(size.clone());
     let mut report = match &observed {
@@ -205,6 +180,62 @@ pub fn measure(plan: Plan) -> anyhow::Result<Report> {
         "sync": sync,
     }));
     Ok(report)
+}
+
+/// The bench with the observers attached to `plan`'s interfaces, the
+/// reference after it under the same conditions.
+#[cfg(feature = "dataplane")]
+fn observed<R>(
+    plan: &Plan,
+    endpoint: &Endpoint,
+    reference: impl FnOnce() -> R,
+) -> anyhow::Result<(client::RunResult, crate::flows::Collected, R)> {
+    use tokio::sync::{mpsc, oneshot};
+
+    use crate::session::Session;
+
+    let mut session = Session::start(&plan.ifaces, &plan.cidrs, plan.hooks)?;
+    let (done, finished) = oneshot::channel::<()>();
+    let (_requests_tx, requests) = mpsc::channel(1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (result, collected) = std::thread::scope(|scope| {
+        let bench = scope.spawn(|| {
+            let result = client::run(&plan.options, plan.connect);
+            let _ = done.send(());
+            result
+        });
+        let collected = runtime.block_on(session.collect(
+            std::slice::from_ref(endpoint),
+            plan.options.interval,
+            requests,
+            async {
+                let _ = finished.await;
+            },
+            |_| false,
+        ));
+        (
+            bench.join().expect("the bench thread does not panic"),
+            collected,
+        )
+    });
+    let reference = reference();
+    session.detach();
+    Ok((result?, collected?, reference))
+}
+
+/// Without the data plane in the build, nothing can be observed.
+#[cfg(not(feature = "dataplane"))]
+fn observed<R>(
+    _: &Plan,
+    _: &Endpoint,
+    _: impl FnOnce() -> R,
+) -> anyhow::Result<(client::RunResult, crate::flows::Collected, R)> {
+    anyhow::bail!(
+        "this migverify is built without the data plane (cargo feature `dataplane`): \
+         bench run cannot observe interfaces (-i); leave them out, or use the default build"
+    )
 }
 
 /// The sender's first interval holds the socket buffers filling and its

@@ -170,7 +170,7 @@ pub fn describe(addr: SocketAddr, options: &ServerOptions) -> String {
     format!(
         "bench serve: listening on {addr} ({}, {})",
         if options.tls.is_some() {
-            "mutual TLS"
+            "TLS"
         } else {
             "cleartext"
         },

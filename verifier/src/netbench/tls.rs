@@ -3,6 +3,12 @@
 //! the layout `migverify bench certs` (and the lab) writes:
 //! `DIR/server/{ca-cert,server-cert,server-key}.pem` for `serve` and
 //! `DIR/client/{ca-cert,client-cert,client-key}.pem` for `run`.
+//!
+//! Or made where the address is known (the checkup's pods, whose migration
+//! address Multus gives only at start): `serve --tls-self-signed` makes a
+//! CA and a certificate for the host's addresses and prints the CA; `run
+//! --tls-ca-pem PEM` pins it. The server is then authenticated by TLS, the
+//! client by the token; the encryption is the same TLS 1.3.
 
 use std::{
     io::{self, Read, Write},
@@ -38,17 +44,36 @@ pub struct Options {
     /// A shared token every connection must present (both ends the same).
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
+    /// serve: make a CA and a certificate for this host's addresses now,
+    /// and print the CA for clients to pin (--tls-ca-pem).
+    #[arg(long, conflicts_with_all = ["no_tls", "tls_dir"])]
+    tls_self_signed: bool,
+    /// run: trust the server whose certificate this CA (PEM text) signed,
+    /// as `serve --tls-self-signed` printed it; no client certificate.
+    #[arg(
+        long,
+        value_name = "PEM",
+        allow_hyphen_values = true,
+        conflicts_with_all = ["no_tls", "tls_dir"]
+    )]
+    tls_ca_pem: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum OptionsError {
-    #[error("TLS needs --tls-dir (write one with `migverify bench certs --dir DIR --ip SERVER_IP`), or give --no-tls")]
+    #[error("TLS needs --tls-dir (write one with `migverify bench certs --dir DIR --ip SERVER_IP`), --tls-self-signed (serve) or --tls-ca-pem (run), or give --no-tls")]
     NoCredentials,
+    #[error("--tls-self-signed: {0}")]
+    Generate(#[from] crate::pki::PkiError),
     #[error("--token: at most {} bytes", super::protocol::MAX_TOKEN)]
     TokenTooLong,
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
+
+/// The marks around the CA that `serve --tls-self-signed` prints.
+pub const CA_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+pub const CA_END: &str = "-----END CERTIFICATE-----";
 
 impl Options {
     fn dir(&self) -> Result<Option<&Path>, OptionsError> {
@@ -59,13 +84,60 @@ impl Options {
         }
     }
 
-    /// The server's TLS, `None` in cleartext.
-    pub fn server(&self) -> Result<Option<Arc<ServerConfig>>, OptionsError> {
-        Ok(self.dir()?.map(server_config).transpose()?)
+    /// The server's TLS, `None` in cleartext. With `--tls-self-signed` the
+    /// credentials are made now for `addresses`, and the CA's PEM comes
+    /// back for the caller to print.
+    pub fn server(
+        &self,
+        addresses: &[IpAddr],
+    ) -> Result<(Option<Arc<ServerConfig>>, Option<String>), OptionsError> {
+        if self.tls_self_signed {
+            let ca = crate::pki::Authority::new("migverify bench CA")?;
+            let leaf = ca.server(addresses, &[])?;
+            let config = ServerConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .and_then(|b| {
+                    b.with_no_client_auth().with_single_cert(
+                        pem_certificates(&leaf.cert_pem),
+                        PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
+                            .map_err(|e| rustls::Error::General(e.to_string()))?,
+                    )
+                })
+                .map_err(|e| TlsError::Config {
+                    dir: PathBuf::from("(made in memory)"),
+                    message: e.to_string(),
+                })?;
+            return Ok((Some(Arc::new(config)), Some(ca.cert_pem)));
+        }
+        Ok((self.dir()?.map(server_config).transpose()?, None))
     }
 
     /// The client's TLS, `None` in cleartext.
     pub fn client(&self) -> Result<Option<Arc<ClientConfig>>, OptionsError> {
+        if let Some(pem) = &self.tls_ca_pem {
+            let mut roots = RootCertStore::empty();
+            for cert in pem_certificates(pem) {
+                roots.add(cert).map_err(|e| TlsError::Pem {
+                    path: PathBuf::from("--tls-ca-pem"),
+                    message: e.to_string(),
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::NoCertificate {
+                    path: PathBuf::from("--tls-ca-pem"),
+                }
+                .into());
+            }
+            let config = ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| TlsError::Config {
+                    dir: PathBuf::from("--tls-ca-pem"),
+                    message: e.to_string(),
+                })?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            return Ok(Some(Arc::new(config)));
+        }
         Ok(self.dir()?.map(client_config).transpose()?)
     }
 
@@ -76,6 +148,20 @@ impl Options {
         }
         Ok(token)
     }
+}
+
+/// The certificates of a PEM text (the malformed ones left out).
+fn pem_certificates(pem: &str) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// The CA a `serve --tls-self-signed` printed, from its output (a log).
+pub fn printed_ca(log: &str) -> Option<String> {
+    let start = log.find(CA_BEGIN)?;
+    let end = log[start..].find(CA_END)? + start + CA_END.len();
+    Some(format!("{}\n", &log[start..end]))
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -1,9 +1,13 @@
 //! HdrHistogram interval logs (the standard `.hlog` format), so users can
 //! feed the figures to the tools they already have (HistogramLogAnalyzer,
 //! hdr-plot, ...). One tagged line per second of throughput per migration,
-//! and one RTT histogram over the whole run.
+//! and one RTT histogram over the whole run; `StartTime` and `BaseTime` are
+//! the observation's wall-clock start.
 
-use std::{io, time::Duration};
+use std::{
+    io,
+    time::{Duration, SystemTime},
+};
 
 use hdrhistogram::{
     serialization::{interval_log, V2DeflateSerializer},
@@ -19,9 +23,16 @@ fn tag_text(migration: &str, what: &str) -> String {
 
 pub fn write_hdr_log(report: &Report, out: &mut impl io::Write) -> io::Result<()> {
     let mut serializer = V2DeflateSerializer::new();
+    // Interval timestamps are seconds since the observation started: that
+    // is the log's StartTime and BaseTime, so tools show real dates.
+    let started = report.started_at.unwrap_or_else(SystemTime::now);
     let mut log = interval_log::IntervalLogWriterBuilder::new()
-        .add_comment("migverify: throughput in bits/s per 100 ms interval, RTT in microseconds")
-        .with_base_time(std::time::SystemTime::UNIX_EPOCH)
+        .add_comment(
+            "migverify: throughput in bits/s per 100 ms interval, RTT in microseconds; \
+             timestamps in seconds since the observation started",
+        )
+        .with_start_time(started)
+        .with_base_time(started)
         .begin_log_with(out, &mut serializer)?;
     let failed = |e: interval_log::IntervalLogWriterError<_>| io::Error::other(format!("{e:?}"));
     for migration in &report.migrations {

@@ -1,5 +1,6 @@
 //! The live view: a full screen redrawn in place on a terminal (plain ANSI
-//! escapes), or timestamped lines for logs (`kubectl logs`), or JSON lines.
+//! escapes), or timestamped lines for logs (`kubectl logs`), or JSON lines or YAML
+//! documents.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
@@ -10,6 +11,7 @@ use std::{
 
 use serde_json::json;
 
+use super::Format;
 use crate::{
     measure::{
         live::{ConnectionRow, MigrationRow, Snapshot},
@@ -144,9 +146,9 @@ fn cause_key(cause: &Reason) -> (String, &'static str) {
     (cause.migration.clone().unwrap_or_default(), cause.id())
 }
 
-/// Timestamped lines, or JSON lines.
+/// Timestamped lines, or JSON lines, or YAML documents.
 pub struct Lines {
-    json: bool,
+    structured: Option<Format>,
     /// Causes that held at the last refresh.
     active: BTreeSet<(String, &'static str)>,
     /// Each migration's state at the last refresh.
@@ -156,16 +158,16 @@ pub struct Lines {
 
 impl Lines {
     pub fn text() -> Self {
-        Self::new(false)
+        Self::new(None)
     }
 
-    pub fn json() -> Self {
-        Self::new(true)
+    pub fn structured(format: Format) -> Self {
+        Self::new(Some(format))
     }
 
-    fn new(json: bool) -> Self {
+    fn new(structured: Option<Format>) -> Self {
         Lines {
-            json,
+            structured,
             active: BTreeSet::new(),
             states: HashMap::new(),
             quiet_since: None,
@@ -180,8 +182,8 @@ impl Lines {
 
     pub fn note(&mut self, text: &str, now: SystemTime) {
         let time = rfc3339(now);
-        if self.json {
-            self.emit(&json!({ "kind": "note", "time": time, "message": text }).to_string());
+        if let Some(format) = self.structured {
+            self.emit(&format.record(&json!({ "kind": "note", "time": time, "message": text })));
         } else {
             self.emit(&format!("{time} note {text}"));
         }
@@ -196,12 +198,11 @@ impl Lines {
             if self.active.contains(key) {
                 continue;
             }
-            if self.json {
-                self.emit(
+            if let Some(format) = self.structured {
+                self.emit(&format.record(
                     &json!({ "kind": "cause", "time": time, "at_s": snapshot.at_ms as f64 / 1000.0,
-                             "cause": cause })
-                    .to_string(),
-                );
+                             "cause": cause }),
+                ));
             } else {
                 self.emit(&format!(
                     "{time} cause {} {} {}: {}",
@@ -213,29 +214,25 @@ impl Lines {
             }
         }
         for key in self.active.difference(&holding.keys().cloned().collect()) {
-            if self.json {
-                self.emit(
-                    &json!({ "kind": "cleared", "time": time, "id": key.1, "migration": key.0 })
-                        .to_string(),
-                );
+            if let Some(format) = self.structured {
+                self.emit(&format.record(
+                    &json!({ "kind": "cleared", "time": time, "id": key.1, "migration": key.0 }),
+                ));
             } else {
                 self.emit(&format!("{time} cleared {} {}", key.1, key.0));
             }
         }
         self.active = holding.keys().cloned().collect();
 
-        if self.json {
-            self.emit(
-                &json!({
-                    "kind": "snapshot",
-                    "time": time,
-                    "at_s": snapshot.at_ms as f64 / 1000.0,
-                    "verdict": snapshot.verdict,
-                    "migrations": snapshot.migrations,
-                    "causes": snapshot.causes,
-                })
-                .to_string(),
-            );
+        if let Some(format) = self.structured {
+            self.emit(&format.record(&json!({
+                "kind": "snapshot",
+                "time": time,
+                "at_s": snapshot.at_ms as f64 / 1000.0,
+                "verdict": snapshot.verdict,
+                "migrations": snapshot.migrations,
+                "causes": snapshot.causes,
+            })));
             return;
         }
         if snapshot.migrations.is_empty() {
@@ -446,8 +443,9 @@ impl View {
         }
     }
 
-    pub fn json() -> View {
-        View::Lines(Lines::json())
+    /// JSON lines or YAML documents.
+    pub fn structured(format: Format) -> View {
+        View::Lines(Lines::structured(format))
     }
 
     pub fn show(&mut self, snapshot: &Snapshot, now: SystemTime) {

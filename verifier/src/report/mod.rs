@@ -28,11 +28,60 @@ use crate::{
 
 pub const SCHEMA_VERSION: u32 = 1;
 
+fn rfc3339<S: serde::Serializer>(
+    at: &Option<std::time::SystemTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => serializer.serialize_str(&live::rfc3339(*at)),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// How a command prints its result (`-o`): text for people (each
+/// command's own), JSON or YAML for machines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Yaml,
+}
+
+impl Format {
+    /// `value`, pretty JSON or a YAML document (JSON for text).
+    pub fn render(self, value: &impl Serialize) -> String {
+        match self {
+            Format::Text | Format::Json => serde_json::to_string_pretty(value).expect("serializes"),
+            Format::Yaml => serde_yaml_ng::to_string(value).expect("serializes"),
+        }
+    }
+
+    /// `value` as one record of a stream: a JSON line, or a YAML document
+    /// after its `---`.
+    pub fn record(self, value: &impl Serialize) -> String {
+        match self {
+            Format::Text | Format::Json => serde_json::to_string(value).expect("serializes"),
+            Format::Yaml => format!("---\n{}", self.render(value).trim_end()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("writing {}: {source}", path.display())]
 pub struct WriteError {
     path: std::path::PathBuf,
     source: std::io::Error,
+}
+
+/// Which node a namespace is on, and whether it is virt-handler's pod's:
+/// with the direction the source's packets crossed each interface, the
+/// order of the path the HTML report draws.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// As attachments name it (`None`: migverify's own namespace).
+    pub netns: Option<String>,
+    pub node: String,
+    pub pod: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +122,13 @@ pub struct Report {
     pub assumptions: Vec<String>,
     pub budget_settings: Limits,
     pub dataplane: DataplaneHealth,
+    /// When the observation started (RFC 3339, UTC); the zero of every
+    /// `at_ms` and of the HdrHistogram log's timestamps.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "rfc3339")]
+    pub started_at: Option<std::time::SystemTime>,
+    /// Where the observed namespaces are, when known.
+    #[serde(skip)]
+    pub places: Vec<Place>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lab: Option<Value>,
     /// `bench run`'s own figures and answers.
@@ -105,6 +161,8 @@ impl Report {
             assumptions,
             budget_settings: limits.clone(),
             dataplane,
+            started_at: None,
+            places: Vec::new(),
             lab: None,
             bench: None,
         }
@@ -147,7 +205,7 @@ impl Report {
     }
 
     pub fn json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("the report serializes")
+        Format::Json.render(self)
     }
 
     pub fn text(&self) -> String {

@@ -15,6 +15,7 @@ use std::{
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 
+mod security;
 mod typed;
 
 use self::typed::*;
@@ -36,6 +37,8 @@ fn every_manifest_is_its_kubernetes_type_with_no_unknown_field() {
             Object::ConfigMap(_) => "ConfigMap",
             Object::Job(_) => "Job",
             Object::ServiceMonitor(_) => "ServiceMonitor",
+            Object::PrometheusRule(_) => "PrometheusRule",
+            Object::NetworkPolicy(_) => "NetworkPolicy",
             Object::Kustomization(_) => "Kustomization",
         })
         .collect();
@@ -52,6 +55,8 @@ fn every_manifest_is_its_kubernetes_type_with_no_unknown_field() {
         "ServiceMonitor",
         "Job",
         "ConfigMap",
+        "NetworkPolicy",
+        "PrometheusRule",
     ] {
         assert!(kinds.contains(kind), "deploy/ has no {kind}");
     }
@@ -199,7 +204,13 @@ fn rbac_is_least_privilege() {
                 );
             }
         }
-        assert!(rule.non_resource_urls.is_none(), "{role}: nonResourceURLs");
+        // The one non-resource URL: what the agents' metrics endpoint
+        // asks a SubjectAccessReview about, granted to the scraper.
+        if let Some(urls) = &rule.non_resource_urls {
+            assert_eq!(role, "ClusterRole/migverify-metrics-reader");
+            assert_eq!(urls, &["/metrics"]);
+            assert_eq!(rule.verbs, ["get"]);
+        }
         assert!(
             !rule
                 .verbs
@@ -237,6 +248,12 @@ fn rbac_is_least_privilege() {
         ),
         ("", "pods", &read[..]),
         ("", "events", &["create"][..]),
+        ("authentication.k8s.io", "tokenreviews", &["create"][..]),
+        (
+            "authorization.k8s.io",
+            "subjectaccessreviews",
+            &["create"][..],
+        ),
     ] {
         for verb in verbs {
             agent.push((group, resource, *verb, ""));
@@ -247,7 +264,6 @@ fn rbac_is_least_privilege() {
     let cm = "migverify-checkup-config";
     let checkup = set(&[
         ("", "configmaps", "get", cm),
-        ("", "configmaps", "update", cm),
         ("", "configmaps", "patch", cm),
         (
             "k8s.cni.cncf.io",
@@ -259,21 +275,43 @@ fn rbac_is_least_privilege() {
         ("", "pods", "get", ""),
         ("", "pods", "delete", "migverify-checkup-config-server"),
         ("", "pods", "delete", "migverify-checkup-config-client"),
+        ("", "pods/log", "get", "migverify-checkup-config-server"),
         ("", "pods/log", "get", "migverify-checkup-config-client"),
     ]);
     assert_eq!(triples(&of("Role/migverify-checkup")), checkup);
 
-    // Only the agent is bound cluster-wide; the checkup within its namespace.
+    // Prometheus may discover the agents' pods and read /metrics, nothing more.
+    assert_eq!(
+        triples(&of("Role/prometheus-k8s")),
+        set(&[
+            ("", "services", "get", ""),
+            ("", "services", "list", ""),
+            ("", "services", "watch", ""),
+            ("", "endpoints", "get", ""),
+            ("", "endpoints", "list", ""),
+            ("", "endpoints", "watch", ""),
+            ("", "pods", "get", ""),
+            ("", "pods", "list", ""),
+            ("", "pods", "watch", ""),
+        ])
+    );
+    // Bound cluster-wide: the agent, and Prometheus to /metrics only; the
+    // checkup within its namespace.
     for (_, object) in &objects {
         if let Object::ClusterRoleBinding(b) = object {
             let subjects: Vec<_> = b
                 .subjects
                 .iter()
                 .flatten()
-                .map(|s| s.name.as_str())
+                .map(|s| (s.namespace.as_deref().unwrap_or(""), s.name.as_str()))
                 .collect();
-            assert_eq!(subjects, ["migverify-agent"]);
-            assert_eq!(b.role_ref.name, "migverify-agent");
+            match b.role_ref.name.as_str() {
+                "migverify-agent" => assert_eq!(subjects, [("migverify", "migverify-agent")]),
+                "migverify-metrics-reader" => {
+                    assert_eq!(subjects, [("openshift-monitoring", "prometheus-k8s")])
+                }
+                other => panic!("unexpected ClusterRoleBinding to {other}"),
+            }
         }
     }
 }
@@ -310,7 +348,8 @@ fn manifests_refer_to_each_other_consistently() {
         }
     }
     let find = |f: &dyn Fn(&Object) -> bool| objects.iter().map(|(_, o)| o).find(|o| f(o)).unwrap();
-    // Every namespaced object lives in migverify (created by 00-namespace.yaml).
+    // Every namespaced object lives in migverify (created by 00-namespace.yaml),
+    // the checkup's in migverify-checkup (checkup/00-namespace.yaml).
     for (file, object) in &objects {
         let namespace = match object {
             Object::ServiceAccount(o) => &o.metadata.namespace,
@@ -321,14 +360,16 @@ fn manifests_refer_to_each_other_consistently() {
             Object::ConfigMap(o) => &o.metadata.namespace,
             Object::Job(o) => &o.metadata.namespace,
             Object::ServiceMonitor(o) => &o.metadata.namespace,
+            Object::PrometheusRule(o) => &o.metadata.namespace,
+            Object::NetworkPolicy(o) => &o.metadata.namespace,
             _ => continue,
         };
-        assert_eq!(
-            namespace.as_deref(),
-            Some("migverify"),
-            "{}",
-            file.display()
-        );
+        let expected = if file.parent().is_some_and(|d| d.ends_with("checkup")) {
+            "migverify-checkup"
+        } else {
+            "migverify"
+        };
+        assert_eq!(namespace.as_deref(), Some(expected), "{}", file.display());
     }
     for (_, object) in &objects {
         let (kind, namespace, role_ref, subjects) = match object {
@@ -348,25 +389,15 @@ fn manifests_refer_to_each_other_consistently() {
         );
         for s in subjects.iter().flatten() {
             assert_eq!(s.kind, "ServiceAccount");
+            // The platform Prometheus's account is OpenShift's, not ours.
+            let external = (s.namespace.as_deref(), s.name.as_str())
+                == (Some("openshift-monitoring"), "prometheus-k8s");
             assert!(
-                accounts.contains(&(s.namespace.clone().unwrap(), s.name.clone())),
+                external || accounts.contains(&(s.namespace.clone().unwrap(), s.name.clone())),
                 "{s:?}"
             );
         }
     }
-
-    let Object::Namespace(ns) = find(&|o| matches!(o, Object::Namespace(_))) else {
-        unreachable!()
-    };
-    assert_eq!(ns.metadata.name.as_deref(), Some("migverify"));
-    let ns_labels = ns.metadata.labels.clone().unwrap();
-    assert_eq!(
-        ns_labels
-            .get("pod-security.kubernetes.io/enforce")
-            .map(String::as_str),
-        Some("privileged"),
-        "the agent is privileged"
-    );
 
     let Object::DaemonSet(ds) = find(&|o| matches!(o, Object::DaemonSet(_))) else {
         unreachable!()
@@ -432,18 +463,16 @@ fn manifests_refer_to_each_other_consistently() {
         "{listen} vs {}",
         port.container_port
     );
+    // The probes: the open /healthz of the TLS endpoint.
     for probe in [&container.readiness_probe, &container.liveness_probe] {
         let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!(serde_json::to_value(&get.port).unwrap(), "metrics");
-        assert_eq!(get.path.as_deref(), Some("/metrics"));
+        assert_eq!(get.path.as_deref(), Some("/healthz"));
+        assert_eq!(get.scheme.as_deref(), Some("HTTPS"));
     }
     let resources = container.resources.as_ref().unwrap();
     assert!(resources.requests.as_ref().unwrap().contains_key("memory"));
     assert!(resources.limits.as_ref().unwrap().contains_key("memory"));
-    assert_eq!(
-        container.security_context.as_ref().unwrap().privileged,
-        Some(true)
-    );
     let mounts: BTreeMap<_, _> = container
         .volume_mounts
         .iter()
@@ -451,14 +480,30 @@ fn manifests_refer_to_each_other_consistently() {
         .map(|m| (m.name.clone(), m.mount_path.clone()))
         .collect();
     for volume in pod.volumes.iter().flatten() {
-        let host = volume.host_path.as_ref().unwrap();
-        assert_eq!(
-            mounts.get(&volume.name),
-            Some(&host.path),
-            "{}",
-            volume.name
-        );
+        if let Some(host) = &volume.host_path {
+            assert_eq!(
+                mounts.get(&volume.name),
+                Some(&host.path),
+                "{}",
+                volume.name
+            );
+        }
     }
+    // The serving certificate: the Secret the Service's annotation names,
+    // where --metrics-tls-dir reads it.
+    let tls = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find_map(|v| v.secret.as_ref())
+        .unwrap();
+    let secret = tls.secret_name.as_deref().unwrap();
+    let tls_dir = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--metrics-tls-dir="))
+        .unwrap();
+    assert!(mounts.values().any(|m| m == tls_dir));
+    assert!(args.contains(&"--metrics-auth".to_string()));
     assert_eq!(
         mounts.get("netns").map(String::as_str),
         Some("/var/run/netns")
@@ -469,6 +514,15 @@ fn manifests_refer_to_each_other_consistently() {
     let Object::Service(svc) = find(&|o| matches!(o, Object::Service(_))) else {
         unreachable!()
     };
+    assert_eq!(
+        svc.metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .get("service.beta.openshift.io/serving-cert-secret-name")
+            .map(String::as_str),
+        Some(secret)
+    );
     let svc_spec = svc.spec.as_ref().unwrap();
     assert_eq!(svc_spec.selector.as_ref().unwrap(), &selector);
     let svc_port = &svc_spec.ports.as_ref().unwrap()[0];
@@ -487,6 +541,8 @@ fn manifests_refer_to_each_other_consistently() {
         .flatten()
         .all(|(k, v)| svc_labels.get(k) == Some(v)));
     assert_eq!(sm.spec.endpoints[0].port.as_deref(), Some("metrics"));
+    assert!(matches!(sm.spec.endpoints[0].scheme, Some(Scheme::Https)));
+    assert!(sm.spec.endpoints[0].bearer_token_file.is_some());
     assert_eq!(
         sm.spec.namespace_selector.as_ref().unwrap().match_names,
         ["migverify"]
@@ -497,7 +553,7 @@ fn manifests_refer_to_each_other_consistently() {
     };
     let job_pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert!(accounts.contains(&(
-        "migverify".into(),
+        "migverify-checkup".into(),
         job_pod.service_account_name.clone().unwrap()
     )));
     let env: BTreeMap<_, _> = job_pod.containers[0]
@@ -512,8 +568,9 @@ fn manifests_refer_to_each_other_consistently() {
     };
     assert_eq!(cm.metadata.name.as_deref(), Some(cm_name.as_str()));
     // The example is a configuration the checkup accepts.
-    let config = verifier::checkup::config::Config::parse(cm.data.as_ref().unwrap(), "migverify")
-        .unwrap_or_else(|e| panic!("the example ConfigMap: {e}"));
+    let config =
+        verifier::checkup::config::Config::parse(cm.data.as_ref().unwrap(), "migverify-checkup")
+            .unwrap_or_else(|e| panic!("the example ConfigMap: {e}"));
     assert!(config.duration < config.timeout);
     assert!(
         config.timeout.as_secs()

@@ -9,6 +9,7 @@ use k8s_openapi::{
         apps::v1::DaemonSet,
         batch::v1::Job,
         core::v1::{ConfigMap, Namespace, Service, ServiceAccount},
+        networking::v1::NetworkPolicy,
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
@@ -145,6 +146,63 @@ pub struct Endpoint {
     pub relabelings: Vec<RelabelConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metric_relabelings: Vec<RelabelConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<TlsConfig>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// The Prometheus operator's PrometheusRule (monitoring.coreos.com/v1).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PrometheusRule {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: RuleGroups,
+}
+
+/// `spec` of a PrometheusRule, which is also a Prometheus rule file.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuleGroups {
+    pub groups: Vec<RuleGroup>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuleGroup {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    pub expr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "for")]
+    pub for_: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -209,6 +267,8 @@ pub enum Object {
     ConfigMap(ConfigMap),
     Job(Box<Job>),
     ServiceMonitor(ServiceMonitor),
+    PrometheusRule(PrometheusRule),
+    NetworkPolicy(NetworkPolicy),
     Kustomization(Kustomization),
 }
 
@@ -240,8 +300,12 @@ pub fn check(document: &Value) -> Result<Object, String> {
         Object::ConfigMap(typed(document)?)
     } else if is::<Job>(api_version, kind) {
         Object::Job(Box::new(typed(document)?))
+    } else if is::<NetworkPolicy>(api_version, kind) {
+        Object::NetworkPolicy(typed(document)?)
     } else if api_version == "monitoring.coreos.com/v1" && kind == "ServiceMonitor" {
         Object::ServiceMonitor(typed(document)?)
+    } else if api_version == "monitoring.coreos.com/v1" && kind == "PrometheusRule" {
+        Object::PrometheusRule(typed(document)?)
     } else if api_version == "kustomize.config.k8s.io/v1beta1" && kind == "Kustomization" {
         Object::Kustomization(typed(document)?)
     } else {

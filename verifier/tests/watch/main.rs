@@ -9,6 +9,7 @@
 
 mod exposition;
 mod harness;
+mod record;
 #[path = "../support/mod.rs"]
 mod support;
 

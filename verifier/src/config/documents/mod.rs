@@ -7,6 +7,7 @@
 //! the nodes aliases may expand to, no recursion over the input's depth, and
 //! every failure an error naming the file, line and column.
 
+mod describe;
 mod yaml;
 
 use std::{collections::HashMap, fmt, io::Read, path::Path, sync::Arc};
@@ -43,6 +44,14 @@ pub enum LoadError {
     NotText { source_name: String, why: String },
     #[error("{source_name}: empty: no Kubernetes object in it")]
     Empty { source_name: String },
+    #[error(
+        "{source_name}:{line}: this is `kubectl describe` output, not a Kubernetes object: check what `{command}` prints"
+    )]
+    Describe {
+        source_name: String,
+        line: usize,
+        command: String,
+    },
     #[error("{source_name}:{line}:{column}: {message}")]
     Syntax {
         source_name: String,
@@ -204,6 +213,13 @@ pub fn load_bytes(source_name: &str, bytes: &[u8]) -> Result<Vec<Object>, LoadEr
         return Err(LoadError::NotText {
             source_name,
             why: format!("NUL byte at byte {at} (binary data?)"),
+        });
+    }
+    if let Some(found) = describe::detect(text) {
+        return Err(LoadError::Describe {
+            source_name,
+            line: found.line,
+            command: found.command,
         });
     }
     let source: Arc<str> = Arc::from(source_name.as_str());

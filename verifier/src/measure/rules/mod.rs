@@ -55,6 +55,9 @@ pub struct Expectations {
     pub vlan: Option<u16>,
     /// Endpoints were published, so traffic was expected.
     pub expect_traffic: bool,
+    /// The traffic is a bench's bulk transfer, not a migration: it moves
+    /// no memory, so there is no pre-copy to judge.
+    pub bulk_transfer: bool,
 }
 
 /// Everything the rules look at besides each migration's own figures.

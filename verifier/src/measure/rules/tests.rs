@@ -122,6 +122,7 @@ fn causes_ended(
         cidrs: vec!["10.200.5.0/24".parse().unwrap()],
         vlan: Some(100),
         expect_traffic: true,
+        bulk_transfer: false,
     };
     let scene = Scene {
         table,

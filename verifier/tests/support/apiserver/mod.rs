@@ -24,6 +24,7 @@
 
 mod http;
 mod rest;
+mod review;
 
 use std::{
     collections::BTreeMap,
@@ -83,6 +84,8 @@ struct State {
     unserved: Vec<String>,
     /// (namespace, pod) -> what `GET .../pods/NAME/log` answers (text).
     logs: BTreeMap<(String, String), String>,
+    /// Tokens and grants TokenReviews and SubjectAccessReviews answer from.
+    reviews: review::Reviews,
 }
 
 pub struct ApiServer {
@@ -307,6 +310,22 @@ impl ApiServer {
             .insert((namespace.to_string(), pod.to_string()), text.to_string());
     }
 
+    /// A bearer token TokenReview says belongs to `user`.
+    pub fn add_token(&self, token: &str, user: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.reviews.tokens.insert(token.into(), user.into());
+    }
+
+    /// Lets `user` do `verb` on the non-resource URL `path` (what a
+    /// ClusterRole with nonResourceURLs grants), for SubjectAccessReview.
+    pub fn grant(&self, user: &str, verb: &str, path: &str) {
+        let mut state = self.state.lock().unwrap();
+        state
+            .reviews
+            .grants
+            .insert((user.into(), verb.into(), path.into()));
+    }
+
     pub fn writes(&self) -> Vec<Write> {
         self.state.lock().unwrap().writes.clone()
     }
@@ -407,6 +426,18 @@ async fn serve(
 
 fn handle(request: &Request, state: &Arc<Mutex<State>>) -> (u16, Value) {
     let mut state = state.lock().unwrap();
+    if request.method == "POST" {
+        if let Some((code, body)) = state.reviews.answer(&request.path, &request.body) {
+            state.writes.push(Write {
+                method: request.method.clone(),
+                path: request.path.clone(),
+                content_type: request.content_type.clone(),
+                body: body.clone(),
+                status: code,
+            });
+            return (code, body);
+        }
+    }
     let Some(target) =
         parse_path(&request.path).filter(|t| !state.unserved.contains(&t.collection))
     else {
