@@ -74,17 +74,6 @@ pub fn median_interval(values: &[f64]) -> Interval {
     }
 }
 
-/// Whether a measured interval settles a target: `Some(true)` when the
-/// whole interval meets it, `Some(false)` when the whole interval misses
-/// it, `None` when the target lies inside the interval.
-pub fn decide(interval: &Interval, meets: impl Fn(f64) -> bool) -> Option<bool> {
-    match (meets(interval.low), meets(interval.high)) {
-        (true, true) => Some(true),
-        (false, false) => Some(false),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,18 +93,5 @@ mod tests {
         assert!(median_interval(&many).width() <= few.width());
         // Seeded: the same rounds give the same interval.
         assert_eq!(median_interval(&noisy), few);
-    }
-
-    #[test]
-    fn a_target_inside_the_interval_is_undecided() {
-        let i = Interval {
-            median: 0.985,
-            low: 0.975,
-            high: 0.99,
-            rounds: 9,
-        };
-        assert_eq!(decide(&i, |r| r >= 0.98), None);
-        assert_eq!(decide(&i, |r| r >= 0.97), Some(true));
-        assert_eq!(decide(&i, |r| r >= 0.995), Some(false));
     }
 }

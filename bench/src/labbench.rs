@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::interval::{median_interval, Interval};
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 use verifier::{
@@ -58,6 +59,10 @@ pub struct VariantSummary {
     pub max_ms: u64,
     /// Median of the per-round ratios against the unobserved run of the same round.
     pub median_ratio: f64,
+    /// That median with its 95% bootstrap interval over the paired rounds
+    /// (absent from runs made before it was measured).
+    #[serde(default)]
+    pub ratio: Option<Interval>,
     pub median_throughput_mbps: f64,
 }
 
@@ -138,6 +143,7 @@ fn summarize(variant: Variant, runs: &[MigrationRun]) -> VariantSummary {
         .zip(&base)
         .map(|(r, b)| r.total_time_ms as f64 / b.total_time_ms as f64)
         .collect();
+    let ratio = Some(median_interval(&ratios));
     let mut throughput: Vec<f64> = mine.iter().map(|r| r.throughput_mbps).collect();
     VariantSummary {
         variant,
@@ -146,6 +152,7 @@ fn summarize(variant: Variant, runs: &[MigrationRun]) -> VariantSummary {
         min_ms: times[0],
         max_ms: times[times.len() - 1],
         median_ratio: median_f(&mut ratios),
+        ratio,
         median_throughput_mbps: median_f(&mut throughput),
     }
 }
@@ -297,6 +304,11 @@ fn capture(
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct IperfRun {
+    /// Segmentation offloads on the lab's veths (absent: off).
+    #[serde(default)]
+    pub offloads: bool,
+    #[serde(default)]
+    pub round: usize,
     pub streams: u32,
     pub attached: bool,
     pub bits_per_second: f64,
@@ -304,10 +316,16 @@ pub struct IperfRun {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct IperfSummary {
+    #[serde(default)]
+    pub offloads: bool,
     pub streams: u32,
     pub unobserved_mbps: f64,
     pub attached_mbps: f64,
     pub ratio: f64,
+    /// Attached over unobserved within each round, the median with its 95%
+    /// bootstrap interval (absent from runs made before it was measured).
+    #[serde(default)]
+    pub ratio_interval: Option<Interval>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -317,9 +335,64 @@ pub struct IperfBench {
     pub summary: Vec<IperfSummary>,
 }
 
-/// iperf3 from node A's virt-handler to node B's over the migration network.
-pub fn iperf(rounds: usize, seconds: u32) -> anyhow::Result<IperfBench> {
-    let config = bench_config(64);
+/// iperf3 from node A's virt-handler to node B's over the migration network:
+/// `rounds` paired rounds with segmentation offloads off (MTU-sized packets,
+/// what the targets are about), then `rounds_offloaded` with them on (the
+/// default on real NICs: fewer, larger packets).
+pub fn iperf(rounds: usize, rounds_offloaded: usize, seconds: u32) -> anyhow::Result<IperfBench> {
+    let mut runs = iperf_lab(false, rounds, seconds)?;
+    if rounds_offloaded > 0 {
+        runs.extend(iperf_lab(true, rounds_offloaded, seconds)?);
+    }
+    let mut summary = Vec::new();
+    for offloads in [false, true] {
+        for streams in [1u32, 8] {
+            let of = |attached: bool| -> Vec<&IperfRun> {
+                runs.iter()
+                    .filter(|r| {
+                        r.offloads == offloads && r.streams == streams && r.attached == attached
+                    })
+                    .collect()
+            };
+            let (base, attached) = (of(false), of(true));
+            if base.is_empty() || attached.is_empty() {
+                continue;
+            }
+            let mbps = |v: &[&IperfRun]| {
+                let mut v: Vec<f64> = v.iter().map(|r| r.bits_per_second / 1e6).collect();
+                median_f(&mut v)
+            };
+            let (unobserved_mbps, attached_mbps) = (mbps(&base), mbps(&attached));
+            let ratios: Vec<f64> = attached
+                .iter()
+                .filter_map(|a| {
+                    let b = base.iter().find(|b| b.round == a.round)?;
+                    Some(a.bits_per_second / b.bits_per_second)
+                })
+                .collect();
+            summary.push(IperfSummary {
+                offloads,
+                streams,
+                unobserved_mbps,
+                attached_mbps,
+                ratio: attached_mbps / unobserved_mbps,
+                ratio_interval: Some(median_interval(&ratios)),
+            });
+        }
+    }
+    Ok(IperfBench {
+        seconds,
+        runs,
+        summary,
+    })
+}
+
+/// `rounds` rounds of iperf3 on a lab of its own.
+fn iperf_lab(offloads: bool, rounds: usize, seconds: u32) -> anyhow::Result<Vec<IperfRun>> {
+    let config = LabConfig {
+        offloads,
+        ..bench_config(64)
+    };
     lab::up(&config, &quiet)?;
     let target = config.target_address().to_string();
     let result = Command::new("ip")
@@ -343,32 +416,7 @@ pub fn iperf(rounds: usize, seconds: u32) -> anyhow::Result<IperfBench> {
             runs
         });
     lab::down()?;
-    let runs = result?;
-    let summary = [1u32, 8]
-        .iter()
-        .map(|&streams| {
-            let of = |attached: bool| {
-                let mut v: Vec<f64> = runs
-                    .iter()
-                    .filter(|r| r.streams == streams && r.attached == attached)
-                    .map(|r| r.bits_per_second / 1e6)
-                    .collect();
-                median_f(&mut v)
-            };
-            let (unobserved_mbps, attached_mbps) = (of(false), of(true));
-            IperfSummary {
-                streams,
-                unobserved_mbps,
-                attached_mbps,
-                ratio: attached_mbps / unobserved_mbps,
-            }
-        })
-        .collect();
-    Ok(IperfBench {
-        seconds,
-        runs,
-        summary,
-    })
+    result
 }
 
 /// migverify's observers on every observation point of the lab, with the
@@ -394,9 +442,17 @@ fn iperf_rounds(
     let mut runs = Vec::new();
     for round in 0..rounds {
         for streams in [1u32, 8] {
-            for attached in [false, true] {
+            // Paired: the order flips every other round, so drift over a
+            // round hits both alike.
+            let order = if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for attached in order {
                 eprintln!(
-                    "bench: iperf3 round {}/{rounds}, {streams} stream(s), attached {attached}",
+                    "bench: iperf3 (offloads {}) round {}/{rounds}, {streams} stream(s), attached {attached}",
+                    if config.offloads { "on" } else { "off" },
                     round + 1
                 );
                 let dataplane = if attached {
@@ -407,6 +463,8 @@ fn iperf_rounds(
                 let bits_per_second = iperf_client(target, streams, seconds)?;
                 drop(dataplane);
                 runs.push(IperfRun {
+                    offloads: config.offloads,
+                    round,
                     streams,
                     attached,
                     bits_per_second,

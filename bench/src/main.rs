@@ -14,6 +14,7 @@ mod markdown;
 mod perpacket;
 mod provenance;
 mod soak;
+mod targets;
 mod userspace;
 
 use std::path::{Path, PathBuf};
@@ -162,11 +163,12 @@ fn main() -> anyhow::Result<()> {
         "{} is missing: build it (cargo build --release -p verifier)",
         migverify.display()
     );
+    // iperf3: paired rounds with offloads off (the targets), then on.
     let (rounds, migration_rounds, memory, iperf_rounds, iperf_seconds, footprint_s) = if args.quick
     {
-        (3, 2, 256, 1, 2, 10.0)
+        (3, 2, 256, (2, 1), 2, 10.0)
     } else {
-        (7, 9, 512, 3, 5, 60.0)
+        (7, 11, 512, (8, 3), 5, 60.0)
     };
     let in_place_rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 5 });
     let rounds = args.rounds.unwrap_or(rounds);
@@ -197,7 +199,11 @@ fn main() -> anyhow::Result<()> {
             Part::HooksInPlace => {
                 serde_json::to_value(inplace::run(in_place_rounds, memory, builds, None)?)
             }
-            Part::Iperf3 => serde_json::to_value(labbench::iperf(iperf_rounds, iperf_seconds)?),
+            Part::Iperf3 => serde_json::to_value(labbench::iperf(
+                iperf_rounds.0,
+                iperf_rounds.1,
+                iperf_seconds,
+            )?),
             Part::Verifier => serde_json::to_value(userspace::verifier_cost(builds)?),
             Part::Footprint => {
                 serde_json::to_value(userspace::footprint(&migverify, 16, footprint_s)?)
@@ -214,10 +220,7 @@ fn main() -> anyhow::Result<()> {
         // Every run is kept, parts too.
         let dir = args.root.join("bench/results/parts");
         std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!(
-            "{}-{part:?}.json",
-            machine().date.replace(':', "")
-        ));
+        let path = dir.join(format!("{}-{part:?}.json", machine().date.replace(':', "")));
         std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("bench: wrote {}", path.display());
         println!("{json}");
@@ -240,7 +243,7 @@ fn main() -> anyhow::Result<()> {
     eprintln!("bench: in place, {in_place_rounds} rounds");
     let in_place = inplace::run(in_place_rounds, memory, builds, None)?;
     eprintln!("bench: iperf3");
-    let iperf3 = labbench::iperf(iperf_rounds, iperf_seconds)?;
+    let iperf3 = labbench::iperf(iperf_rounds.0, iperf_rounds.1, iperf_seconds)?;
     eprintln!("bench: footprint of a verify process, {footprint_s} s");
     let footprint = userspace::footprint(&migverify, 16, footprint_s)?;
     eprintln!("bench: the agent, {soak_migrations} migrations");
@@ -278,7 +281,8 @@ fn write(root: &Path, results: &Results, date: &str) -> anyhow::Result<()> {
 
 fn write_docs(root: &Path, results: &Results) -> anyhow::Result<()> {
     let docs = root.join("docs/benchmarks.md");
-    let page = markdown::render(results);
+    let history = targets::history(root);
+    let page = markdown::render(results, &history);
     std::fs::write(&docs, &page).with_context(|| format!("writing {}", docs.display()))?;
     eprintln!("bench: wrote {}", docs.display());
     print!("{page}");

@@ -138,10 +138,11 @@ pub fn run(rounds: usize, builds: &[Build]) -> anyhow::Result<Vec<Shape>> {
     let mut samples = vec![[const { Vec::new() }; 5]; shapes.len()];
     let mut build_samples = vec![vec![Vec::new(); builds.len()]; shapes.len()];
     for round in 0..rounds {
-        for (((_, frame, _), [floor, observer, classifier, naive_ns, stats_on]), of_builds) in shapes
-            .iter()
-            .zip(samples.iter_mut())
-            .zip(build_samples.iter_mut())
+        for (((_, frame, _), [floor, observer, classifier, naive_ns, stats_on]), of_builds) in
+            shapes
+                .iter()
+                .zip(samples.iter_mut())
+                .zip(build_samples.iter_mut())
         {
             floor.push(ns_per_packet(dataplane.program_mut("empty"), frame)?);
             // This build and the others, in turns: first one way, then the other.
@@ -156,10 +157,8 @@ pub fn run(rounds: usize, builds: &[Build]) -> anyhow::Result<Vec<Shape>> {
                     None => {
                         observer.push(ns_per_packet(dataplane.program_mut("ingress_00"), frame)?)
                     }
-                    Some(i) => of_builds[i].push(ns_per_packet(
-                        others[i].program_mut("ingress_00"),
-                        frame,
-                    )?),
+                    Some(i) => of_builds[i]
+                        .push(ns_per_packet(others[i].program_mut("ingress_00"), frame)?),
                 }
             }
             classifier.push(ns_per_packet(

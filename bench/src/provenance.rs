@@ -83,6 +83,7 @@ pub fn of_checkout(root: &Path) -> Provenance {
 /// Why the page at `page` does not describe the code committed at HEAD in
 /// `root`, if it does not. `Ok(None)`: it does; `Err`: no git checkout to
 /// compare with.
+#[cfg(test)]
 pub fn stale_page(root: &Path, page: &str) -> Result<Option<String>, String> {
     git(root, &["rev-parse", "HEAD"]).ok_or("not a git checkout")?;
     let Some(marker) = page.lines().find(|l| l.starts_with(MARKER)) else {
@@ -132,7 +133,10 @@ mod tests {
         assert!(p.code_clean());
         p.dirty.push("verifier-ebpf/src/programs/tcp.rs".into());
         assert!(!p.code_clean());
-        assert_eq!(p.marker(), format!("{MARKER} commit=abc code-clean=false -->"));
+        assert_eq!(
+            p.marker(),
+            format!("{MARKER} commit=abc code-clean=false -->")
+        );
     }
 
     /// docs/benchmarks.md describes the code that ships: it was written
@@ -140,7 +144,8 @@ mod tests {
     #[test]
     fn the_published_page_describes_the_code_at_head() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let page = std::fs::read_to_string(root.join("docs/benchmarks.md")).expect("docs/benchmarks.md");
+        let page =
+            std::fs::read_to_string(root.join("docs/benchmarks.md")).expect("docs/benchmarks.md");
         match stale_page(&root, &page) {
             Ok(None) => {}
             Ok(Some(why)) => panic!(
