@@ -226,10 +226,6 @@ pub const SEEN_RST: u8 = 8;
 
 /// Counters of one [`FlowKey`]. The counters are added to atomically:
 /// segments of one flow can be handled on several CPUs at once.
-///
-/// In the order a segment touches them: what every segment updates first
-/// (with the key, the first cache line of a [`FlowEntry`]), then what most
-/// read (the second), then what only some segments touch (the third).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
@@ -239,6 +235,17 @@ pub struct FlowStats {
     pub packets: u64,
     /// TCP payload that advanced the sequence: each byte once.
     pub unique_payload_bytes: u64,
+    /// TCP payload at or below the highest sequence already seen, and not
+    /// filling a gap left by reordering.
+    pub retransmitted_bytes: u64,
+    /// Segments with payload that brought nothing new.
+    pub retransmits: u64,
+    /// Segments advertising a zero receive window.
+    pub zero_windows: u64,
+    /// CLOCK_MONOTONIC (coarse) nanoseconds when the entry was made. There
+    /// is no per-packet "last seen": user space sees progress by polling,
+    /// and a clock read on every packet costs more than it tells.
+    pub first_seen_ns: u64,
     /// End (seq + len) of the highest segment seen.
     pub seq_high: u32,
     /// Whether `seq_high` holds a sequence number yet.
@@ -264,28 +271,17 @@ pub struct FlowStats {
     pub ts_val_ns: u64,
     /// When the last RTT sample was taken from this direction's echoes.
     pub last_rtt_ns: u64,
+    /// The MSS option of this direction's SYN (0: none seen), what the
+    /// sender's interface MTU allows it to receive: set once per connection.
+    pub mss: u16,
+    pub _pad2: [u8; 2],
     /// The newest gap below `seq_high` not filled yet, `[hole_start,
     /// hole_end)` (equal: none). Segments of one flow handled on two CPUs
     /// can arrive out of order; the late ones fill the gap and count as new
     /// payload, not as retransmissions.
     pub hole_start: u32,
     pub hole_end: u32,
-    /// The MSS option of this direction's SYN (0: none seen), what the
-    /// sender's interface MTU allows it to receive: set once per connection.
-    pub mss: u16,
-    pub _pad2: [u8; 2],
     pub _pad3: [u8; 4],
-    /// TCP payload at or below the highest sequence already seen, and not
-    /// filling a gap left by reordering.
-    pub retransmitted_bytes: u64,
-    /// Segments with payload that brought nothing new.
-    pub retransmits: u64,
-    /// Segments advertising a zero receive window.
-    pub zero_windows: u64,
-    /// CLOCK_MONOTONIC (coarse) nanoseconds when the entry was made. There
-    /// is no per-packet "last seen": user space sees progress by polling,
-    /// and a clock read on every packet costs more than it tells.
-    pub first_seen_ns: u64,
 }
 
 /// Entries of the flow table: flows x hooks x directions, both families.
@@ -299,11 +295,7 @@ pub const MAX_FLOWS: u32 = 65536;
 /// segment whose key matches the entry there is accounted without a hash
 /// lookup. The hash tables (`FLOW_INDEX_V4`/`_V6`) map keys to indexes for
 /// the rest.
-///
-/// Three cache lines: entries are a multiple of 64 bytes, in an array whose
-/// values start on a page (`BPF_F_MMAPABLE`), so a segment of a kept flow
-/// reads and writes two lines, the key's and the next (see [`FlowStats`]).
-#[repr(C, align(64))]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEntry {
     pub key: FlowKey,

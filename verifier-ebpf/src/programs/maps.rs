@@ -4,7 +4,7 @@
 //! its map definitions, so the whole shared state shows at a glance.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, Queue, RingBuf},
 };
@@ -41,12 +41,9 @@ pub(super) static MIGRATION_CIDRS: LpmTrie<CidrData, u8> =
 #[map]
 pub(super) static CIDR_TABLE: Array<CidrTable> = Array::with_max_entries(1, 0);
 
-/// The kept flows, found by index (see [`FlowEntry`]). Mappable: the only
-/// way to have the kernel start the values on a page, so that every entry
-/// starts on a cache line.
+/// The kept flows, found by index (see [`FlowEntry`]).
 #[map]
-pub(super) static FLOW_ENTRIES: Array<FlowEntry> =
-    Array::with_max_entries(MAX_FLOWS, BPF_F_MMAPABLE);
+pub(super) static FLOW_ENTRIES: Array<FlowEntry> = Array::with_max_entries(MAX_FLOWS, 0);
 
 /// Flow keys to their index in `FLOW_ENTRIES`, one table per family:
 /// IPv4 keys are short and hash fast.
