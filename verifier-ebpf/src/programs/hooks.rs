@@ -15,8 +15,8 @@ use super::{
     maps::{bump, CLASSIFIER, CURRENT_HOOK, HOOK_COUNTERS},
     mem::zero_in_place,
     parse::{
-        be16, bytes, parse, Parsed, Segment, Skip, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q,
-        ETH_P_ARP, ETH_P_IP, ETH_P_IPV6,
+        be16, bytes, parse, Parsed, Segment, Skip, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP,
+        ETH_P_IP, ETH_P_IPV6,
     },
     tcp::account,
 };
