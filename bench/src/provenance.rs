@@ -139,6 +139,20 @@ mod tests {
         );
     }
 
+    /// A page written from a commit before the last change to the
+    /// measured code is stale (f357094 predates this branch's eBPF changes).
+    #[test]
+    fn a_page_from_before_the_last_change_is_stale() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let page = format!("# Benchmarks\n\n{MARKER} commit=f3570948df8ee595e7e3c62291d51e92a61a8d94 code-clean=true -->\n");
+        match stale_page(&root, &page) {
+            Ok(why) => assert!(why.is_some(), "a page from f357094 passed as current"),
+            Err(why) => eprintln!("not checked: {why}"),
+        }
+        let unmarked = stale_page(&root, "# Benchmarks\n");
+        assert!(!matches!(unmarked, Ok(None)));
+    }
+
     /// docs/benchmarks.md describes the code that ships: it was written
     /// by a run of the eBPF programs and data plane committed at HEAD.
     #[test]
