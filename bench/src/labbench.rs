@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::interval::{median_interval, Interval};
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 use verifier::{
@@ -58,6 +59,10 @@ pub struct VariantSummary {
     pub max_ms: u64,
     /// Median of the per-round ratios against the unobserved run of the same round.
     pub median_ratio: f64,
+    /// That median with its 95% bootstrap interval over the paired rounds
+    /// (absent from runs made before it was measured).
+    #[serde(default)]
+    pub ratio: Option<Interval>,
     pub median_throughput_mbps: f64,
 }
 
@@ -69,28 +74,11 @@ pub struct MigrationBench {
     pub offloads: bool,
     pub runs: Vec<MigrationRun>,
     pub summary: Vec<VariantSummary>,
-    /// One more migration with migverify's programs attached and the
-    /// kernel's run-time statistics on: what the hooks cost in place.
-    pub hooks_in_place: HooksInPlace,
 }
 
-/// The kernel's own account (`BPF_ENABLE_STATS`) of migverify's hook
-/// programs during one migration; tail-called work counts to the hook.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct HooksInPlace {
-    pub migration_ms: u64,
-    pub runs: u64,
-    pub cpu_ms: f64,
-    pub ns_per_run: f64,
-    /// Segments of kept flows that missed their CPU's flow cache and paid
-    /// for a hash lookup.
-    #[serde(default)]
-    pub flow_cache_misses: u64,
-}
+pub fn quiet(_: &str) {}
 
-fn quiet(_: &str) {}
-
-fn bench_config(memory_mib: u64) -> LabConfig {
+pub fn bench_config(memory_mib: u64) -> LabConfig {
     LabConfig {
         memory_mib,
         // MTU-sized packets on the wire, as a real NIC sends them.
@@ -124,9 +112,8 @@ pub fn migration(rounds: usize, memory_mib: u64) -> anyhow::Result<MigrationBenc
         }
         Ok(runs)
     })();
-    let in_place = result.and_then(|runs| Ok((runs, hooks_in_place(&config)?)));
     lab::down()?;
-    let (runs, hooks_in_place) = in_place?;
+    let runs = result?;
     let summary = Variant::ALL.iter().map(|v| summarize(*v, &runs)).collect();
     Ok(MigrationBench {
         memory_mib,
@@ -135,44 +122,6 @@ pub fn migration(rounds: usize, memory_mib: u64) -> anyhow::Result<MigrationBenc
         offloads: config.offloads,
         runs,
         summary,
-        hooks_in_place,
-    })
-}
-
-/// [`hooks_in_place`] on a lab of its own.
-pub fn hooks_in_place_alone(memory_mib: u64) -> anyhow::Result<HooksInPlace> {
-    let config = bench_config(memory_mib);
-    lab::up(&config, &quiet)?;
-    let result = hooks_in_place(&config);
-    lab::down()?;
-    result
-}
-
-/// A migration with the programs attached and the kernel timing every run
-/// of them (the statistics are on while the returned fd is open).
-fn hooks_in_place(config: &LabConfig) -> anyhow::Result<HooksInPlace> {
-    eprintln!("bench: migration with the kernel's BPF run-time statistics on");
-    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
-        .context("turning the kernel's BPF run-time statistics on")?;
-    let mut dataplane = attach(config)?;
-    let outcome = lab::migrate(config, &quiet, &mut |_| Ok(()))?;
-    let slots: Vec<u32> = dataplane.attachments().iter().map(|a| a.slot).collect();
-    let (mut runs, mut time) = (0, Duration::ZERO);
-    for slot in slots {
-        for name in [format!("ingress_{slot:02}"), format!("egress_{slot:02}")] {
-            let info = dataplane.program_mut(&name).info()?;
-            runs += info.run_count();
-            time += info.run_time();
-        }
-    }
-    drop(stats);
-    let flow_cache_misses = dataplane.stats()?.flow_cache_misses;
-    Ok(HooksInPlace {
-        migration_ms: outcome.total_time_ms,
-        runs,
-        cpu_ms: time.as_secs_f64() * 1000.0,
-        ns_per_run: time.as_nanos() as f64 / runs.max(1) as f64,
-        flow_cache_misses,
     })
 }
 
@@ -194,6 +143,7 @@ fn summarize(variant: Variant, runs: &[MigrationRun]) -> VariantSummary {
         .zip(&base)
         .map(|(r, b)| r.total_time_ms as f64 / b.total_time_ms as f64)
         .collect();
+    let ratio = Some(median_interval(&ratios));
     let mut throughput: Vec<f64> = mine.iter().map(|r| r.throughput_mbps).collect();
     VariantSummary {
         variant,
@@ -202,6 +152,7 @@ fn summarize(variant: Variant, runs: &[MigrationRun]) -> VariantSummary {
         min_ms: times[0],
         max_ms: times[times.len() - 1],
         median_ratio: median_f(&mut ratios),
+        ratio,
         median_throughput_mbps: median_f(&mut throughput),
     }
 }
@@ -356,6 +307,11 @@ fn capture(
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct IperfRun {
+    /// Segmentation offloads on the lab's veths (absent: off).
+    #[serde(default)]
+    pub offloads: bool,
+    #[serde(default)]
+    pub round: usize,
     pub streams: u32,
     pub attached: bool,
     pub bits_per_second: f64,
@@ -363,10 +319,16 @@ pub struct IperfRun {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct IperfSummary {
+    #[serde(default)]
+    pub offloads: bool,
     pub streams: u32,
     pub unobserved_mbps: f64,
     pub attached_mbps: f64,
     pub ratio: f64,
+    /// Attached over unobserved within each round, the median with its 95%
+    /// bootstrap interval (absent from runs made before it was measured).
+    #[serde(default)]
+    pub ratio_interval: Option<Interval>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -376,9 +338,64 @@ pub struct IperfBench {
     pub summary: Vec<IperfSummary>,
 }
 
-/// iperf3 from node A's virt-handler to node B's over the migration network.
-pub fn iperf(rounds: usize, seconds: u32) -> anyhow::Result<IperfBench> {
-    let config = bench_config(64);
+/// iperf3 from node A's virt-handler to node B's over the migration network:
+/// `rounds` paired rounds with segmentation offloads off (MTU-sized packets,
+/// what the targets are about), then `rounds_offloaded` with them on (the
+/// default on real NICs: fewer, larger packets).
+pub fn iperf(rounds: usize, rounds_offloaded: usize, seconds: u32) -> anyhow::Result<IperfBench> {
+    let mut runs = iperf_lab(false, rounds, seconds)?;
+    if rounds_offloaded > 0 {
+        runs.extend(iperf_lab(true, rounds_offloaded, seconds)?);
+    }
+    let mut summary = Vec::new();
+    for offloads in [false, true] {
+        for streams in [1u32, 8] {
+            let of = |attached: bool| -> Vec<&IperfRun> {
+                runs.iter()
+                    .filter(|r| {
+                        r.offloads == offloads && r.streams == streams && r.attached == attached
+                    })
+                    .collect()
+            };
+            let (base, attached) = (of(false), of(true));
+            if base.is_empty() || attached.is_empty() {
+                continue;
+            }
+            let mbps = |v: &[&IperfRun]| {
+                let mut v: Vec<f64> = v.iter().map(|r| r.bits_per_second / 1e6).collect();
+                median_f(&mut v)
+            };
+            let (unobserved_mbps, attached_mbps) = (mbps(&base), mbps(&attached));
+            let ratios: Vec<f64> = attached
+                .iter()
+                .filter_map(|a| {
+                    let b = base.iter().find(|b| b.round == a.round)?;
+                    Some(a.bits_per_second / b.bits_per_second)
+                })
+                .collect();
+            summary.push(IperfSummary {
+                offloads,
+                streams,
+                unobserved_mbps,
+                attached_mbps,
+                ratio: attached_mbps / unobserved_mbps,
+                ratio_interval: Some(median_interval(&ratios)),
+            });
+        }
+    }
+    Ok(IperfBench {
+        seconds,
+        runs,
+        summary,
+    })
+}
+
+/// `rounds` rounds of iperf3 on a lab of its own.
+fn iperf_lab(offloads: bool, rounds: usize, seconds: u32) -> anyhow::Result<Vec<IperfRun>> {
+    let config = LabConfig {
+        offloads,
+        ..bench_config(64)
+    };
     lab::up(&config, &quiet)?;
     let target = config.target_address().to_string();
     let result = Command::new("ip")
@@ -402,38 +419,18 @@ pub fn iperf(rounds: usize, seconds: u32) -> anyhow::Result<IperfBench> {
             runs
         });
     lab::down()?;
-    let runs = result?;
-    let summary = [1u32, 8]
-        .iter()
-        .map(|&streams| {
-            let of = |attached: bool| {
-                let mut v: Vec<f64> = runs
-                    .iter()
-                    .filter(|r| r.streams == streams && r.attached == attached)
-                    .map(|r| r.bits_per_second / 1e6)
-                    .collect();
-                median_f(&mut v)
-            };
-            let (unobserved_mbps, attached_mbps) = (of(false), of(true));
-            IperfSummary {
-                streams,
-                unobserved_mbps,
-                attached_mbps,
-                ratio: attached_mbps / unobserved_mbps,
-            }
-        })
-        .collect();
-    Ok(IperfBench {
-        seconds,
-        runs,
-        summary,
-    })
+    result
 }
 
 /// migverify's observers on every observation point of the lab, with the
 /// migration CIDR loaded so iperf3's flows take the full migration path.
 pub fn attach(config: &LabConfig) -> anyhow::Result<Dataplane> {
-    let mut dataplane = Dataplane::load()?;
+    attach_with(config, Dataplane::load()?)
+}
+
+/// [`attach`] with a data plane already loaded (another build of the
+/// programs, say).
+pub fn attach_with(config: &LabConfig, mut dataplane: Dataplane) -> anyhow::Result<Dataplane> {
     dataplane.add_cidr(config.migration_cidr().parse()?)?;
     dataplane.attach_all(&topology::observation_points(config))?;
     Ok(dataplane)
@@ -448,9 +445,17 @@ fn iperf_rounds(
     let mut runs = Vec::new();
     for round in 0..rounds {
         for streams in [1u32, 8] {
-            for attached in [false, true] {
+            // Paired: the order flips every other round, so drift over a
+            // round hits both alike.
+            let order = if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for attached in order {
                 eprintln!(
-                    "bench: iperf3 round {}/{rounds}, {streams} stream(s), attached {attached}",
+                    "bench: iperf3 (offloads {}) round {}/{rounds}, {streams} stream(s), attached {attached}",
+                    if config.offloads { "on" } else { "off" },
                     round + 1
                 );
                 let dataplane = if attached {
@@ -461,6 +466,8 @@ fn iperf_rounds(
                 let bits_per_second = iperf_client(target, streams, seconds)?;
                 drop(dataplane);
                 runs.push(IperfRun {
+                    offloads: config.offloads,
+                    round,
                     streams,
                     attached,
                     bits_per_second,

@@ -7,10 +7,14 @@
 //! Writes `bench/results/<time>.json` and `latest.json`, and rewrites
 //! `docs/benchmarks.md`. Run with `cargo xtask bench` (as root).
 
+mod inplace;
+mod interval;
 mod labbench;
 mod markdown;
 mod perpacket;
+mod provenance;
 mod soak;
+mod targets;
 mod userspace;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +41,32 @@ struct Args {
     /// Workspace root (results and docs are written there).
     #[arg(long, value_name = "DIR", default_value = ".")]
     root: PathBuf,
+    /// Another build of the eBPF programs (an object file) to measure beside
+    /// this one, in the same rounds: per-packet and in place. Repeatable.
+    #[arg(long = "build", value_name = "NAME=OBJECT", value_parser = parse_build)]
+    builds: Vec<Build>,
+    /// Rounds of the per-packet and in-place parts (default: 7 and 5, or
+    /// fewer with --quick).
+    #[arg(long, value_name = "N")]
+    rounds: Option<usize>,
+}
+
+/// Another build of the eBPF programs, compared with this one.
+#[derive(Debug, Clone)]
+pub struct Build {
+    pub name: String,
+    pub object: Vec<u8>,
+}
+
+fn parse_build(arg: &str) -> Result<Build, String> {
+    let (name, path) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("{arg}: expected NAME=OBJECT"))?;
+    let object = std::fs::read(path).map_err(|e| format!("reading {path}: {e}"))?;
+    Ok(Build {
+        name: name.to_string(),
+        object,
+    })
 }
 
 /// The parts of a run, for `--only`.
@@ -46,10 +76,14 @@ enum Part {
     Attach,
     Flood,
     Migration,
-    /// One migration with the kernel's run-time statistics on.
+    /// Migrations with the kernel's run-time statistics on: the hooks
+    /// against the empty program on the same hooks.
     HooksInPlace,
     Iperf3,
     Footprint,
+    /// What the kernel's verifier does with each program: load time,
+    /// instructions verified, JIT size.
+    Verifier,
     /// The agent against the replay API server for 1000 migrations; its
     /// figures go into the latest results and docs/benchmarks.md.
     AgentSoak,
@@ -67,9 +101,13 @@ pub struct Machine {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Results {
     pub machine: Machine,
+    /// The code measured (commit, clean or not).
+    #[serde(default)]
+    pub provenance: provenance::Provenance,
     pub quick: bool,
     pub per_packet: Vec<perpacket::Shape>,
     pub migration: labbench::MigrationBench,
+    pub in_place: inplace::InPlaceBench,
     pub iperf3: labbench::IperfBench,
     pub attach: labbench::AttachTime,
     pub footprint: userspace::FootprintBench,
@@ -125,13 +163,18 @@ fn main() -> anyhow::Result<()> {
         "{} is missing: build it (cargo build --release -p verifier)",
         migverify.display()
     );
+    // iperf3: paired rounds with offloads off (the targets), then on.
     let (rounds, migration_rounds, memory, iperf_rounds, iperf_seconds, footprint_s) = if args.quick
     {
-        (3, 2, 256, 1, 2, 10.0)
+        (3, 2, 256, (2, 1), 2, 10.0)
     } else {
-        (7, 9, 512, 3, 5, 60.0)
+        (7, 11, 512, (8, 3), 5, 60.0)
     };
+    let in_place_rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 5 });
+    let rounds = args.rounds.unwrap_or(rounds);
+    let builds = &args.builds;
 
+    let provenance = provenance::of_checkout(&args.root);
     let soak_migrations = if args.quick { 200 } else { 1000 };
     if args.only == Some(Part::AgentSoak) {
         // Its figures join the latest full run's: docs/benchmarks.md keeps
@@ -149,25 +192,45 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(part) = args.only {
         let figures = match part {
-            Part::PerPacket => serde_json::to_value(perpacket::run(rounds)?),
+            Part::PerPacket => serde_json::to_value(perpacket::run(rounds, builds)?),
             Part::Attach => serde_json::to_value(labbench::attach_time(rounds)?),
             Part::Flood => serde_json::to_value(userspace::flood(100_000)?),
             Part::Migration => serde_json::to_value(labbench::migration(migration_rounds, memory)?),
-            Part::HooksInPlace => serde_json::to_value(labbench::hooks_in_place_alone(memory)?),
-            Part::Iperf3 => serde_json::to_value(labbench::iperf(iperf_rounds, iperf_seconds)?),
+            Part::HooksInPlace => {
+                serde_json::to_value(inplace::run(in_place_rounds, memory, builds, None)?)
+            }
+            Part::Iperf3 => serde_json::to_value(labbench::iperf(
+                iperf_rounds.0,
+                iperf_rounds.1,
+                iperf_seconds,
+            )?),
+            Part::Verifier => serde_json::to_value(userspace::verifier_cost(builds)?),
             Part::Footprint => {
                 serde_json::to_value(userspace::footprint(&migverify, 16, footprint_s)?)
             }
             Part::AgentSoak => unreachable!("handled above"),
         }?;
-        println!("{}", serde_json::to_string_pretty(&figures)?);
+        let json = serde_json::to_string_pretty(&serde_json::json!({
+            "machine": machine(),
+            "provenance": provenance,
+            "part": format!("{part:?}"),
+            "builds": builds.iter().map(|b| &b.name).collect::<Vec<_>>(),
+            "figures": figures,
+        }))?;
+        // Every run is kept, parts too.
+        let dir = args.root.join("bench/results/parts");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{}-{part:?}.json", machine().date.replace(':', "")));
+        std::fs::write(&path, &json).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench: wrote {}", path.display());
+        println!("{json}");
         return Ok(());
     }
     eprintln!(
         "bench: per-packet cost ({rounds} rounds of {} repeats)",
         perpacket::REPEAT
     );
-    let per_packet = perpacket::run(rounds)?;
+    let per_packet = perpacket::run(rounds, builds)?;
     eprintln!("bench: time to attach");
     let attach = labbench::attach_time(rounds)?;
     eprintln!("bench: flow table flood");
@@ -177,8 +240,10 @@ fn main() -> anyhow::Result<()> {
         labbench::Variant::ALL.len()
     );
     let migration = labbench::migration(migration_rounds, memory)?;
+    eprintln!("bench: in place, {in_place_rounds} rounds");
+    let in_place = inplace::run(in_place_rounds, memory, builds, None)?;
     eprintln!("bench: iperf3");
-    let iperf3 = labbench::iperf(iperf_rounds, iperf_seconds)?;
+    let iperf3 = labbench::iperf(iperf_rounds.0, iperf_rounds.1, iperf_seconds)?;
     eprintln!("bench: footprint of a verify process, {footprint_s} s");
     let footprint = userspace::footprint(&migverify, 16, footprint_s)?;
     eprintln!("bench: the agent, {soak_migrations} migrations");
@@ -186,9 +251,11 @@ fn main() -> anyhow::Result<()> {
 
     let results = Results {
         machine: machine(),
+        provenance,
         quick: args.quick,
         per_packet,
         migration,
+        in_place,
         iperf3,
         attach,
         footprint,
@@ -214,7 +281,8 @@ fn write(root: &Path, results: &Results, date: &str) -> anyhow::Result<()> {
 
 fn write_docs(root: &Path, results: &Results) -> anyhow::Result<()> {
     let docs = root.join("docs/benchmarks.md");
-    let page = markdown::render(results);
+    let history = targets::history(root);
+    let page = markdown::render(results, &history);
     std::fs::write(&docs, &page).with_context(|| format!("writing {}", docs.display()))?;
     eprintln!("bench: wrote {}", docs.display());
     print!("{page}");

@@ -15,6 +15,8 @@ use verifier::{
     frames::{self, TcpSegment},
 };
 
+use crate::Build;
+
 pub const REPEAT: u32 = 1_000_000;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,6 +34,27 @@ pub struct Shape {
     pub above_floor_ns: u64,
     pub baseline_above_floor_ns: u64,
     pub target_above_floor_ns: Option<u64>,
+    /// The empty program with the kernel's run-time statistics on: the
+    /// floor plus what the statistics cost every program run.
+    #[serde(default)]
+    pub empty_stats_median_ns: u64,
+    /// Every round's figures: empty, observer.
+    #[serde(default)]
+    pub empty_ns: Vec<u64>,
+    #[serde(default)]
+    pub observer_ns: Vec<u64>,
+    /// Other builds of the programs, measured in the same rounds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub builds: Vec<BuildFigure>,
+}
+
+/// Another build's observer on one frame.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BuildFigure {
+    pub name: String,
+    pub observer_median_ns: u64,
+    pub above_floor_ns: u64,
+    pub observer_ns: Vec<u64>,
 }
 
 fn ns_per_packet(program: &SchedClassifier, frame: &[u8]) -> anyhow::Result<u64> {
@@ -49,8 +72,9 @@ fn best_and_median(samples: &mut [u64]) -> (u64, u64) {
     (samples[0], samples[samples.len() / 2])
 }
 
-pub fn run(rounds: usize) -> anyhow::Result<Vec<Shape>> {
-    let mut dataplane = Dataplane::load()?;
+/// A data plane loaded as a verify run loads it (two endpoints, two CIDRs)
+/// with the classifier, `empty` and `ingress_00` ready to run.
+fn loaded(mut dataplane: Dataplane) -> anyhow::Result<Dataplane> {
     dataplane.load_classifier()?;
     for name in ["empty", "ingress_00"] {
         dataplane
@@ -58,6 +82,20 @@ pub fn run(rounds: usize) -> anyhow::Result<Vec<Shape>> {
             .load()
             .with_context(|| format!("loading {name}"))?;
     }
+    for endpoint in ["10.200.5.12:49152", "[fd00:200:5::12]:49152"] {
+        dataplane.add_endpoint(&endpoint.parse()?)?;
+    }
+    dataplane.add_cidr("10.200.5.0/24".parse()?)?;
+    dataplane.add_cidr("fd00:200:5::/64".parse()?)?;
+    Ok(dataplane)
+}
+
+pub fn run(rounds: usize, builds: &[Build]) -> anyhow::Result<Vec<Shape>> {
+    let mut dataplane = loaded(Dataplane::load()?)?;
+    let mut others = builds
+        .iter()
+        .map(|b| loaded(Dataplane::load_variant(&b.object)?))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut baseline = Ebpf::load(BENCH_BASELINE).context("loading the baseline object")?;
     let naive: &mut SchedClassifier = baseline
         .program_mut("naive_lru")
@@ -66,12 +104,6 @@ pub fn run(rounds: usize) -> anyhow::Result<Vec<Shape>> {
     naive.load()?;
     let naive: &SchedClassifier = baseline.program("naive_lru").expect("loaded").try_into()?;
 
-    // What a verify run loads: the published endpoints and the migration CIDRs.
-    for endpoint in ["10.200.5.12:49152", "[fd00:200:5::12]:49152"] {
-        dataplane.add_endpoint(&endpoint.parse()?)?;
-    }
-    dataplane.add_cidr("10.200.5.0/24".parse()?)?;
-    dataplane.add_cidr("fd00:200:5::/64".parse()?)?;
     let addr = |s: &str| s.parse::<SocketAddr>().expect("literal address");
     let migration = TcpSegment::new(addr("10.200.5.11:41000"), addr("10.200.5.12:49152"))
         .payload(&[0x17; 1400])
@@ -85,44 +117,86 @@ pub fn run(rounds: usize) -> anyhow::Result<Vec<Shape>> {
     let unrelated =
         TcpSegment::new(addr("10.128.0.5:41000"), addr("10.128.0.6:8080")).payload(&[0x17; 1400]);
     let shapes: [(&'static str, Vec<u8>, Option<u64>); 5] = [
-        ("known migration segment, ipv4", migration.frame(), Some(40)),
+        ("known migration segment, ipv4", migration.frame(), Some(12)),
         (
             "known migration segment, 802.1Q",
             migration.clone().vlan(100).frame(),
-            Some(40),
+            Some(12),
         ),
         (
             "known migration segment, ipv6",
             migration6.frame(),
-            Some(40),
+            Some(12),
         ),
-        ("unrelated tcp", unrelated.frame(), Some(25)),
-        ("non-ip (arp)", frames::arp_frame(), Some(10)),
+        ("unrelated tcp", unrelated.frame(), Some(10)),
+        ("non-ip (arp)", frames::arp_frame(), Some(5)),
     ];
 
     // Rounds outside, shapes inside: a disturbance on the machine (the
     // previous process's maps being freed, say) spreads over every shape
     // instead of landing on the first, and the median drops it.
-    let mut samples = vec![[const { Vec::new() }; 4]; shapes.len()];
-    for _ in 0..rounds {
-        for ((_, frame, _), [floor, observer, classifier, naive_ns]) in
-            shapes.iter().zip(samples.iter_mut())
+    let mut samples = vec![[const { Vec::new() }; 5]; shapes.len()];
+    let mut build_samples = vec![vec![Vec::new(); builds.len()]; shapes.len()];
+    for round in 0..rounds {
+        for (((_, frame, _), [floor, observer, classifier, naive_ns, stats_on]), of_builds) in
+            shapes
+                .iter()
+                .zip(samples.iter_mut())
+                .zip(build_samples.iter_mut())
         {
             floor.push(ns_per_packet(dataplane.program_mut("empty"), frame)?);
-            observer.push(ns_per_packet(dataplane.program_mut("ingress_00"), frame)?);
+            // This build and the others, in turns: first one way, then the other.
+            let mut turns: Vec<Option<usize>> = std::iter::once(None)
+                .chain((0..others.len()).map(Some))
+                .collect();
+            if round % 2 == 1 {
+                turns.reverse();
+            }
+            for turn in turns {
+                match turn {
+                    None => {
+                        observer.push(ns_per_packet(dataplane.program_mut("ingress_00"), frame)?)
+                    }
+                    Some(i) => of_builds[i]
+                        .push(ns_per_packet(others[i].program_mut("ingress_00"), frame)?),
+                }
+            }
             classifier.push(ns_per_packet(
                 dataplane.program_mut("classify_packet"),
                 frame,
             )?);
             naive_ns.push(ns_per_packet(naive, frame)?);
+            let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .context("turning the kernel's BPF run-time statistics on")?;
+            stats_on.push(ns_per_packet(dataplane.program_mut("empty"), frame)?);
+            drop(stats);
         }
     }
     let mut results = Vec::new();
-    for ((frame_name, _, target), [floor, observer, classifier, naive_ns]) in
-        shapes.into_iter().zip(samples.iter_mut())
+    for (((frame_name, _, target), [floor, observer, classifier, naive_ns, stats_on]), of_builds) in
+        shapes
+            .into_iter()
+            .zip(samples.iter_mut())
+            .zip(build_samples)
     {
+        let (empty_ns, observer_ns) = (floor.clone(), observer.clone());
         let (empty_best_ns, empty_median_ns) = best_and_median(floor);
         let (observer_best_ns, observer_median_ns) = best_and_median(observer);
+        let (_, empty_stats_median_ns) = best_and_median(stats_on);
+        let builds = builds
+            .iter()
+            .zip(of_builds)
+            .map(|(build, mut ns)| {
+                let observer_ns = ns.clone();
+                let (_, median) = best_and_median(&mut ns);
+                BuildFigure {
+                    name: build.name.clone(),
+                    observer_median_ns: median,
+                    above_floor_ns: median.saturating_sub(empty_median_ns),
+                    observer_ns,
+                }
+            })
+            .collect();
         let (_, baseline_median_ns) = best_and_median(naive_ns);
         let (_, classifier_median_ns) = best_and_median(classifier);
         results.push(Shape {
@@ -136,6 +210,10 @@ pub fn run(rounds: usize) -> anyhow::Result<Vec<Shape>> {
             above_floor_ns: observer_median_ns.saturating_sub(empty_median_ns),
             baseline_above_floor_ns: baseline_median_ns.saturating_sub(empty_median_ns),
             target_above_floor_ns: target,
+            empty_stats_median_ns,
+            empty_ns,
+            observer_ns,
+            builds,
         });
     }
     Ok(results)

@@ -226,3 +226,43 @@ pub fn flood(flows: u32) -> anyhow::Result<FloodBench> {
         seconds,
     })
 }
+
+/// One program's load: the kernel's verifier and JIT.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProgramCost {
+    pub build: String,
+    pub program: String,
+    pub load_ms: f64,
+    pub verified_insns: Option<u32>,
+    pub jited_bytes: u32,
+}
+
+/// Loads every TC program of this build and `builds`, one by one.
+pub fn verifier_cost(builds: &[crate::Build]) -> anyhow::Result<Vec<ProgramCost>> {
+    let mut costs = Vec::new();
+    let this = std::iter::once(("migverify".to_string(), None));
+    let others = builds.iter().map(|b| (b.name.clone(), Some(&b.object)));
+    for (build, object) in this.chain(others) {
+        let mut dataplane = match object {
+            None => Dataplane::load()?,
+            Some(object) => Dataplane::load_variant(object)?,
+        };
+        for program in ["classify_packet", "ingress_00", "egress_00", "empty"] {
+            if !dataplane.has_program(program) {
+                continue;
+            }
+            let started = Instant::now();
+            dataplane.program_mut(program).load()?;
+            let load_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let info = dataplane.program_mut(program).info()?;
+            costs.push(ProgramCost {
+                build: build.clone(),
+                program: program.to_string(),
+                load_ms,
+                verified_insns: info.verified_instruction_count(),
+                jited_bytes: info.size_jitted(),
+            });
+        }
+    }
+    Ok(costs)
+}

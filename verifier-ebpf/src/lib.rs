@@ -111,7 +111,7 @@ pub const fn hook_index(slot: u32, direction: Direction) -> u32 {
     slot * 2 + direction as u32
 }
 
-/// Number of entries in `HOOK_COUNTERS`.
+/// Hooks in `HOOK_COUNTERS`' one per-CPU value.
 pub const HOOK_ENTRIES: u32 = MAX_SLOTS * 2;
 
 shared_enum! {
@@ -306,8 +306,9 @@ pub struct FlowEntry {
     pub stats: FlowStats,
 }
 
-/// Each CPU's `FLOW_CACHE` is 2^FLOW_CACHE_SET_BITS sets of two slots.
-pub const FLOW_CACHE_SET_BITS: u32 = 12;
+/// Each CPU's `FLOW_CACHE` is 2^FLOW_CACHE_SET_BITS sets of two slots,
+/// in one per-CPU value (at most 32 KiB).
+pub const FLOW_CACHE_SET_BITS: u32 = 11;
 pub const FLOW_CACHE_ENTRIES: u32 = 2 << FLOW_CACHE_SET_BITS;
 
 /// The first of the two `FLOW_CACHE` slots a flow may sit in (the other is

@@ -134,15 +134,30 @@ pub(super) fn classify(ctx: &TcContext, segment: &Segment, candidate: bool) -> O
     {
         return Some((Channel::Unknown as u8, Reason::Cidr as u8));
     }
-    // Cleartext streams announce themselves in their first eight bytes.
-    if segment.payload_len >= 8 {
-        let magic = u64::from_be(load::<u64>(ctx, segment.payload_offset).ok()?);
-        if magic == QEMU_VM_MAGIC || magic == MULTIFD_MAGIC {
-            learn_endpoint(&key.dst, key.dport, key.family);
-            return Some((Channel::Memory as u8, Reason::Signature as u8));
-        }
+    if has_magic(ctx, segment) {
+        learn_endpoint(&key.dst, key.dport, key.family);
+        return Some((Channel::Memory as u8, Reason::Signature as u8));
     }
     None
+}
+
+/// Whether a cleartext stream announces itself in the segment's first
+/// eight payload bytes.
+#[inline(always)]
+fn has_magic(ctx: &TcContext, segment: &Segment) -> bool {
+    segment.payload_len >= 8
+        && load::<u64>(ctx, segment.payload_offset).is_ok_and(|magic| {
+            let magic = u64::from_be(magic);
+            magic == QEMU_VM_MAGIC || magic == MULTIFD_MAGIC
+        })
+}
+
+/// Whether a segment the prefilters let pass may still be a migration's:
+/// prefixes beyond the fast table are in the trie, or its payload starts
+/// with QEMU's magic. Only such segments go on to [`classify`].
+#[inline(always)]
+pub(super) fn may_classify(ctx: &TcContext, segment: &Segment) -> bool {
+    CIDR_TABLE.get(0).is_some_and(|t| t.trie > 0) || has_magic(ctx, segment)
 }
 
 /// Remembers the target of a stream recognised by its magic, so the rest

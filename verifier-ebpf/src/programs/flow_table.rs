@@ -23,13 +23,10 @@ use super::{
 /// cache remembers it).
 #[inline(always)]
 pub(super) fn kept_flow(key: &FlowKey) -> Option<*mut FlowStats> {
+    if let Some(stats) = cached_flow(key) {
+        return Some(stats);
+    }
     let set = flow_cache_set(key);
-    if let Some(stats) = cached_flow(FLOW_CACHE.get_ptr_mut(set)?, key) {
-        return Some(stats);
-    }
-    if let Some(stats) = cached_flow(FLOW_CACHE.get_ptr_mut(set + 1)?, key) {
-        return Some(stats);
-    }
     // SAFETY: the value is copied out at once.
     let index = unsafe {
         if key.family == FAMILY_V4 {
@@ -50,9 +47,33 @@ pub(super) fn kept_flow(key: &FlowKey) -> Option<*mut FlowStats> {
     Some(unsafe { &raw mut (*entry).stats })
 }
 
+/// The entry of a kept flow if this CPU's flow cache points to it: no hash
+/// lookup (the hooks' own programs look no further).
+#[inline(always)]
+pub(super) fn cached_flow(key: &FlowKey) -> Option<*mut FlowStats> {
+    let [first, second] = cache_set(flow_cache_set(key))?;
+    if let Some(stats) = in_slot(first, key) {
+        return Some(stats);
+    }
+    in_slot(second, key)
+}
+
+/// The two slots of this CPU's flow cache set `set`.
+#[inline(always)]
+fn cache_set(set: u32) -> Option<[*mut u32; 2]> {
+    let cache = FLOW_CACHE.get_ptr_mut(0)?;
+    let set = set as usize;
+    // SAFETY: this CPU's own cache; `set` is below FLOW_CACHE_ENTRIES - 1
+    // (see flow_cache_set), and checked against it for the verifier.
+    unsafe {
+        let slots = (*cache).get_mut(set..set + 2)?;
+        Some([&raw mut slots[0], &raw mut slots[1]])
+    }
+}
+
 /// The entry a cache slot points to, if it holds `key`.
 #[inline(always)]
-fn cached_flow(slot: *mut u32, key: &FlowKey) -> Option<*mut FlowStats> {
+fn in_slot(slot: *mut u32, key: &FlowKey) -> Option<*mut FlowStats> {
     // SAFETY: this CPU's own cache slot; TC runs with preemption off.
     let entry = FLOW_ENTRIES.get_ptr_mut(unsafe { *slot })?;
     // SAFETY: a live array value. A freed or reused entry holds another key
@@ -64,9 +85,7 @@ fn cached_flow(slot: *mut u32, key: &FlowKey) -> Option<*mut FlowStats> {
 /// there to the second, which forgets its own.
 #[inline(always)]
 fn remember(set: u32, index: u32) {
-    if let (Some(first), Some(second)) =
-        (FLOW_CACHE.get_ptr_mut(set), FLOW_CACHE.get_ptr_mut(set + 1))
-    {
+    if let Some([first, second]) = cache_set(set) {
         // SAFETY: this CPU's own cache slots.
         unsafe {
             *second = *first;

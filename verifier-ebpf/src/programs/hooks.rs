@@ -1,26 +1,28 @@
-//! The programs: one small program per hook (slot x direction) that counts
-//! the packet and tail-calls the shared classifier, the classifier itself,
-//! and the empty program benchmarks use as their floor. User space loads
-//! and attaches them by these names.
+//! The programs: one per hook (slot x direction) that counts the packet
+//! and accounts a segment of a flow its CPU's flow cache knows, all in
+//! place; the shared classifier the hooks tail-call for everything else
+//! (new flows, flows the cache forgot, IPv6 extension headers); and the
+//! empty program benchmarks use as their floor. User space loads and
+//! attaches them by these names.
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 use verifier_ebpf::{hook_index, stat, Direction, CLASSIFIER_INDEX};
 
 use super::{
     arp::{arp_of_interest, count_neighbor},
-    classify::{classify, is_candidate},
-    flow_table::{insert_flow, kept_flow},
+    classify::{classify, is_candidate, may_classify},
+    flow_table::{cached_flow, insert_flow, kept_flow},
     maps::{bump, CLASSIFIER, CURRENT_HOOK, HOOK_COUNTERS},
     mem::zero_in_place,
     parse::{
-        be16, bytes, parse, Segment, Skip, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP,
+        be16, bytes, parse, Parsed, Segment, Skip, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP,
         ETH_P_IP, ETH_P_IPV6,
     },
     tcp::account,
 };
 
-/// A hook's program: its own work, then the classifier for whatever may
-/// be IP. Whatever happens the packet goes on (`TC_ACT_UNSPEC`).
+/// A hook's program: its own work, then the classifier for whatever it
+/// cannot finish. Whatever happens the packet goes on (`TC_ACT_UNSPEC`).
 #[inline(always)]
 fn hook(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
     // `Err` only says the packet was looked at no further.
@@ -29,14 +31,16 @@ fn hook(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
 }
 
 /// A hook's own work: count the packet, count ARP about the migration
-/// network, and hand what may be IP to the classifier, which does not
-/// return here. Everything else leaves here.
+/// network, and parse what may be TCP. A segment of a flow this CPU's flow
+/// cache knows is accounted here; one the prefilters say may be a
+/// migration's goes to the classifier (which does not return here); the
+/// rest (unrelated traffic) leaves here.
 #[inline(always)]
 fn try_hook(ctx: &TcContext, slot: u32, direction: Direction) -> Result<(), Skip> {
-    let hook = hook_index(slot, direction);
-    if let Some(counters) = HOOK_COUNTERS.get_ptr_mut(hook) {
-        // SAFETY: this CPU's own entry; TC runs with preemption off.
-        let counters = unsafe { &mut *counters };
+    if let Some(hooks) = HOOK_COUNTERS.get_ptr_mut(0) {
+        // SAFETY: this CPU's own value; TC runs with preemption off. The
+        // index is a constant of this program, below HOOK_ENTRIES.
+        let counters = unsafe { &mut (*hooks)[hook_index(slot, direction) as usize] };
         counters.packets += 1;
         counters.bytes += u64::from(ctx.len());
     }
@@ -57,7 +61,33 @@ fn try_hook(ctx: &TcContext, slot: u32, direction: Direction) -> Result<(), Skip
         bump(stat::NOT_IP);
         return Err(Skip);
     }
-    to_classifier(ctx, hook_of(slot as u8, direction as u8))
+    let hook = hook_of(slot as u8, direction as u8);
+    let mut segment = core::mem::MaybeUninit::<Segment>::uninit();
+    // SAFETY: a local, all-zero is a valid Segment; used only after zeroing.
+    let segment = unsafe {
+        zero_in_place(segment.as_mut_ptr());
+        &mut *segment.as_mut_ptr()
+    };
+    segment.key.slot = slot as u8;
+    segment.key.direction = direction as u8;
+    if parse::<false>(ctx, segment)? == Parsed::NeedsFullParse {
+        return to_classifier(ctx, hook);
+    }
+    // A flow already kept, found where this CPU's flow cache points: no
+    // prefilter needed (its entry says what it is), no hash lookup.
+    if let Some(stats) = cached_flow(&segment.key) {
+        // SAFETY: a live flow table value.
+        unsafe {
+            segment.channel = (*stats).channel;
+            segment.reason = (*stats).reason;
+        }
+        account(ctx, segment, stats);
+        return Ok(());
+    }
+    if is_candidate(&segment.key) || may_classify(ctx, segment) {
+        return to_classifier(ctx, hook);
+    }
+    Ok(())
 }
 
 /// Tail-calls the shared classifier with `hook` in this CPU's
@@ -98,7 +128,7 @@ fn try_classify_packet(ctx: &TcContext) -> Result<(), Skip> {
     };
     segment.key.slot = (hook >> 8) as u8;
     segment.key.direction = hook as u8 & 1;
-    parse(ctx, segment)?;
+    parse::<true>(ctx, segment)?;
     // A flow already kept: its entry says what it is. Only segments that
     // pass the cheap prefilters pay for that lookup.
     let candidate = is_candidate(&segment.key);

@@ -15,9 +15,12 @@ use verifier_ebpf::{
 };
 
 /// Per-CPU so concurrent CPUs never contend; user space sums the CPUs.
+/// One value holding every hook's counters: its address is one load away
+/// (one per-CPU pointer, which every packet reads), where one value per hook
+/// would cost every packet a pointer of its own.
 #[map]
-pub(super) static HOOK_COUNTERS: PerCpuArray<HookCounters> =
-    PerCpuArray::with_max_entries(HOOK_ENTRIES, 0);
+pub(super) static HOOK_COUNTERS: PerCpuArray<[HookCounters; HOOK_ENTRIES as usize]> =
+    PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub(super) static SLOT_CONFIG: Array<SlotConfig> = Array::with_max_entries(MAX_SLOTS, 0);
@@ -63,9 +66,12 @@ pub(super) static FREE_FLOWS: Queue<u32> = Queue::with_max_entries(MAX_FLOWS, 0)
 /// Per CPU, two slots at [`flow_cache_set`](verifier_ebpf::flow_cache_set): the `FLOW_ENTRIES` indexes of
 /// the last two flows seen there. Most segments find their flow through
 /// them, without a hash lookup.
+///
+/// One value per CPU holding the whole cache, for the same reason as
+/// `HOOK_COUNTERS`.
 #[map]
-pub(super) static FLOW_CACHE: PerCpuArray<u32> =
-    PerCpuArray::with_max_entries(FLOW_CACHE_ENTRIES, 0);
+pub(super) static FLOW_CACHE: PerCpuArray<[u32; FLOW_CACHE_ENTRIES as usize]> =
+    PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub(super) static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);

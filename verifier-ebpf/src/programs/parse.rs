@@ -89,11 +89,26 @@ pub(super) fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
+/// What [`parse`] made of a packet it did not skip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Parsed {
+    /// The segment is filled in.
+    Segment,
+    /// IPv6 extension headers, which only the full parser walks (the
+    /// hooks' own parser leaves them to the shared classifier).
+    NeedsFullParse,
+}
+
 /// Fills `segment` (its key's slot and direction already set) from the
 /// packet, in place: writing into the caller's frame, so the header work
-/// needs no copy of its own on the path that accounts the segment.
+/// needs no copy of its own on the path that accounts the segment. `FULL`:
+/// walk IPv6 extension headers (the shared classifier); without it the
+/// parser is smaller for the verifier, which checks it once per hook.
 #[inline(always)]
-pub(super) fn parse(ctx: &TcContext, segment: &mut Segment) -> Result<(), Skip> {
+pub(super) fn parse<const FULL: bool>(
+    ctx: &TcContext,
+    segment: &mut Segment,
+) -> Result<Parsed, Skip> {
     // SAFETY: reads of the context the kernel handed us.
     let skb = unsafe { &*ctx.skb.skb };
     // An offloaded tag (outermost) lives in the metadata; in-band tags in
@@ -150,6 +165,13 @@ pub(super) fn parse(ctx: &TcContext, segment: &mut Segment) -> Result<(), Skip> 
             key.dst.copy_from_slice(&ip[24..40]);
             let mut next = ip[6];
             let mut l4 = offset + 40;
+            if !FULL && next != IPPROTO_TCP {
+                if matches!(next, 0 | 43 | 60 | 44) {
+                    return Ok(Parsed::NeedsFullParse);
+                }
+                bump(stat::NOT_TCP);
+                return Err(Skip);
+            }
             // Hop-by-hop, routing and destination options; fragment.
             for _ in 0..4 {
                 if next != 0 && next != 43 && next != 60 && next != 44 {
@@ -230,5 +252,5 @@ pub(super) fn parse(ctx: &TcContext, segment: &mut Segment) -> Result<(), Skip> 
     segment.payload_len = (len - payload_offset) as u32;
     segment.payload_offset = payload_offset;
     segment.vlan = vlan;
-    Ok(())
+    Ok(Parsed::Segment)
 }

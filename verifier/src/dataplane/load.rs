@@ -12,7 +12,7 @@ use aya::{
     util::KernelVersion,
     Ebpf, EbpfError, EbpfLoader,
 };
-use verifier_ebpf::{hook_index, Direction, HookCounters, MAX_SLOTS};
+use verifier_ebpf::{hook_index, Direction, HookCounters, HOOK_ENTRIES, MAX_SLOTS};
 
 use super::{netns, privileges, AttachMode, AttachSpec, Hooks, InterfaceCount, Netns};
 
@@ -121,13 +121,24 @@ impl Dataplane {
     /// verify, is loaded by the first [`Dataplane::attach_all`], in parallel
     /// with the attachments, or by [`Dataplane::load_classifier`].
     pub fn load() -> Result<Self, DataplaneError> {
+        Self::load_object(EBPF_OBJECT)
+    }
+
+    /// [`Dataplane::load`] with another build of the programs: benchmarks
+    /// compare variants of them in one run.
+    #[cfg(feature = "bench")]
+    pub fn load_variant(object: &[u8]) -> Result<Self, DataplaneError> {
+        Self::load_object(object)
+    }
+
+    fn load_object(object: &[u8]) -> Result<Self, DataplaneError> {
         privileges::check().map_err(DataplaneError::Privileges)?;
         raise_memlock_limit();
         // No CO-RE relocations here: the kernel's BTF (megabytes, parsed)
         // is dropped at once rather than kept and parsed again by `Ebpf::load`.
         let ebpf = EbpfLoader::new()
             .btf(None)
-            .load(EBPF_OBJECT)
+            .load(object)
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
         Ok(Dataplane {
             ebpf,
@@ -348,20 +359,26 @@ impl Dataplane {
             .ebpf
             .map(MAP)
             .expect("the object defines HOOK_COUNTERS");
-        let array = PerCpuArray::<_, HookCounters>::try_from(map)
+        let array = PerCpuArray::<_, [HookCounters; HOOK_ENTRIES as usize]>::try_from(map)
             .map_err(|source| DataplaneError::Map { map: MAP, source })?;
-        let read = |direction| -> Result<HookCounters, DataplaneError> {
-            let per_cpu = array
-                .get(&hook_index(slot, direction), 0)
-                .map_err(|source| DataplaneError::Map { map: MAP, source })?;
-            Ok(per_cpu
+        let per_cpu = array
+            .get(&0, 0)
+            .map_err(|source| DataplaneError::Map { map: MAP, source })?;
+        let read = |direction| {
+            let hook = hook_index(slot, direction) as usize;
+            per_cpu
                 .iter()
-                .fold(HookCounters::default(), |sum, c| HookCounters {
-                    packets: sum.packets + c.packets,
-                    bytes: sum.bytes + c.bytes,
-                }))
+                .fold(HookCounters::default(), |sum, cpu| HookCounters {
+                    packets: sum.packets + cpu[hook].packets,
+                    bytes: sum.bytes + cpu[hook].bytes,
+                })
         };
-        Ok([read(Direction::Ingress)?, read(Direction::Egress)?])
+        Ok([read(Direction::Ingress), read(Direction::Egress)])
+    }
+
+    /// Whether the object has a program of this name.
+    pub fn has_program(&self, name: &str) -> bool {
+        self.ebpf.program(name).is_some()
     }
 
     /// A loaded-or-not program of the object by name (also used by benchmarks
