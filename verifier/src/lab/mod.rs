@@ -297,13 +297,14 @@ pub fn down() -> Result<Vec<String>, LabError> {
             // SAFETY: plain syscall; the pid was checked to be the lab's.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             wait_until_dead(pid);
-            let who = pidfile
-                .file_stem()
-                .and_then(|n| n.to_str())
-                .map_or(String::new(), |n| match n.strip_prefix("qemu-") {
-                    Some(vm) => format!("qemu {vm}"),
-                    None => "delay line".into(),
-                });
+            let who =
+                pidfile
+                    .file_stem()
+                    .and_then(|n| n.to_str())
+                    .map_or(String::new(), |n| match n.strip_prefix("qemu-") {
+                        Some(vm) => format!("qemu {vm}"),
+                        None => "delay line".into(),
+                    });
             removed.push(format!("{who} (pid {pid})"));
         }
     }
