@@ -80,6 +80,38 @@ pub struct MigrationRow {
     pub budget: Option<BudgetReport>,
 }
 
+impl MigrationRow {
+    /// A migration with nothing on the wire yet: `expected` (published) or
+    /// `queued` (waiting for a slot).
+    pub fn waiting(
+        id: String,
+        targets: Vec<String>,
+        state: &'static str,
+        progress_timeout_s: u64,
+    ) -> Self {
+        MigrationRow {
+            id,
+            targets,
+            state,
+            queued_s: None,
+            rate_now_bps: 0,
+            rate_mean_bps: 0,
+            payload_bytes: 0,
+            rtt_p50_us: None,
+            rtt_p99_us: None,
+            retransmits: 0,
+            zero_windows: 0,
+            stall_s: 0.0,
+            progress_timeout_s,
+            roles: Vec::new(),
+            connections: Vec::new(),
+            causes: Vec::new(),
+            figures: None,
+            budget: None,
+        }
+    }
+}
+
 /// Every migration now, and the causes that hold.
 #[derive(Clone, Debug, Serialize)]
 pub struct Snapshot {
@@ -282,25 +314,10 @@ impl Evaluator {
             }
         }
         for (id, targets) in expected {
+            let causes = by_migration.remove(&id).unwrap_or_default();
             migrations.push(MigrationRow {
-                causes: by_migration.remove(&id).unwrap_or_default(),
-                id,
-                targets,
-                state: "expected",
-                queued_s: None,
-                rate_now_bps: 0,
-                rate_mean_bps: 0,
-                payload_bytes: 0,
-                rtt_p50_us: None,
-                rtt_p99_us: None,
-                retransmits: 0,
-                zero_windows: 0,
-                stall_s: 0.0,
-                progress_timeout_s: self.limits.progress_timeout_s,
-                roles: Vec::new(),
-                connections: Vec::new(),
-                figures: None,
-                budget: None,
+                causes,
+                ..MigrationRow::waiting(id, targets, "expected", self.limits.progress_timeout_s)
             });
         }
         // Waiting for a slot: no target, nothing published yet.
@@ -310,23 +327,13 @@ impl Evaluator {
             }
             migrations.push(MigrationRow {
                 causes: by_migration.remove(id).unwrap_or_default(),
-                id: id.clone(),
-                targets: Vec::new(),
-                state: "queued",
                 queued_s: Some(now_ms.saturating_sub(*since) as f64 / 1000.0),
-                rate_now_bps: 0,
-                rate_mean_bps: 0,
-                payload_bytes: 0,
-                rtt_p50_us: None,
-                rtt_p99_us: None,
-                retransmits: 0,
-                zero_windows: 0,
-                stall_s: 0.0,
-                progress_timeout_s: self.limits.progress_timeout_s,
-                roles: Vec::new(),
-                connections: Vec::new(),
-                figures: None,
-                budget: None,
+                ..MigrationRow::waiting(
+                    id.clone(),
+                    Vec::new(),
+                    "queued",
+                    self.limits.progress_timeout_s,
+                )
             });
         }
         let nodes = judgement

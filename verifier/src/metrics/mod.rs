@@ -642,26 +642,7 @@ mod tests {
     }
 
     fn row(id: &str) -> MigrationRow {
-        MigrationRow {
-            id: id.into(),
-            targets: vec!["10.200.5.12:41000".into()],
-            state: "expected",
-            queued_s: None,
-            rate_now_bps: 0,
-            rate_mean_bps: 0,
-            payload_bytes: 0,
-            rtt_p50_us: None,
-            rtt_p99_us: None,
-            retransmits: 0,
-            zero_windows: 0,
-            stall_s: 0.0,
-            progress_timeout_s: 150,
-            roles: Vec::new(),
-            connections: Vec::new(),
-            causes: Vec::new(),
-            figures: None,
-            budget: None,
-        }
+        MigrationRow::waiting(id.into(), vec!["10.200.5.12:41000".into()], "expected", 150)
     }
 
     fn snapshot(at_ms: u64, ids: &[&str]) -> Snapshot {

@@ -4,7 +4,10 @@
 use std::fmt::Write as _;
 
 use super::Report;
-use crate::units::{bytes, rate};
+use crate::{
+    measure::series::Throughput,
+    units::{bytes, rate},
+};
 
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
@@ -63,17 +66,7 @@ pub fn render(report: &Report) -> String {
                 channels.join(", ")
             );
         }
-        let t = &f.throughput_bps;
-        let _ = writeln!(
-            out,
-            "  throughput      p5 {}  p50 {}  p95 {}  max {}  mean {}  ({} intervals)",
-            rate(t.p5),
-            rate(t.p50),
-            rate(t.p95),
-            rate(t.max),
-            rate(t.mean),
-            t.intervals
-        );
+        let _ = writeln!(out, "  throughput      {}", spread(&f.throughput_bps));
         let r = &f.rtt_us;
         let _ = writeln!(
             out,
@@ -164,17 +157,7 @@ fn nodes(out: &mut String, n: &crate::measure::node::NodeFigures) {
         rate(n.need_bps),
         n.gave_bps.map_or_else(|| "-".into(), rate)
     );
-    let t = &n.aggregate_bps;
-    let _ = writeln!(
-        out,
-        "  node rate       p5 {}  p50 {}  p95 {}  max {}  mean {}  ({} intervals)",
-        rate(t.p5),
-        rate(t.p50),
-        rate(t.p95),
-        rate(t.max),
-        rate(t.mean),
-        t.intervals
-    );
+    let _ = writeln!(out, "  node rate       {}", spread(&n.aggregate_bps));
     for (i, span) in n.timeline.iter().enumerate() {
         let waited = match (&span.started_after, span.gap_s) {
             (Some(after), Some(gap)) => {
@@ -298,4 +281,17 @@ fn lab_summary(out: &mut String, report: &Report, lab: &serde_json::Value) {
             )
         );
     }
+}
+
+/// A rate's percentiles over its intervals, on one line.
+fn spread(t: &Throughput) -> String {
+    format!(
+        "p5 {}  p50 {}  p95 {}  max {}  mean {}  ({} intervals)",
+        rate(t.p5),
+        rate(t.p50),
+        rate(t.p95),
+        rate(t.max),
+        rate(t.mean),
+        t.intervals
+    )
 }
