@@ -177,6 +177,7 @@ impl Criteria {
             self.interval_ms,
         );
         evaluator.sizes = self.sizes.clone();
+        evaluator.ended = self.ended.clone();
         evaluator
     }
 }

@@ -175,6 +175,7 @@ impl JudgeArgs {
             self.interval.interval_ms,
         );
         criteria.sizes = vmis.sizes;
+        criteria.ended = vmis.ended;
         Ok(criteria)
     }
 }

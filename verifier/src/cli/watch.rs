@@ -139,6 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<Status> {
                             all.extend(loaded.endpoints);
                             evaluator.sizes = loaded.sizes;
                             evaluator.set_queued(&loaded.queued, at_ms);
+                            evaluator.ended = loaded.ended;
                             view.note(&format!(
                                 "endpoints from {}: {}",
                                 loaded.from,

@@ -182,6 +182,8 @@ pub struct Loaded {
     /// VMIs waiting in KubeVirt's queue: marked for evacuation
     /// (`status.evacuationNodeName`), no target yet; `namespace/name`.
     pub queued: Vec<String>,
+    /// How the migrations that ended did, where their VMI says.
+    pub ended: BTreeMap<String, Ended>,
     /// The sources read, for messages.
     pub from: String,
 }
@@ -237,9 +239,11 @@ pub fn published(
 }
 
 /// The endpoints of the VMIs that are migrating (the others are waited
-/// for), every VMI's size, and the VMIs queued for evacuation.
+/// for), every VMI's size, how each migration ended where its VMI says,
+/// and the VMIs queued for evacuation.
 fn migrating(value: &mut Value, name: &str) -> anyhow::Result<Loaded> {
     let sizes = sizes(value, name)?;
+    let how_ended = ended(value);
     let is_migrating = |vmi: &Value| {
         vmi.pointer("/status/migrationState/targetNodeAddress")
             .is_some_and(|a| !a.is_null())
@@ -267,12 +271,19 @@ fn migrating(value: &mut Value, name: &str) -> anyhow::Result<Loaded> {
         endpoints,
         sizes,
         queued,
+        ended: how_ended,
         from: name.into(),
     })
 }
 
-/// What the sources said, as far as news goes: endpoints, sizes, the queue.
-type Said = (Vec<Endpoint>, BTreeMap<String, VmSize>, Vec<String>);
+/// What the sources said, as far as news goes: endpoints, sizes, the queue,
+/// how migrations ended.
+type Said = (
+    Vec<Endpoint>,
+    BTreeMap<String, VmSize>,
+    Vec<String>,
+    BTreeMap<String, Ended>,
+);
 
 /// What one source said when last read.
 #[derive(Default)]
@@ -384,11 +395,18 @@ impl VmiFiles {
                 all.sizes
                     .extend(loaded.sizes.iter().map(|(k, v)| (k.clone(), v.clone())));
                 all.queued.extend(loaded.queued.iter().cloned());
+                all.ended
+                    .extend(loaded.ended.iter().map(|(k, v)| (k.clone(), *v)));
                 from.push(source.to_string());
             }
         }
         all.from = from.join(", ");
-        let now = (all.endpoints.clone(), all.sizes.clone(), all.queued.clone());
+        let now = (
+            all.endpoints.clone(),
+            all.sizes.clone(),
+            all.queued.clone(),
+            all.ended.clone(),
+        );
         if self.last.as_ref() == Some(&now) {
             return Ok(None);
         }

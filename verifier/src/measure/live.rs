@@ -19,7 +19,7 @@ use crate::{
     config::Endpoint,
     dataplane::Role,
     flows::{Connection, FlowTable, SlotInfo},
-    intent::{Limits, VmSize},
+    intent::{Ended, Limits, VmSize},
     verdict::Verdict,
 };
 
@@ -54,9 +54,11 @@ pub struct ConnectionRow {
 pub struct MigrationRow {
     pub id: String,
     pub targets: Vec<String>,
-    /// connecting, moving, stalled, completed, failed, expected (published,
-    /// nothing on the wire yet) or queued (marked for evacuation, waiting
-    /// for a free slot under the parallel limits: no target yet).
+    /// connecting, moving, stalled, closed (every connection closed by FIN
+    /// or reset, how it ended unknown), completed or failed (as its VMI
+    /// says), expected (published, nothing on the wire yet) or queued
+    /// (marked for evacuation, waiting for a free slot under the parallel
+    /// limits: no target yet).
     pub state: &'static str,
     /// How long it has been queued, while it is.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -159,6 +161,10 @@ pub struct Evaluator {
     /// Migrations waiting in KubeVirt's queue (marked for evacuation, no
     /// target yet), with when they were first seen waiting.
     queued: BTreeMap<String, u64>,
+    /// How the migrations that ended did, where their VMI says: the wire
+    /// sees a cancelled migration close its connections as cleanly as a
+    /// completed one.
+    pub ended: BTreeMap<String, Ended>,
     pub expectations: Expectations,
     pub interval_ms: u64,
 }
@@ -178,6 +184,7 @@ impl Evaluator {
             size,
             sizes: BTreeMap::new(),
             queued: BTreeMap::new(),
+            ended: BTreeMap::new(),
             expectations,
             interval_ms,
         }
@@ -219,8 +226,6 @@ impl Evaluator {
         neighbors: &[(NeighborKey, NeighborStats)],
         now_ms: u64,
     ) -> Snapshot {
-        // Live, a migration is judged while it runs.
-        let running = BTreeMap::new();
         let judgement = judge(&Observation {
             table,
             slots,
@@ -231,7 +236,7 @@ impl Evaluator {
             limits: &self.limits,
             size: self.size.as_ref(),
             sizes: &self.sizes,
-            ended: &running,
+            ended: &self.ended,
             interval_ms: self.interval_ms,
             now_ms,
             phase: Phase::Live,
@@ -264,14 +269,19 @@ impl Evaluator {
                 0
             };
             let moved = figures.payload_bytes > 0;
-            let state = match () {
-                _ if !moved && group.connections.iter().all(|c| c.state() == "syn-sent") => {
+            // The VMI's word first: a migration cancelled through a
+            // blackhole never shows its FIN on the wire.
+            let state = match self.ended.get(&figures.id) {
+                Some(Ended::Completed) => "completed",
+                Some(Ended::Failed) => "failed",
+                None if !moved && group.connections.iter().all(|c| c.state() == "syn-sent") => {
                     "connecting"
                 }
-                _ if open && stall_ms >= 1000 => "stalled",
-                _ if open => "moving",
-                _ if group.connections.iter().any(|c| c.state() == "reset") => "failed",
-                _ => "completed",
+                None if open && stall_ms >= 1000 => "stalled",
+                None if open => "moving",
+                // A completed migration can close a connection by reset
+                // (seen in the lab's drain): a reset decides nothing.
+                None => "closed",
             };
             let mut recent = Vec::new();
             for c in &group.connections {
@@ -579,7 +589,8 @@ mod tests {
         assert_eq!((m.state, m.rate_now_bps, m.stall_s), ("stalled", 0, 2.0));
         assert_eq!(m.connections[0].idle_s, 2.0);
 
-        // Closed: completed, no stall.
+        // Closed cleanly: no stall, and how it ended is the VMI's to say (a
+        // cancelled migration closes its connections just as cleanly).
         table.update(
             &[(
                 key(client, server),
@@ -589,7 +600,12 @@ mod tests {
             4100,
         );
         let m = &live.evaluate(&table, &slots(), &[], 4100).migrations[0];
-        assert_eq!((m.state, m.stall_s), ("completed", 0.0));
+        assert_eq!((m.state, m.stall_s), ("closed", 0.0));
+        for (ended, state) in [(Ended::Failed, "failed"), (Ended::Completed, "completed")] {
+            live.ended = BTreeMap::from([("ns/vm".to_string(), ended)]);
+            let m = &live.evaluate(&table, &slots(), &[], 4100).migrations[0];
+            assert_eq!(m.state, state);
+        }
     }
 
     #[test]

@@ -405,6 +405,8 @@ fn the_terminal_view_shows_the_migration_row() {
         "{screen}"
     );
     assert!(screen.contains("ERROR   cause.blackhole"), "{screen}");
+    // Cancelled at --timeout: the VMI says failed, though no FIN got through.
+    assert!(screen.contains("FAILED"), "{screen}");
     // Then the summary verify prints, on the normal screen.
     let after = screen.rsplit("\x1b[?1049l").next().unwrap();
     assert!(after.contains("verdict: FAIL"), "{after}");
