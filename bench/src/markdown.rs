@@ -324,8 +324,14 @@ pub fn render(r: &Results, history: &History) -> String {
     );
     let _ = writeln!(
         out,
-        "That verify process saw {} connections and judged them {}.\n",
-        f.connections_reported, f.verdict
+        "That verify process saw {} connections and judged them {}{}.\n",
+        f.connections_reported,
+        f.verdict,
+        if f.reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", f.reasons.join(", "))
+        }
     );
     let (total, object, classifier, hooks) = (
         median(&r.attach.total_ms),

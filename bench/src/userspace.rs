@@ -37,6 +37,10 @@ pub struct FootprintBench {
     /// Flow entries the process read at each poll by the end (both tables).
     pub flow_entries: u64,
     pub verdict: String,
+    /// What raised the verdict above PASS: each warning or error reason's
+    /// id, with how many times it was raised.
+    #[serde(default)]
+    pub reasons: Vec<String>,
     pub connections_reported: u64,
 }
 
@@ -90,6 +94,13 @@ fn footprint_up(
         args.extend(["-i".into(), point.to_string()]);
     }
     args.extend(["--cidr".into(), config.migration_cidr()]);
+    // All of them at once is the load measured, not a drain over the limit.
+    for limit in [
+        "--parallel-outbound-migrations-per-node",
+        "--parallel-migrations-per-cluster",
+    ] {
+        args.extend([limit.into(), migrations.to_string()]);
+    }
     let verify = Command::new(migverify)
         .args(&args)
         .stdout(Stdio::piped())
@@ -163,8 +174,25 @@ fn footprint_up(
             .as_u64()
             .unwrap_or(0),
         verdict: report["verdict"].as_str().unwrap_or("?").to_string(),
+        reasons: raised(&report),
         connections_reported: report["dataplane"]["connections"].as_u64().unwrap_or(0),
     })
+}
+
+/// The warning and error reasons of a verify report, as `id xN`.
+fn raised(report: &serde_json::Value) -> Vec<String> {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for reason in report["reasons"].as_array().into_iter().flatten() {
+        if matches!(reason["severity"].as_str(), Some("warning" | "error")) {
+            *counts
+                .entry(reason["id"].as_str().unwrap_or("?").to_string())
+                .or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(id, n)| format!("{id} x{n}"))
+        .collect()
 }
 
 #[derive(Debug, Serialize, Deserialize)]

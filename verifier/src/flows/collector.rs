@@ -211,10 +211,15 @@ impl State {
         let at = (before + self.started.elapsed()) / 2;
         let at_ms = at.as_millis() as u64;
         self.table.update(&flows, &self.endpoints, at_ms);
-        // A namespace gone (a pod deleted) leaves the wire's figures whole.
-        if let Ok(sockets) = self.sockets.tcp() {
-            self.table.record_sockets(&sockets, at_ms);
-        }
+        // The source's end of each open connection, where it is read.
+        let open: Vec<_> = self
+            .table
+            .connections()
+            .filter(|c| c.closed_at_ms.is_none())
+            .map(|c| (c.key.client, c.key.server))
+            .collect();
+        let sockets = self.sockets.lookup(&open);
+        self.table.record_sockets(&sockets, at_ms);
         Ok(at)
     }
 

@@ -67,9 +67,16 @@ impl RttSamples {
             return;
         }
         let samples = self.legs.entry((slot, leg)).or_default();
-        // Events of several CPUs can reach the reader slightly out of order.
-        let at = samples.partition_point(|s| s.at_ms <= sample.at_ms);
-        samples.insert(at, sample);
+        // Events of several CPUs can reach the reader slightly out of
+        // order, so the place is found from the end, where nearly every
+        // sample goes: a binary search of a leg's samples (up to megabytes)
+        // missed the cache at every step, half the reader's CPU time.
+        let later = samples
+            .iter()
+            .rev()
+            .take_while(|s| s.at_ms > sample.at_ms)
+            .count();
+        samples.insert(samples.len() - later, sample);
         self.len += 1;
     }
 
