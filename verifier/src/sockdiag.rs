@@ -92,16 +92,10 @@ impl Sockets {
             }
             // Where it was last time first, then everywhere else.
             let last = self.home.get(&pair).copied();
-            let order = last
+            let hit = last
                 .into_iter()
-                .chain((0..self.sockets.len()).filter(|index| Some(*index) != last));
-            let mut hit = None;
-            for index in order {
-                if let Some(socket) = find(&self.sockets[index], pair) {
-                    hit = Some((index, socket));
-                    break;
-                }
-            }
+                .chain((0..self.sockets.len()).filter(|index| Some(*index) != last))
+                .find_map(|index| Some((index, find(&self.sockets[index], pair)?)));
             match hit {
                 Some((index, socket)) => {
                     self.home.insert(pair, index);
