@@ -403,8 +403,9 @@ impl FlowTable {
 
     /// Adds the kernel's RTT figures of the sockets that are the client end
     /// of a known connection (the source's: the end that sends the memory).
+    /// A socket with no RTT sample yet reads 0, which is no round trip.
     pub fn record_sockets(&mut self, sockets: &[TcpSocket], at_ms: u64) {
-        for socket in sockets {
+        for socket in sockets.iter().filter(|s| s.srtt_us > 0) {
             let key = ConnKey {
                 client: socket.local,
                 server: socket.remote,
@@ -710,7 +711,8 @@ pub(crate) mod tests {
         table.record_rtt(&echo, 0, 2, 70_000, 150, &HashSet::new());
         assert_eq!(table.len(), 1);
         assert_eq!(leg(table.connections().next().unwrap()), [50, 70]);
-        // The source's echoes, the other leg, make it a round trip.
+        // The source's echoes, the other leg, make it a round trip: the
+        // target's leg plus the source's least turnaround.
         table.record_rtt(
             &key(c, s, 0, Direction::Egress),
             0,
@@ -720,7 +722,7 @@ pub(crate) mod tests {
             &HashSet::new(),
         );
         let path = table.connections().next().unwrap().rtt.path(0);
-        assert_eq!(path.iter().map(|s| s.us).collect::<Vec<_>>(), [59, 79, 79]);
+        assert_eq!(path.iter().map(|s| s.us).collect::<Vec<_>>(), [59, 79]);
     }
 
     #[test]
@@ -765,5 +767,28 @@ pub(crate) mod tests {
         }
         let conn = table.connections().next().unwrap();
         assert_eq!((conn.history.len(), conn.history_dropped), (HISTORY_CAP, 5));
+    }
+
+    #[test]
+    fn a_socket_without_an_rtt_sample_is_not_read_as_zero() {
+        let (c, s) = ("10.200.5.11:35000", "10.200.5.12:43000");
+        let mut syn = stats(60, 0);
+        syn.seen = SEEN_SYN;
+        let mut table = FlowTable::default();
+        table.update(
+            &[(key(c, s, 0, Direction::Egress), syn)],
+            &HashSet::new(),
+            100,
+        );
+        let socket = |srtt_us| TcpSocket {
+            local: c.parse().unwrap(),
+            remote: s.parse().unwrap(),
+            srtt_us,
+            rttvar_us: 0,
+        };
+        table.record_sockets(&[socket(0)], 100);
+        table.record_sockets(&[socket(240)], 200);
+        let conn = table.connections().next().unwrap();
+        assert_eq!(conn.kernel_srtt, [(200, 240, 0)]);
     }
 }

@@ -5,11 +5,12 @@
 //! target and the target's echo coming back (hook -> target -> hook), and a
 //! TSval leaving towards the source and the source's echo coming back (hook
 //! -> source -> hook). At the source's own interface the first leg is the
-//! whole path and the second only the source's turnaround (microseconds: an
-//! ACK arrives, the next data segment echoes it); at the target's interface
-//! it is the other way round; on a forwarder in between each leg holds part
-//! of the path. The two legs added are the round trip of the path from any
-//! hook: what a network engineer means by the RTT between source and target.
+//! whole path and the second only the source's turnaround (microseconds at
+//! its least: an ACK arrives, the next data segment echoes it); at the
+//! target's interface it is the other way round. The leg that carries the
+//! path plus the other leg's floor is the round trip from that hook: what a
+//! network engineer means by the RTT between source and target, and what
+//! the source's kernel times (measured against it: docs/verify.md).
 
 use std::collections::BTreeMap;
 
@@ -45,6 +46,8 @@ pub struct Sample {
 #[derive(Clone, Debug, Default)]
 pub struct RttSamples {
     legs: BTreeMap<(u8, Leg), Vec<Sample>>,
+    /// Each leg's least sample, microseconds.
+    least: BTreeMap<(u8, Leg), u32>,
     len: usize,
     /// Samples not kept (over the cap).
     pub dropped: u64,
@@ -77,6 +80,10 @@ impl RttSamples {
             .take_while(|s| s.at_ms > sample.at_ms)
             .count();
         samples.insert(samples.len() - later, sample);
+        self.least
+            .entry((slot, leg))
+            .and_modify(|least| *least = (*least).min(sample.us))
+            .or_insert(sample.us);
         self.len += 1;
     }
 
@@ -108,36 +115,68 @@ impl RttSamples {
         })
     }
 
-    /// The RTT of the path at one hook, in time order, from every sample
-    /// taken there at or after `since_ms`: the sample plus the other leg's
-    /// (the latest taken before it, else the first after). A hook that
-    /// timed only one leg gives nothing: half a round trip is no RTT.
-    pub fn hook_path(&self, slot: u8, since_ms: u64) -> Vec<Sample> {
-        let mut path = Vec::new();
-        for leg in [Leg::Target, Leg::Source] {
-            let (samples, other) = (self.leg(slot, leg), self.leg(slot, leg.other()));
-            if other.is_empty() {
-                continue;
-            }
-            let from = samples.partition_point(|s| s.at_ms < since_ms);
-            for sample in &samples[from..] {
-                let before = other.partition_point(|s| s.at_ms <= sample.at_ms);
-                let partner = other[before.saturating_sub(1)];
-                path.push(Sample {
-                    at_ms: sample.at_ms,
-                    us: sample.us.saturating_add(partner.us),
-                });
-            }
+    /// The leg that carries the path at a hook: the one whose least sample
+    /// is the larger. The other is the near end's turnaround. `None` for a
+    /// hook that timed only one leg: half a round trip is no RTT.
+    fn path_leg(&self, slot: u8) -> Option<Leg> {
+        let least = |leg| self.least.get(&(slot, leg)).copied();
+        match (least(Leg::Target)?, least(Leg::Source)?) {
+            (target, source) if target >= source => Some(Leg::Target),
+            _ => Some(Leg::Source),
         }
-        path.sort_by_key(|s| s.at_ms);
-        path
     }
 
-    /// The RTT of the path at every hook, from the samples taken at or
-    /// after `since_ms`, in time order.
+    /// The hooks the path is timed at: those beside the source (where the
+    /// leg to the target carries the path) when there are any, as the
+    /// source's kernel times its own round trips; else every hook that
+    /// timed both legs.
+    fn path_hooks(&self) -> Vec<u8> {
+        let timed: Vec<(u8, Leg)> = self
+            .hooks()
+            .filter_map(|slot| Some((slot, self.path_leg(slot)?)))
+            .collect();
+        let beside_source = timed.iter().any(|&(_, leg)| leg == Leg::Target);
+        timed
+            .into_iter()
+            .filter(|&(_, leg)| !beside_source || leg == Leg::Target)
+            .map(|(slot, _)| slot)
+            .collect()
+    }
+
+    /// The RTT of the path at one hook, in time order, from the samples
+    /// taken there at or after `since_ms`: each sample of the leg that
+    /// carries the path plus the other leg's least.
+    ///
+    /// The other leg's least, not its latest sample: that leg is the near
+    /// end's own stack (hook to socket and back), which does not move, plus
+    /// the near end waiting, which is not the network. At the source it is
+    /// the time from an ACK to the source's next segment, which carries the
+    /// echo: microseconds while the source has data to send, and up to the
+    /// whole pause while QEMU has none (a main channel between its
+    /// messages: hundreds of milliseconds). The source's kernel counts none
+    /// of it in its RTT.
+    pub fn hook_path(&self, slot: u8, since_ms: u64) -> Vec<Sample> {
+        let Some(leg) = self.path_leg(slot) else {
+            return Vec::new();
+        };
+        let near_end = self.least[&(slot, leg.other())];
+        let samples = self.leg(slot, leg);
+        let from = samples.partition_point(|s| s.at_ms < since_ms);
+        samples[from..]
+            .iter()
+            .map(|sample| Sample {
+                at_ms: sample.at_ms,
+                us: sample.us.saturating_add(near_end),
+            })
+            .collect()
+    }
+
+    /// The RTT of the path, from the samples taken at or after `since_ms`,
+    /// in time order (see [`RttSamples::hook_path`]).
     pub fn path(&self, since_ms: u64) -> Vec<Sample> {
         let mut path: Vec<Sample> = self
-            .hooks()
+            .path_hooks()
+            .into_iter()
             .flat_map(|slot| self.hook_path(slot, since_ms))
             .collect();
         path.sort_by_key(|s| s.at_ms);
@@ -145,20 +184,40 @@ impl RttSamples {
     }
 
     /// The path's RTT smoothed per hook as a TCP sender smooths its own
-    /// samples (RFC 6298's SRTT, gain 1/8): one value per sample, what
-    /// `ss -ti` would have shown as `rtt` at that moment.
-    pub fn smoothed(&self) -> Vec<u32> {
-        let mut smoothed = Vec::new();
-        for slot in self.hooks() {
+    /// samples (RFC 6298's SRTT, gain 1/8), read every `every_ms` from the
+    /// first sample until `until_ms` (else the last sample): what `ss -ti`
+    /// would have shown as `rtt` at each read.
+    ///
+    /// Read on a clock, not once per sample, because the kernel's figure
+    /// is read so: where the RTT moves, the two weightings differ by more
+    /// than the smoothing (a source's own per-ACK RTT samples, p50 22 ms,
+    /// against its smoothed RTT read every 100 ms, p50 42 ms, behind a
+    /// 300 Mbit/s shaper: a standing queue brings fewer ACKs, and its
+    /// smoothed value holds between them).
+    pub fn smoothed(&self, every_ms: u64, until_ms: Option<u64>) -> Vec<u32> {
+        let every_ms = every_ms.max(1);
+        let mut reads = Vec::new();
+        for slot in self.path_hooks() {
+            let path = self.hook_path(slot, 0);
+            let (Some(first), Some(last)) = (path.first(), path.last()) else {
+                continue;
+            };
+            let until_ms = until_ms.unwrap_or(last.at_ms);
             let mut srtt: Option<f64> = None;
-            for sample in self.hook_path(slot, 0) {
-                let us = f64::from(sample.us);
-                let next = srtt.map_or(us, |s| s + (us - s) / 8.0);
-                srtt = Some(next);
-                smoothed.push(next.round() as u32);
+            let mut samples = path.iter().peekable();
+            let mut at_ms = first.at_ms;
+            while at_ms <= until_ms {
+                while let Some(sample) = samples.next_if(|s| s.at_ms <= at_ms) {
+                    let us = f64::from(sample.us);
+                    srtt = Some(srtt.map_or(us, |s| s + (us - s) / 8.0));
+                }
+                if let Some(srtt) = srtt {
+                    reads.push(srtt.round() as u32);
+                }
+                at_ms += every_ms;
             }
         }
-        smoothed
+        reads
     }
 }
 
@@ -171,24 +230,42 @@ mod tests {
     }
 
     #[test]
-    fn the_path_is_both_legs_at_one_hook() {
+    fn the_path_is_the_far_leg_plus_the_near_ends_floor() {
         let mut rtt = RttSamples::default();
-        // At the source: 20 ms to the target and back, 5 us of turnaround.
+        // At the source: 20 ms to the target and back; the source's
+        // turnaround is 5 us, or 300 ms while QEMU had nothing to send.
         rtt.record(0, Leg::Target, at(10, 20_000), 100);
         rtt.record(0, Leg::Source, at(12, 5), 100);
+        rtt.record(0, Leg::Source, at(30, 300_000), 100);
         rtt.record(0, Leg::Target, at(40, 21_000), 100);
-        // On a forwarder half way: 10 ms each side.
-        rtt.record(1, Leg::Target, at(11, 10_000), 100);
-        rtt.record(1, Leg::Source, at(15, 10_100), 100);
-        // A hook that timed one leg only says nothing.
-        rtt.record(2, Leg::Target, at(11, 300), 100);
+        rtt.record(0, Leg::Target, at(1_500, 22_000), 100);
         let path: Vec<u32> = rtt.path(0).iter().map(|s| s.us).collect();
-        assert_eq!(path, [20_005, 20_100, 20_005, 20_100, 21_005]);
-        assert_eq!(rtt.path(20).len(), 1);
-        assert_eq!(rtt.len(), 6);
-        assert_eq!(rtt.hooks().collect::<Vec<_>>(), [0, 1, 2]);
-        // Smoothed per hook: 20005, then 1/8 of the way to each next one.
-        assert_eq!(rtt.smoothed(), [20_005, 20_005, 20_130, 20_100, 20_100]);
+        // The wait is not the path.
+        assert_eq!(path, [20_005, 21_005, 22_005]);
+        assert_eq!(rtt.path(20).len(), 2);
+        // Smoothed, read every 10 ms from the first sample to 60 ms.
+        assert_eq!(
+            rtt.smoothed(10, Some(60)),
+            [20_005, 20_005, 20_005, 20_130, 20_130, 20_130]
+        );
+    }
+
+    #[test]
+    fn the_hooks_beside_the_source_time_the_path() {
+        let mut rtt = RttSamples::default();
+        // At the target: the source's leg carries the path.
+        rtt.record(4, Leg::Source, at(10, 30_000), 100);
+        rtt.record(4, Leg::Target, at(11, 40), 100);
+        // A hook that timed one leg only says nothing.
+        rtt.record(6, Leg::Target, at(11, 300), 100);
+        assert_eq!(rtt.path(0), [at(10, 30_040)]);
+        // With a hook beside the source, only it counts: the source's
+        // kernel times its round trips from there.
+        rtt.record(0, Leg::Target, at(12, 29_000), 100);
+        rtt.record(0, Leg::Source, at(13, 4), 100);
+        assert_eq!(rtt.path(0), [at(12, 29_004)]);
+        assert_eq!(rtt.hooks().collect::<Vec<_>>(), [0, 4, 6]);
+        assert_eq!(rtt.len(), 5);
     }
 
     #[test]

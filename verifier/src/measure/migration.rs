@@ -125,11 +125,12 @@ pub struct Figures {
     /// Each connection once: channel, bytes, retransmits, RTT.
     pub per_connection: Vec<ConnectionFigures>,
     pub throughput_bps: Throughput,
-    /// The RTT of the path on the wire: TCP timestamp echoes, both legs at
-    /// a hook added (see `flows::rtt`).
+    /// The RTT of the path on the wire: TCP timestamp echoes, the leg that
+    /// carries the path plus the near end's least (see `flows::rtt`).
     pub rtt_us: Rtt,
     /// The same samples smoothed per hook as a TCP sender smooths its own
-    /// (RFC 6298's SRTT, gain 1/8): the figure to set beside the kernel's.
+    /// (RFC 6298's SRTT, gain 1/8), read every interval as the kernel's
+    /// is: the figure to set beside the kernel's.
     pub srtt_us: Rtt,
     /// The kernel's smoothed RTT (`tcpi_rtt`) of the source's sockets, read
     /// over sock_diag each interval; `None` where migverify does not see
@@ -193,7 +194,7 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
         bytes_by_role.bridge += roles.bridge;
         bytes_by_role.primary += roles.primary;
         bytes_by_role.other += roles.other;
-        // The path's round trips (both legs at a hook), as the totals.
+        // The path's round trips, as the totals.
         let mut rtt: Vec<u32> = connection.rtt.path(0).iter().map(|s| s.us).collect();
         rtt.sort_unstable();
         per_connection.push(ConnectionFigures {
@@ -271,7 +272,7 @@ pub fn figures(group: &Group, slots: &[Option<SlotInfo>], interval_ms: u64) -> F
         per_connection,
         throughput_bps: series::throughput(&progress),
         rtt_us,
-        srtt_us: series::srtt(&group.connections),
+        srtt_us: series::srtt(&group.connections, interval_ms),
         kernel_srtt_us: (kernel_srtt_us.samples > 0).then_some(kernel_srtt_us),
         duration_s: duration_ms as f64 / 1000.0,
         finished: !group.connections.is_empty()

@@ -136,12 +136,13 @@ pub fn rtt(connections: &[&Connection]) -> (Rtt, Histogram<u64>) {
 }
 
 /// Percentiles of the path's RTT smoothed as TCP smooths it (per hook,
-/// RFC 6298's gain of 1/8), over every sample of `connections`.
-pub fn srtt(connections: &[&Connection]) -> Rtt {
+/// RFC 6298's gain of 1/8), read every `interval_ms` while each of
+/// `connections` was open, as the kernel's own is read.
+pub fn srtt(connections: &[&Connection], interval_ms: u64) -> Rtt {
     rtt_of(
         connections
             .iter()
-            .flat_map(|c| c.rtt.smoothed())
+            .flat_map(|c| c.rtt.smoothed(interval_ms, c.closed_at_ms))
             .map(u64::from),
     )
     .0

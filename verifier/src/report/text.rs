@@ -76,8 +76,8 @@ pub fn render(report: &Report) -> String {
         let s = &f.srtt_us;
         let _ = writeln!(
             out,
-            "  srtt (wire)     p50 {} us  p90 {} us  p99 {} us  (the same, smoothed as TCP does)",
-            s.p50, s.p90, s.p99
+            "  srtt (wire)     p50 {} us  p90 {} us  p99 {} us  (the same smoothed as TCP does, {} reads)",
+            s.p50, s.p90, s.p99, s.samples
         );
         if let Some(k) = &f.kernel_srtt_us {
             let _ = writeln!(
