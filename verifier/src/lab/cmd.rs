@@ -38,6 +38,17 @@ pub fn ip(netns: &str, args: &[&str]) -> Result<String, LabError> {
     run(&all)
 }
 
+/// Adds bridge `name` in `netns`, not yet up. Multicast snooping off:
+/// every port gets every multicast frame (IPv6 neighbour discovery among
+/// them), as on a switch that does not snoop.
+pub fn add_bridge(netns: &str, name: &str) -> Result<(), LabError> {
+    ip(
+        netns,
+        &["link", "add", name, "type", "bridge", "mcast_snooping", "0"],
+    )
+    .map(drop)
+}
+
 /// `ip netns exec NETNS ARGS...`
 pub fn exec(netns: &str, args: &[&str]) -> Result<String, LabError> {
     let mut all = vec!["ip", "netns", "exec", netns];

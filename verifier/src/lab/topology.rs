@@ -13,7 +13,7 @@
 use std::net::IpAddr;
 
 use super::{
-    cmd::{exec, ip, run},
+    cmd::{add_bridge, exec, ip, run},
     config::{addr, Cni, LabConfig},
     switch, wan, LabError,
 };
@@ -94,18 +94,7 @@ pub fn build(config: &LabConfig, progress: &dyn Fn(&str)) -> Result<(), LabError
 
     progress("building the fabric switches");
     for bridge in ["br-pod", "br-mig"] {
-        ip(
-            FABRIC,
-            &[
-                "link",
-                "add",
-                bridge,
-                "type",
-                "bridge",
-                "mcast_snooping",
-                "0",
-            ],
-        )?;
+        add_bridge(FABRIC, bridge)?;
         ip(FABRIC, &["link", "set", bridge, "up"])?;
     }
 
@@ -226,18 +215,7 @@ fn build_node(config: &LabConfig, node: Node, vid: u16) -> Result<(), LabError> 
     ip(ns, &["link", "set", "eth1", "up"])?;
 
     // Pod network: the virt-handler's eth0 bridged onto the node's eth0.
-    ip(
-        ns,
-        &[
-            "link",
-            "add",
-            "br-pod",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ],
-    )?;
+    add_bridge(ns, "br-pod")?;
     ip(ns, &["link", "set", "eth0", "master", "br-pod"])?;
     ip(
         ns,
@@ -281,18 +259,7 @@ fn build_node(config: &LabConfig, node: Node, vid: u16) -> Result<(), LabError> 
             ip(ns, &["link", "set", "migration0", "netns", vh])?;
         }
         Cni::Bridge => {
-            ip(
-                ns,
-                &[
-                    "link",
-                    "add",
-                    "br-mig",
-                    "type",
-                    "bridge",
-                    "mcast_snooping",
-                    "0",
-                ],
-            )?;
+            add_bridge(ns, "br-mig")?;
             ip(ns, &["link", "set", "eth1", "master", "br-mig"])?;
             ip(
                 ns,

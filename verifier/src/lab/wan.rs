@@ -37,7 +37,7 @@ use std::{
 };
 
 use super::{
-    cmd::{exec, ip, run},
+    cmd::{add_bridge, exec, ip, run},
     config::{addr, LabConfig},
     LabError, STATE_DIR,
 };
@@ -89,18 +89,7 @@ pub fn build(config: &LabConfig, fabric: &str, fabric_port: &str) -> Result<(), 
         ],
     )?;
     for bridge in ["br-a", "br-b"] {
-        ip(
-            WAN,
-            &[
-                "link",
-                "add",
-                bridge,
-                "type",
-                "bridge",
-                "mcast_snooping",
-                "0",
-            ],
-        )?;
+        add_bridge(WAN, bridge)?;
         ip(WAN, &["link", "set", bridge, "up"])?;
     }
     for tap in TAPS {
