@@ -609,7 +609,10 @@ fn in_place_section(out: &mut String, r: &Results) {
                  the RTT tracking, 32.8. The other 23 ns or so (36.1 less the count, the atomic adds and the RTT \
                  tracking) are the parse, the flow-cache lookup and the accounting's plain stores. Plain adds alone would come near the target but lose counts without a \
                  trace whenever two CPUs handle one flow's segments at the same moment (a sender moved between CPUs, \
-                 RPS), so they were not taken: a flow's bytes are the figure every verdict rests on.\n",
+                 RPS), so they were not taken: a flow's bytes are the figure every verdict rests on. Nor does \
+                 letting the CPU that first saw a flow add plainly and the others atomically help: 38.9 against \
+                 36.2, with plain adds 34.3, in five more rounds of the same kind \
+                 (bench/results/parts/2026-12-05T123211Z-HooksInPlace.json).\n",
             );
         }
     }
