@@ -607,8 +607,8 @@ fn in_place_section(out: &mut String, r: &Results) {
                  frame and returning, 5.1 ns; the whole observer, 36.1; the same with plain instead of atomic counter \
                  adds, 31.6, so the atomic adds (three on a data segment, two on an ACK) cost about 4.5 ns; without \
                  the RTT tracking, 32.8. The other 23 ns or so (36.1 less the count, the atomic adds and the RTT \
-                 tracking) are the parse, the flow-cache lookup and the accounting's plain stores. Plain adds alone would come near the target but lose counts without a \
-                 trace whenever two CPUs handle one flow's segments at the same moment (a sender moved between CPUs, \
+                 tracking) are the parse, the flow-cache lookup and the accounting's plain stores. Plain adds \
+                 alone would come near the target but lose counts without a trace whenever two CPUs handle one flow's segments at the same moment (a sender moved between CPUs, \
                  RPS), so they were not taken: a flow's bytes are the figure every verdict rests on. Nor does \
                  letting the CPU that first saw a flow add plainly and the others atomically help: 38.9 against \
                  36.2, with plain adds 34.3, in five more rounds of the same kind \
