@@ -5,7 +5,7 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, programs::TcContext};
 use verifier_ebpf::{NeighborKey, NeighborStats};
 
-use super::{classify::v4_in_fast_cidr, maps::NEIGHBORS, mem::add, parse::bytes};
+use super::{classify::v4_in_fast_cidr, maps::NEIGHBORS, mem::add, packet::Bytes};
 
 /// ARP opcodes.
 const ARP_REQUEST: u16 = 1;
@@ -16,24 +16,17 @@ const ARP_REPLY: u16 = 2;
 /// Inlined and map-free: ARP about other networks costs a few compares.
 #[inline(always)]
 pub(super) fn arp_of_interest(ctx: &TcContext, offset: usize) -> Option<(u32, bool)> {
-    let arp = bytes::<28>(ctx, offset).ok()?;
+    let arp = Bytes::<28>::at(ctx, offset).ok()?;
     // Ethernet hardware addresses (type 1, length 6), IPv4 protocol
-    // addresses (0x0800, length 4), an opcode below 256: byte compares, as
-    // the BPF target reads the packet byte by byte anyway.
-    if arp[0] != 0
-        || arp[1] != 1
-        || arp[2] != 8
-        || arp[3] != 0
-        || arp[4] != 6
-        || arp[5] != 4
-        || arp[6] != 0
-    {
+    // addresses (0x0800, length 4).
+    if arp.be32::<0>() != 0x0001_0800 || arp.be16::<4>() != 0x0604 {
         return None;
     }
-    // Words from here on: the compares and the CIDR check work on them.
-    let sender = u32::from_ne_bytes([arp[14], arp[15], arp[16], arp[17]]);
-    let target = u32::from_ne_bytes([arp[24], arp[25], arp[26], arp[27]]);
-    let (addr, reply) = match u16::from(arp[7]) {
+    // Addresses as they lie in the packet: the compares and the CIDR check
+    // work on them.
+    let sender = arp.ne32::<14>();
+    let target = arp.ne32::<24>();
+    let (addr, reply) = match arp.be16::<6>() {
         // A probe (sender 0.0.0.0) checks an address is free: no answer is due.
         ARP_REQUEST if sender == 0 => return None,
         // Gratuitous: the sender announces itself, as good as a reply.

@@ -5,12 +5,13 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key, programs::TcContext};
 use verifier_ebpf::{
-    stat, Addr, Channel, EndpointInfo, EndpointKey, FlowKey, Reason, FAMILY_V4, FAST_CIDRS,
+    stat, Addr, Channel, CidrTable, EndpointInfo, EndpointKey, FlowKey, Reason, FAMILY_V4, FAST_CIDRS,
 };
 
 use super::{
     maps::{bump, CIDR_TABLE, E2BIG, ENDPOINTS, MIGRATION_CIDRS, PORT_FILTER},
-    parse::{load, Segment},
+    packet::Bytes,
+    parse::Segment,
 };
 
 /// QEMU's migration stream: "QEVM", version 3.
@@ -48,7 +49,25 @@ fn endpoint(addr: &Addr, port: u16, family: u8) -> Option<EndpointInfo> {
 /// a few inlined array reads, no hash or trie lookup.
 #[inline(always)]
 pub(super) fn is_candidate(key: &FlowKey) -> bool {
-    port_listed(key.dport) || port_listed(key.sport) || in_fast_cidr(key)
+    port_listed(key.dport)
+        || port_listed(key.sport)
+        || CIDR_TABLE.get(0).is_some_and(|table| in_fast_cidr(table, key))
+}
+
+/// Whether a segment of a flow this CPU's cache does not know may be a
+/// migration's: it is a candidate, or prefixes beyond the fast table are in
+/// the trie, or its payload starts with QEMU's magic. Only such segments go
+/// on to the classifier; the CIDR table is read once for all of it.
+#[inline(always)]
+pub(super) fn may_be_migration(ctx: &TcContext, segment: &Segment) -> bool {
+    let key = &segment.key;
+    if port_listed(key.dport) || port_listed(key.sport) {
+        return true;
+    }
+    match CIDR_TABLE.get(0) {
+        Some(table) if table.trie > 0 || in_fast_cidr(table, key) => true,
+        _ => has_magic(ctx, segment),
+    }
 }
 
 /// An address as two words, for masked compares.
@@ -58,13 +77,10 @@ fn words(addr: &Addr) -> [u64; 2] {
     unsafe { *(addr.as_ptr() as *const [u64; 2]) }
 }
 
-/// Whether either end is inside one of the fast CIDRs: masked word
-/// compares on one inlined array value, no trie lookup.
+/// Whether either end is inside one of the fast CIDRs of `table`: masked
+/// word compares, no trie lookup.
 #[inline(always)]
-fn in_fast_cidr(key: &FlowKey) -> bool {
-    let Some(table) = CIDR_TABLE.get(0) else {
-        return false;
-    };
+fn in_fast_cidr(table: &CidrTable, key: &FlowKey) -> bool {
     let (src, dst) = (words(&key.src), words(&key.dst));
     for i in 0..FAST_CIDRS {
         if i as u32 >= table.fast {
@@ -125,7 +141,7 @@ pub(super) fn classify(ctx: &TcContext, segment: &Segment, candidate: bool) -> O
         {
             return Some((info.channel, info.reason));
         }
-        if in_fast_cidr(key) {
+        if CIDR_TABLE.get(0).is_some_and(|table| in_fast_cidr(table, key)) {
             return Some((Channel::Unknown as u8, Reason::Cidr as u8));
         }
     }
@@ -146,18 +162,10 @@ pub(super) fn classify(ctx: &TcContext, segment: &Segment, candidate: bool) -> O
 #[inline(always)]
 fn has_magic(ctx: &TcContext, segment: &Segment) -> bool {
     segment.payload_len >= 8
-        && load::<u64>(ctx, segment.payload_offset).is_ok_and(|magic| {
-            let magic = u64::from_be(magic);
+        && Bytes::<8>::at(ctx, segment.payload_offset).is_ok_and(|payload| {
+            let magic = u64::from_be(payload.ne64::<0>());
             magic == QEMU_VM_MAGIC || magic == MULTIFD_MAGIC
         })
-}
-
-/// Whether a segment the prefilters let pass may still be a migration's:
-/// prefixes beyond the fast table are in the trie, or its payload starts
-/// with QEMU's magic. Only such segments go on to [`classify`].
-#[inline(always)]
-pub(super) fn may_classify(ctx: &TcContext, segment: &Segment) -> bool {
-    CIDR_TABLE.get(0).is_some_and(|t| t.trie > 0) || has_magic(ctx, segment)
 }
 
 /// Remembers the target of a stream recognised by its magic, so the rest

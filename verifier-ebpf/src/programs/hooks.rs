@@ -10,13 +10,14 @@ use verifier_ebpf::{hook_index, stat, Direction, CLASSIFIER_INDEX};
 
 use super::{
     arp::{arp_of_interest, count_neighbor},
-    classify::{classify, is_candidate, may_classify},
+    classify::{classify, is_candidate, may_be_migration},
     flow_table::{cached_flow, insert_flow, kept_flow},
     maps::{bump, CLASSIFIER, CURRENT_HOOK, HOOK_COUNTERS},
     mem::zero_in_place,
+    packet::Bytes,
     parse::{
-        be16, bytes, parse, Parsed, Segment, Skip, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP,
-        ETH_P_IP, ETH_P_IPV6,
+        parse, Parsed, Segment, Skip, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IP,
+        ETH_P_IPV6,
     },
     tcp::account,
 };
@@ -44,11 +45,11 @@ fn try_hook(ctx: &TcContext, slot: u32, direction: Direction) -> Result<(), Skip
         counters.packets += 1;
         counters.bytes += u64::from(ctx.len());
     }
-    let Ok(eth) = bytes::<14>(ctx, 0) else {
+    let Ok(eth) = Bytes::<ETH_HLEN>::at(ctx, 0) else {
         bump(stat::TRUNCATED);
         return Err(Skip);
     };
-    let ethertype = be16([eth[12], eth[13]]);
+    let ethertype = eth.be16::<12>();
     if !matches!(
         ethertype,
         ETH_P_IP | ETH_P_IPV6 | ETH_P_8021Q | ETH_P_8021AD
@@ -70,7 +71,7 @@ fn try_hook(ctx: &TcContext, slot: u32, direction: Direction) -> Result<(), Skip
     };
     segment.key.slot = slot as u8;
     segment.key.direction = direction as u8;
-    if parse::<false>(ctx, segment)? == Parsed::NeedsFullParse {
+    if parse::<false>(ctx, ethertype, segment)? == Parsed::NeedsFullParse {
         return to_classifier(ctx, hook);
     }
     // A flow already kept, found where this CPU's flow cache points: no
@@ -84,7 +85,7 @@ fn try_hook(ctx: &TcContext, slot: u32, direction: Direction) -> Result<(), Skip
         account(ctx, segment, stats);
         return Ok(());
     }
-    if is_candidate(&segment.key) || may_classify(ctx, segment) {
+    if may_be_migration(ctx, segment) {
         return to_classifier(ctx, hook);
     }
     Ok(())
@@ -128,7 +129,8 @@ fn try_classify_packet(ctx: &TcContext) -> Result<(), Skip> {
     };
     segment.key.slot = (hook >> 8) as u8;
     segment.key.direction = hook as u8 & 1;
-    parse::<true>(ctx, segment)?;
+    let ethertype = Bytes::<ETH_HLEN>::at(ctx, 0)?.be16::<12>();
+    parse::<true>(ctx, ethertype, segment)?;
     // A flow already kept: its entry says what it is. Only segments that
     // pass the cheap prefilters pay for that lookup.
     let candidate = is_candidate(&segment.key);

@@ -15,6 +15,7 @@
 //! One module per concern, in the order a packet meets them:
 //!
 //! - [`hooks`]: the programs (hook entry points and the shared classifier);
+//! - [`packet`]: packet memory, bounds-checked once per header, read in words;
 //! - [`parse`]: Ethernet, VLAN, IPv4/IPv6 and TCP headers into a `Segment`;
 //! - [`arp`]: ARP about the migration network, counted per address;
 //! - [`classify`]: is a new flow migration traffic, and why;
@@ -35,6 +36,7 @@ mod flow_table;
 mod hooks;
 mod maps;
 mod mem;
+mod packet;
 mod parse;
 mod tcp;
 

@@ -1,7 +1,8 @@
 //! Header reading: Ethernet, up to two VLAN tags, IPv4 or IPv6 (with its
 //! extension headers), TCP and the two TCP options the observers use. Reads
-//! go straight to packet memory after one bounds check each; nothing is
-//! copied to the 512-byte stack but the `Segment` the caller owns.
+//! go straight to packet memory after one bounds check per header (see
+//! [`packet`](super::packet)); nothing is copied to the 512-byte stack but
+//! the `Segment` the caller owns.
 
 use aya_ebpf::programs::TcContext;
 use verifier_ebpf::{stat, FlowKey, FAMILY_V4, FAMILY_V6};
@@ -10,6 +11,7 @@ use super::{
     arp::{arp_of_interest, count_neighbor},
     hooks::hook_of,
     maps::bump,
+    packet::Bytes,
 };
 
 pub(super) const ETH_HLEN: usize = 14;
@@ -19,11 +21,11 @@ pub(super) const ETH_P_8021Q: u16 = 0x8100;
 pub(super) const ETH_P_8021AD: u16 = 0x88a8;
 pub(super) const ETH_P_ARP: u16 = 0x0806;
 
-/// TCP option kind of the maximum segment size, and its length.
-const TCP_OPT_MSS: [u8; 2] = [2, 4];
+/// TCP option kind of the maximum segment size (2), and its length (4).
+const TCP_OPT_MSS: u16 = 0x0204;
 const IPPROTO_TCP: u8 = 6;
 /// NOP, NOP, kind 8 (timestamps), length 10.
-const TS_OPTION_PREFIX: [u8; 4] = [1, 1, 8, 10];
+const TS_OPTION_PREFIX: u32 = 0x0101_080a;
 
 pub(super) const TCP_FIN: u8 = 0x01;
 pub(super) const TCP_SYN: u8 = 0x02;
@@ -38,17 +40,6 @@ pub(super) const TCP_ACK: u8 = 0x10;
 /// out (and compiled) as `Option<T>`.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Skip;
-
-/// A `T` at `offset` in the packet, if the linear data holds all of it.
-#[inline(always)]
-pub(super) fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, Skip> {
-    let start = ctx.data() + offset;
-    if start + core::mem::size_of::<T>() > ctx.data_end() {
-        return Err(Skip);
-    }
-    // SAFETY: bounds checked just above against data_end.
-    Ok(unsafe { (start as *const T).read_unaligned() })
-}
 
 /// The TCP facts of one packet.
 #[repr(C, align(8))]
@@ -72,23 +63,6 @@ pub(super) struct Segment {
     pub(super) mss: u16,
 }
 
-/// `N` bytes at `offset`, in place: one bounds check, every read through
-/// the pointer the verifier checked, nothing copied to the (small) stack.
-#[inline(always)]
-pub(super) fn bytes<const N: usize>(ctx: &TcContext, offset: usize) -> Result<&[u8; N], Skip> {
-    let start = ctx.data() + offset;
-    if start + N > ctx.data_end() {
-        return Err(Skip);
-    }
-    // SAFETY: bounds checked just above; packet memory outlives the program run.
-    Ok(unsafe { &*(start as *const [u8; N]) })
-}
-
-#[inline(always)]
-pub(super) fn be16(b: [u8; 2]) -> u16 {
-    u16::from_be_bytes(b)
-}
-
 /// What [`parse`] made of a packet it did not skip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Parsed {
@@ -100,13 +74,16 @@ pub(super) enum Parsed {
 }
 
 /// Fills `segment` (its key's slot and direction already set) from the
-/// packet, in place: writing into the caller's frame, so the header work
-/// needs no copy of its own on the path that accounts the segment. `FULL`:
-/// walk IPv6 extension headers (the shared classifier); without it the
-/// parser is smaller for the verifier, which checks it once per hook.
+/// packet whose Ethernet header carries `ethertype` (read by the caller,
+/// who has looked at it already), in place: writing into the
+/// caller's frame, so the header work needs no copy of its own on the path
+/// that accounts the segment. `FULL`: walk IPv6 extension headers (the
+/// shared classifier); without it the parser is smaller for the verifier,
+/// which checks it once per hook.
 #[inline(always)]
 pub(super) fn parse<const FULL: bool>(
     ctx: &TcContext,
+    ethertype: u16,
     segment: &mut Segment,
 ) -> Result<Parsed, Skip> {
     // SAFETY: reads of the context the kernel handed us.
@@ -118,19 +95,17 @@ pub(super) fn parse<const FULL: bool>(
     } else {
         0
     };
-    let eth = bytes::<14>(ctx, 0)?;
-    let mut ethertype = be16([eth[12], eth[13]]);
+    let mut ethertype = ethertype;
     let mut offset = ETH_HLEN;
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        let tag = bytes::<4>(ctx, offset)?;
+        let tag = Bytes::<4>::at(ctx, offset)?;
         if vlan == 0 {
-            vlan = be16([tag[0], tag[1]]) & 0x0fff;
+            vlan = tag.be16::<0>() & 0x0fff;
         }
-        ethertype = be16([tag[2], tag[3]]);
+        ethertype = tag.be16::<2>();
         offset += 4;
         if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-            let inner = bytes::<4>(ctx, offset)?;
-            ethertype = be16([inner[2], inner[3]]);
+            ethertype = Bytes::<4>::at(ctx, offset)?.be16::<2>();
             offset += 4;
         }
     }
@@ -138,32 +113,34 @@ pub(super) fn parse<const FULL: bool>(
     let key = &mut segment.key;
     let l4 = match ethertype {
         ETH_P_IP => {
-            let ip = bytes::<20>(ctx, offset)?;
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let ip = Bytes::<20>::at(ctx, offset)?;
+            let ihl = usize::from(ip.u8::<0>() & 0x0f) * 4;
             if ihl < 20 {
                 bump(stat::TRUNCATED);
                 return Err(Skip);
             }
-            if ip[9] != IPPROTO_TCP {
+            if ip.u8::<9>() != IPPROTO_TCP {
                 bump(stat::NOT_TCP);
                 return Err(Skip);
             }
             // A fragment other than the first carries no TCP header.
-            if be16([ip[6], ip[7]]) & 0x1fff != 0 {
+            if ip.be16::<6>() & 0x1fff != 0 {
                 bump(stat::FRAGMENT);
                 return Err(Skip);
             }
             key.family = FAMILY_V4;
-            key.src[..4].copy_from_slice(&ip[12..16]);
-            key.dst[..4].copy_from_slice(&ip[16..20]);
+            set_v4_addresses(key, ip.ne32::<12>(), ip.ne32::<16>());
             offset + ihl
         }
         ETH_P_IPV6 => {
-            let ip = bytes::<40>(ctx, offset)?;
+            let ip = Bytes::<40>::at(ctx, offset)?;
             key.family = FAMILY_V6;
-            key.src.copy_from_slice(&ip[8..24]);
-            key.dst.copy_from_slice(&ip[24..40]);
-            let mut next = ip[6];
+            set_v6_addresses(
+                key,
+                [ip.ne64::<8>(), ip.ne64::<16>()],
+                [ip.ne64::<24>(), ip.ne64::<32>()],
+            );
+            let mut next = ip.u8::<6>();
             let mut l4 = offset + 40;
             if !FULL && next != IPPROTO_TCP {
                 if matches!(next, 0 | 43 | 60 | 44) {
@@ -182,17 +159,17 @@ pub(super) fn parse<const FULL: bool>(
                     bump(stat::TRUNCATED);
                     return Err(Skip);
                 }
-                let ext = bytes::<8>(ctx, l4)?;
+                let ext = Bytes::<8>::at(ctx, l4)?;
                 if next == 44 {
-                    if be16([ext[2], ext[3]]) >> 3 != 0 {
+                    if ext.be16::<2>() >> 3 != 0 {
                         bump(stat::FRAGMENT);
                         return Err(Skip);
                     }
                     l4 += 8;
                 } else {
-                    l4 += (usize::from(ext[1]) + 1) * 8;
+                    l4 += (usize::from(ext.u8::<1>()) + 1) * 8;
                 }
-                next = ext[0];
+                next = ext.u8::<0>();
             }
             if next != IPPROTO_TCP {
                 bump(stat::NOT_TCP);
@@ -216,41 +193,72 @@ pub(super) fn parse<const FULL: bool>(
         bump(stat::TRUNCATED);
         return Err(Skip);
     }
-    let Ok(tcp) = bytes::<20>(ctx, l4) else {
+    let Ok(tcp) = Bytes::<20>::at(ctx, l4) else {
         bump(stat::TRUNCATED);
         return Err(Skip);
     };
-    key.sport = be16([tcp[0], tcp[1]]);
-    key.dport = be16([tcp[2], tcp[3]]);
-    let data_offset = usize::from(tcp[12] >> 4) * 4;
+    key.sport = tcp.be16::<0>();
+    key.dport = tcp.be16::<2>();
+    let data_offset = usize::from(tcp.u8::<12>() >> 4) * 4;
     let payload_offset = l4 + data_offset;
     let len = ctx.len() as usize;
     if data_offset < 20 || payload_offset > len {
         bump(stat::TRUNCATED);
         return Err(Skip);
     }
+    let flags = tcp.u8::<13>();
     if data_offset >= 32 {
-        if let Ok(o) = bytes::<12>(ctx, l4 + 20) {
-            if o[..4] == TS_OPTION_PREFIX {
+        if let Ok(o) = Bytes::<12>::at(ctx, l4 + 20) {
+            if o.be32::<0>() == TS_OPTION_PREFIX {
                 segment.has_timestamps = true;
-                segment.ts_val = u32::from_be_bytes([o[4], o[5], o[6], o[7]]);
-                segment.ts_ecr = u32::from_be_bytes([o[8], o[9], o[10], o[11]]);
+                segment.ts_val = o.be32::<4>();
+                segment.ts_ecr = o.be32::<8>();
             }
         }
     }
     // Linux puts the MSS first in a SYN's options; only SYNs pay for this.
-    if tcp[13] & TCP_SYN != 0 && data_offset >= 24 {
-        if let Ok(o) = bytes::<4>(ctx, l4 + 20) {
-            if o[..2] == TCP_OPT_MSS {
-                segment.mss = be16([o[2], o[3]]);
+    if flags & TCP_SYN != 0 && data_offset >= 24 {
+        if let Ok(o) = Bytes::<4>::at(ctx, l4 + 20) {
+            if o.be16::<0>() == TCP_OPT_MSS {
+                segment.mss = o.be16::<2>();
             }
         }
     }
-    segment.seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-    segment.flags = tcp[13];
-    segment.window = be16([tcp[14], tcp[15]]);
+    segment.seq = tcp.be32::<4>();
+    segment.flags = flags;
+    segment.window = tcp.be16::<14>();
     segment.payload_len = (len - payload_offset) as u32;
     segment.payload_offset = payload_offset;
     segment.vlan = vlan;
     Ok(Parsed::Segment)
+}
+
+/// Where a key's addresses start, in words: aligned, so whole words are
+/// stored into them.
+const SRC_AT: usize = core::mem::offset_of!(FlowKey, src);
+const DST_AT: usize = core::mem::offset_of!(FlowKey, dst);
+const _: () = assert!(SRC_AT % 8 == 0 && DST_AT % 8 == 0 && core::mem::align_of::<FlowKey>() == 8);
+
+/// An IPv4 packet's addresses (as they lie in it) into `key`, one word
+/// store each; the rest of each address stays zero.
+#[inline(always)]
+fn set_v4_addresses(key: &mut FlowKey, src: u32, dst: u32) {
+    let base = key as *mut FlowKey as *mut u8;
+    // SAFETY: aligned stores inside the key, per the assertion above.
+    unsafe {
+        (base.add(SRC_AT) as *mut u32).write(src);
+        (base.add(DST_AT) as *mut u32).write(dst);
+    }
+}
+
+/// An IPv6 packet's addresses (as they lie in it, two words each) into
+/// `key`, one store per word.
+#[inline(always)]
+fn set_v6_addresses(key: &mut FlowKey, src: [u64; 2], dst: [u64; 2]) {
+    let base = key as *mut FlowKey as *mut u8;
+    // SAFETY: aligned stores inside the key, per the assertion above.
+    unsafe {
+        (base.add(SRC_AT) as *mut [u64; 2]).write(src);
+        (base.add(DST_AT) as *mut [u64; 2]).write(dst);
+    }
 }
