@@ -45,7 +45,7 @@ struct Args {
     /// this one, in the same rounds: per-packet and in place. Repeatable.
     #[arg(long = "build", value_name = "NAME=OBJECT", value_parser = parse_build)]
     builds: Vec<Build>,
-    /// Rounds of the per-packet and in-place parts (default: 7 and 5, or
+    /// Rounds of the per-packet and in-place parts (default: 7 and 9, or
     /// fewer with --quick).
     #[arg(long, value_name = "N")]
     rounds: Option<usize>,
@@ -170,7 +170,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         (7, 11, 512, (8, 3), 5, 60.0)
     };
-    let in_place_rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 5 });
+    let in_place_rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 9 });
     let rounds = args.rounds.unwrap_or(rounds);
     let builds = &args.builds;
 

@@ -5,7 +5,8 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key, programs::TcContext};
 use verifier_ebpf::{
-    stat, Addr, Channel, CidrTable, EndpointInfo, EndpointKey, FlowKey, Reason, FAMILY_V4, FAST_CIDRS,
+    stat, Addr, Channel, CidrTable, EndpointInfo, EndpointKey, FlowKey, Reason, FAMILY_V4,
+    FAST_CIDRS,
 };
 
 use super::{
@@ -51,7 +52,9 @@ fn endpoint(addr: &Addr, port: u16, family: u8) -> Option<EndpointInfo> {
 pub(super) fn is_candidate(key: &FlowKey) -> bool {
     port_listed(key.dport)
         || port_listed(key.sport)
-        || CIDR_TABLE.get(0).is_some_and(|table| in_fast_cidr(table, key))
+        || CIDR_TABLE
+            .get(0)
+            .is_some_and(|table| in_fast_cidr(table, key))
 }
 
 /// Whether a segment of a flow this CPU's cache does not know may be a
@@ -141,7 +144,10 @@ pub(super) fn classify(ctx: &TcContext, segment: &Segment, candidate: bool) -> O
         {
             return Some((info.channel, info.reason));
         }
-        if CIDR_TABLE.get(0).is_some_and(|table| in_fast_cidr(table, key)) {
+        if CIDR_TABLE
+            .get(0)
+            .is_some_and(|table| in_fast_cidr(table, key))
+        {
             return Some((Channel::Unknown as u8, Reason::Cidr as u8));
         }
     }

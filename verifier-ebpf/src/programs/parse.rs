@@ -237,7 +237,9 @@ pub(super) fn parse<const FULL: bool>(
 /// stored into them.
 const SRC_AT: usize = core::mem::offset_of!(FlowKey, src);
 const DST_AT: usize = core::mem::offset_of!(FlowKey, dst);
-const _: () = assert!(SRC_AT % 8 == 0 && DST_AT % 8 == 0 && core::mem::align_of::<FlowKey>() == 8);
+const _: () = assert!(
+    SRC_AT.is_multiple_of(8) && DST_AT.is_multiple_of(8) && core::mem::align_of::<FlowKey>() == 8
+);
 
 /// An IPv4 packet's addresses (as they lie in it) into `key`, one word
 /// store each; the rest of each address stays zero.
