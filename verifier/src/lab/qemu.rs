@@ -570,6 +570,7 @@ pub fn migrate(
     let mut unresponsive = false;
     let mut account = Account::default();
     let mut postcopy_requested = false;
+    let mut completed_without_time = 0;
     let status = loop {
         std::thread::sleep(Duration::from_millis(100));
         if let Some(control) = control_client.as_mut() {
@@ -595,6 +596,18 @@ pub fn migrate(
         };
         account.observe(&status);
         let state_name = status["status"].as_str().unwrap_or("unknown").to_string();
+        // QEMU before 8.2 marks a migration completed a moment before it
+        // records the total time (migration_calculate_complete ran after
+        // the state change; QEMU's commit "Fix possible race when checking
+        // for COMPLETED" moved it), so an answer in that window says
+        // `total-time: 0`: ask again.
+        if state_name == "completed"
+            && field_u64(&status, "total-time") == Some(0)
+            && completed_without_time < 10
+        {
+            completed_without_time += 1;
+            continue;
+        }
         if matches!(state_name.as_str(), "completed" | "failed" | "cancelled") {
             break status;
         }
