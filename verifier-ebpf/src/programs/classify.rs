@@ -10,6 +10,7 @@ use verifier_ebpf::{
 };
 
 use super::{
+    key::address_words,
     maps::{bump, CIDR_TABLE, E2BIG, ENDPOINTS, MIGRATION_CIDRS, PORT_FILTER},
     packet::Bytes,
     parse::Segment,
@@ -50,11 +51,7 @@ fn endpoint(addr: &Addr, port: u16, family: u8) -> Option<EndpointInfo> {
 /// a few inlined array reads, no hash or trie lookup.
 #[inline(always)]
 pub(super) fn is_candidate(key: &FlowKey) -> bool {
-    port_listed(key.dport)
-        || port_listed(key.sport)
-        || CIDR_TABLE
-            .get(0)
-            .is_some_and(|table| in_fast_cidr(table, key))
+    port_listed(key.dport) || port_listed(key.sport) || in_fast_cidrs(key)
 }
 
 /// Whether a segment of a flow this CPU's cache does not know may be a
@@ -73,18 +70,19 @@ pub(super) fn may_be_migration(ctx: &TcContext, segment: &Segment) -> bool {
     }
 }
 
-/// An address as two words, for masked compares.
+/// Whether either end is inside one of the fast CIDRs.
 #[inline(always)]
-fn words(addr: &Addr) -> [u64; 2] {
-    // SAFETY: FlowKey is 8-aligned and its addresses sit at offsets 0 and 16.
-    unsafe { *(addr.as_ptr() as *const [u64; 2]) }
+fn in_fast_cidrs(key: &FlowKey) -> bool {
+    CIDR_TABLE
+        .get(0)
+        .is_some_and(|table| in_fast_cidr(table, key))
 }
 
 /// Whether either end is inside one of the fast CIDRs of `table`: masked
 /// word compares, no trie lookup.
 #[inline(always)]
 fn in_fast_cidr(table: &CidrTable, key: &FlowKey) -> bool {
-    let (src, dst) = (words(&key.src), words(&key.dst));
+    let (src, dst) = address_words(key);
     for i in 0..FAST_CIDRS {
         if i as u32 >= table.fast {
             break;
@@ -144,10 +142,7 @@ pub(super) fn classify(ctx: &TcContext, segment: &Segment, candidate: bool) -> O
         {
             return Some((info.channel, info.reason));
         }
-        if CIDR_TABLE
-            .get(0)
-            .is_some_and(|table| in_fast_cidr(table, key))
-        {
+        if in_fast_cidrs(key) {
             return Some((Channel::Unknown as u8, Reason::Cidr as u8));
         }
     }

@@ -10,6 +10,7 @@ use verifier_ebpf::{
 
 use super::{
     events::{emit, EventTag},
+    key::{same_key, words},
     maps::{
         bump, FLOW_CACHE, FLOW_ENTRIES, FLOW_INDEX_V4, FLOW_INDEX_V6, FREE_FLOWS, NEXT_FLOW,
         SLOT_CONFIG,
@@ -94,21 +95,6 @@ fn remember(set: u32, index: u32) {
     }
 }
 
-/// A key as the five words it is made of.
-#[inline(always)]
-fn key_words(key: &FlowKey) -> &[u64; 5] {
-    const { assert!(core::mem::size_of::<FlowKey>() == 40 && core::mem::align_of::<FlowKey>() == 8) };
-    // SAFETY: a FlowKey is five aligned words, per the assertion.
-    unsafe { &*(key as *const FlowKey as *const [u64; 5]) }
-}
-
-/// Key equality in five word compares, without branches or `memcmp`.
-#[inline(always)]
-fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
-    let (a, b) = (key_words(a), key_words(b));
-    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
-}
-
 /// An unused `FLOW_ENTRIES` index: one user space freed, else one never
 /// handed out.
 #[inline(always)]
@@ -153,9 +139,9 @@ pub(super) fn insert_flow(segment: &Segment) -> Option<*mut FlowStats> {
         core::ptr::write_volatile(&raw mut (*stats).channel, segment.channel);
         core::ptr::write_volatile(&raw mut (*stats).reason, segment.reason);
         core::ptr::write_volatile(&raw mut (*stats).vlan, segment.vlan);
-        let words = &raw mut (*entry).key as *mut u64;
-        for (i, word) in key_words(key).iter().enumerate() {
-            core::ptr::write_volatile(words.add(i), *word);
+        let entry_key = &raw mut (*entry).key as *mut u64;
+        for (i, word) in words(key).iter().enumerate() {
+            core::ptr::write_volatile(entry_key.add(i), *word);
         }
     }
     let inserted = if key.family == FAMILY_V4 {

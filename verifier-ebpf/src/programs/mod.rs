@@ -20,6 +20,7 @@
 //! - [`arp`]: ARP about the migration network, counted per address;
 //! - [`classify`]: is a new flow migration traffic, and why;
 //! - [`flow_table`]: where a flow's entry is (per-CPU cache, index, array);
+//! - [`key`]: a flow key as aligned words (stored, compared, copied);
 //! - [`tcp`]: what a segment adds to its entry: counters, sequence, RTT;
 //! - [`events`]: the ring buffer user space drains;
 //! - [`maps`]: every map, by the name user space looks it up by;
@@ -34,6 +35,7 @@ mod classify;
 mod events;
 mod flow_table;
 mod hooks;
+mod key;
 mod maps;
 mod mem;
 mod packet;

@@ -10,6 +10,7 @@ use verifier_ebpf::{stat, FlowKey, FAMILY_V4, FAMILY_V6};
 use super::{
     arp::{arp_of_interest, count_neighbor},
     hooks::hook_of,
+    key::{set_v4_addresses, set_v6_addresses},
     maps::bump,
     packet::Bytes,
 };
@@ -231,36 +232,4 @@ pub(super) fn parse<const FULL: bool>(
     segment.payload_offset = payload_offset;
     segment.vlan = vlan;
     Ok(Parsed::Segment)
-}
-
-/// Where a key's addresses start, in words: aligned, so whole words are
-/// stored into them.
-const SRC_AT: usize = core::mem::offset_of!(FlowKey, src);
-const DST_AT: usize = core::mem::offset_of!(FlowKey, dst);
-const _: () = assert!(
-    SRC_AT.is_multiple_of(8) && DST_AT.is_multiple_of(8) && core::mem::align_of::<FlowKey>() == 8
-);
-
-/// An IPv4 packet's addresses (as they lie in it) into `key`, one word
-/// store each; the rest of each address stays zero.
-#[inline(always)]
-fn set_v4_addresses(key: &mut FlowKey, src: u32, dst: u32) {
-    let base = key as *mut FlowKey as *mut u8;
-    // SAFETY: aligned stores inside the key, per the assertion above.
-    unsafe {
-        (base.add(SRC_AT) as *mut u32).write(src);
-        (base.add(DST_AT) as *mut u32).write(dst);
-    }
-}
-
-/// An IPv6 packet's addresses (as they lie in it, two words each) into
-/// `key`, one store per word.
-#[inline(always)]
-fn set_v6_addresses(key: &mut FlowKey, src: [u64; 2], dst: [u64; 2]) {
-    let base = key as *mut FlowKey as *mut u8;
-    // SAFETY: aligned stores inside the key, per the assertion above.
-    unsafe {
-        (base.add(SRC_AT) as *mut [u64; 2]).write(src);
-        (base.add(DST_AT) as *mut [u64; 2]).write(dst);
-    }
 }
