@@ -16,7 +16,7 @@ use crate::interval::{median_interval, Interval};
 use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 use verifier::{
-    dataplane::{AttachSpec, Dataplane, Netns},
+    dataplane::{AttachSpec, Dataplane, Netns, Role},
     lab::{self, topology, LabConfig, QemuOutcome, Scenario},
 };
 
@@ -99,6 +99,9 @@ pub fn migration(rounds: usize, memory_mib: u64) -> anyhow::Result<MigrationBenc
                 let outcome = migrate_with(&config, variant)?;
                 if outcome.status != "completed" {
                     bail!("the {variant:?} migration ended {}", outcome.status);
+                }
+                if outcome.total_time_ms == 0 {
+                    bail!("QEMU reported the {variant:?} migration completed in 0 ms");
                 }
                 runs.push(MigrationRun {
                     variant,
@@ -390,6 +393,129 @@ pub fn iperf(rounds: usize, rounds_offloaded: usize, seconds: u32) -> anyhow::Re
     })
 }
 
+/// One set of observation points iperf3 ran under, against none.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PointsSummary {
+    pub points: String,
+    /// Hook programs a data segment passes on its way (and an ACK back):
+    /// the points on the migration network (the pod interfaces see none).
+    pub hooks_per_segment: usize,
+    pub attached_mbps: f64,
+    /// Attached over unobserved within each round.
+    pub ratio: Interval,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IperfPointsBench {
+    pub seconds: u32,
+    pub streams: u32,
+    pub rounds: usize,
+    pub unobserved_mbps: f64,
+    pub summary: Vec<PointsSummary>,
+}
+
+/// The sets of observation points [`iperf_points`] measures: the lab's
+/// every point (both nodes' hooks, which the lab runs on one machine's
+/// CPUs), one node's (what a node's CPU runs for a segment on a real
+/// cluster), and one interface.
+fn point_sets(config: &LabConfig) -> Vec<(&'static str, Vec<AttachSpec>)> {
+    let all = topology::observation_points(config);
+    let on = |netns: &str, spec: &AttachSpec| {
+        spec.netns.as_ref().is_some_and(|n| n.to_string() == netns)
+    };
+    let node_a = |spec: &AttachSpec| {
+        on(topology::NODE_A.netns, spec) || on(topology::NODE_A.virt_handler, spec)
+    };
+    let migration = |spec: &AttachSpec| spec.role == Role::Migration;
+    let pick = |keep: &dyn Fn(&AttachSpec) -> bool| -> Vec<AttachSpec> {
+        all.iter().filter(|s| keep(s)).cloned().collect()
+    };
+    vec![
+        ("every point (both nodes)", all.clone()),
+        (
+            "node A's migration interfaces",
+            pick(&|s| migration(s) && node_a(s)),
+        ),
+        (
+            "node A's migration0",
+            pick(&|s| migration(s) && node_a(s) && s.iface == "migration0"),
+        ),
+    ]
+}
+
+/// iperf3 (one stream, offloads off: the figure that misses its target)
+/// with the observers on fewer and fewer of the lab's observation points,
+/// in paired rounds: what each point adds to a segment's cost.
+pub fn iperf_points(rounds: usize, seconds: u32) -> anyhow::Result<IperfPointsBench> {
+    const STREAMS: u32 = 1;
+    let config = bench_config(64);
+    let sets = point_sets(&config);
+    lab::up(&config, &quiet)?;
+    let target = config.target_address().to_string();
+    let server = spawn_iperf_server(&target);
+    let result = server.and_then(|server| {
+        std::thread::sleep(Duration::from_millis(500));
+        let mut unobserved = Vec::new();
+        let mut attached: Vec<Vec<f64>> = vec![Vec::new(); sets.len()];
+        let measured = (|| -> anyhow::Result<()> {
+            for round in 0..rounds {
+                // None: unobserved. The order turns every round.
+                let mut order: Vec<Option<usize>> = vec![None];
+                order.extend((0..sets.len()).map(Some));
+                let variants = order.len();
+                order.rotate_left(round % variants);
+                for which in order {
+                    let name = which.map_or("unobserved", |i| sets[i].0);
+                    eprintln!(
+                        "bench: iperf3 by points, round {}/{rounds}, {name}",
+                        round + 1
+                    );
+                    let dataplane = match which {
+                        Some(i) => {
+                            let mut dataplane = Dataplane::load()?;
+                            dataplane.add_cidr(config.migration_cidr().parse()?)?;
+                            dataplane.attach_all(&sets[i].1)?;
+                            Some(dataplane)
+                        }
+                        None => None,
+                    };
+                    let bits_per_second = iperf_client(&target, STREAMS, seconds)?;
+                    drop(dataplane);
+                    match which {
+                        Some(i) => attached[i].push(bits_per_second),
+                        None => unobserved.push(bits_per_second),
+                    }
+                }
+            }
+            Ok(())
+        })();
+        stop(vec![server]);
+        measured.map(|()| (unobserved, attached))
+    });
+    lab::down()?;
+    let (unobserved, attached) = result?;
+    let summary = sets
+        .iter()
+        .zip(&attached)
+        .map(|((name, points), runs)| {
+            let ratios: Vec<f64> = runs.iter().zip(&unobserved).map(|(a, b)| a / b).collect();
+            PointsSummary {
+                points: name.to_string(),
+                hooks_per_segment: points.iter().filter(|p| p.role != Role::Primary).count(),
+                attached_mbps: median_f(&mut runs.clone()) / 1e6,
+                ratio: median_interval(&ratios),
+            }
+        })
+        .collect();
+    Ok(IperfPointsBench {
+        seconds,
+        streams: STREAMS,
+        rounds,
+        unobserved_mbps: median_f(&mut unobserved.clone()) / 1e6,
+        summary,
+    })
+}
+
 /// `rounds` rounds of iperf3 on a lab of its own.
 fn iperf_lab(offloads: bool, rounds: usize, seconds: u32) -> anyhow::Result<Vec<IperfRun>> {
     let config = LabConfig {
@@ -398,7 +524,19 @@ fn iperf_lab(offloads: bool, rounds: usize, seconds: u32) -> anyhow::Result<Vec<
     };
     lab::up(&config, &quiet)?;
     let target = config.target_address().to_string();
-    let result = Command::new("ip")
+    let result = spawn_iperf_server(&target).and_then(|server| {
+        std::thread::sleep(Duration::from_millis(500));
+        let runs = iperf_rounds(&config, &target, rounds, seconds);
+        stop(vec![server]);
+        runs
+    });
+    lab::down()?;
+    result
+}
+
+/// iperf3's server in node B's virt-handler, on the migration address.
+fn spawn_iperf_server(target: &str) -> anyhow::Result<std::process::Child> {
+    Command::new("ip")
         .args([
             "netns",
             "exec",
@@ -406,20 +544,12 @@ fn iperf_lab(offloads: bool, rounds: usize, seconds: u32) -> anyhow::Result<Vec<
             "iperf3",
             "-s",
             "-B",
-            &target,
+            target,
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting iperf3 (cargo xtask setup installs it)")
-        .and_then(|server| {
-            std::thread::sleep(Duration::from_millis(500));
-            let runs = iperf_rounds(&config, &target, rounds, seconds);
-            stop(vec![server]);
-            runs
-        });
-    lab::down()?;
-    result
 }
 
 /// migverify's observers on every observation point of the lab, with the

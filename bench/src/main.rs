@@ -80,6 +80,9 @@ enum Part {
     /// against the empty program on the same hooks.
     HooksInPlace,
     Iperf3,
+    /// iperf3 (one stream, offloads off) with the observers on every
+    /// observation point, one node's and one interface: what each adds.
+    Iperf3Points,
     Footprint,
     /// What the kernel's verifier does with each program: load time,
     /// instructions verified, JIT size.
@@ -204,6 +207,9 @@ fn main() -> anyhow::Result<()> {
                 iperf_rounds.1,
                 iperf_seconds,
             )?),
+            Part::Iperf3Points => {
+                serde_json::to_value(labbench::iperf_points(iperf_rounds.0, iperf_seconds)?)
+            }
             Part::Verifier => serde_json::to_value(userspace::verifier_cost(builds)?),
             Part::Footprint => {
                 serde_json::to_value(userspace::footprint(&migverify, 16, footprint_s)?)
