@@ -1,6 +1,6 @@
-//! Memory operations the BPF target needs spelled out: atomic adds (no
-//! `AtomicU64::fetch_add` on BPF) and clearing in words (LLVM's `memset`
-//! for BPF goes byte by byte).
+//! Memory operations the BPF target needs spelled out: atomic adds and
+//! compare-and-swap (no `AtomicU64` operations on BPF) and clearing in
+//! words (LLVM's `memset` for BPF goes byte by byte).
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -53,4 +53,28 @@ pub(super) unsafe fn fetch_add(counter: *mut u64, value: u64) -> u64 {
         )
     };
     value
+}
+
+/// Stores `new` in `*target` if it holds `expected`, atomically
+/// (BPF_CMPXCHG, kernel 5.12); whether it did. Written out for the same
+/// reason as [`fetch_add`]: LLVM emits it only for BPF CPU v3.
+///
+/// # Safety
+/// `target` points into a live map value.
+#[inline(always)]
+pub(super) unsafe fn compare_exchange(target: *mut u64, expected: u64, new: u64) -> bool {
+    let mut previous = expected;
+    // SAFETY: per the function's contract; the instruction touches only
+    // `*target` and r0, which holds the expected value and receives the
+    // previous one.
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({target} + 0, r0, {new})",
+            inout("r0") previous,
+            target = in(reg) target,
+            new = in(reg) new,
+            options(nostack),
+        )
+    };
+    previous == expected
 }

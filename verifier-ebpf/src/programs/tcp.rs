@@ -4,18 +4,18 @@
 
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     programs::TcContext,
 };
 use verifier_ebpf::{
-    EventKind, FlowKey, FlowStats, RTT_SAMPLE_SPACING_NS, SEEN_FIN, SEEN_RST, SEEN_SYN,
-    SEEN_SYN_ACK, TS_ANCHOR_MAX_AGE_NS, TS_ECHO_MAX_TICKS, TS_TICK_NS,
+    CpuShare, EventKind, FlowKey, FlowStats, CPU_SHARES, RTT_SAMPLE_SPACING_TICKS, SEEN_FIN,
+    SEEN_RST, SEEN_SYN, SEEN_SYN_ACK, TS_ANCHOR_MAX_AGE_NS, TS_ECHO_MAX_TICKS, TS_TICK_NS,
 };
 
 use super::{
     events::{emit, EventTag},
     flow_table::kept_flow,
-    mem::add,
+    mem::{add, compare_exchange},
     parse::{Segment, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -31,29 +31,94 @@ pub(super) fn account(ctx: &TcContext, segment: &Segment, stats: *mut FlowStats)
     };
     let flags = segment.flags;
     // SAFETY: `stats` points into the map value, valid for this program
-    // run; the counters are added to atomically.
+    // run; its shared counters are added to atomically, this CPU's share
+    // only by this CPU.
     unsafe {
-        add(&raw mut (*stats).bytes, u64::from(ctx.len()));
-        add(&raw mut (*stats).packets, u64::from(segments));
+        let share = own_share(stats);
+        match share {
+            Some(share) => {
+                (*share).bytes += u64::from(ctx.len());
+                (*share).packets += u64::from(segments);
+            }
+            None => {
+                add(&raw mut (*stats).bytes, u64::from(ctx.len()));
+                add(&raw mut (*stats).packets, u64::from(segments));
+            }
+        }
         if segment.window == 0 && flags & TCP_RST == 0 {
             add(&raw mut (*stats).zero_windows, 1);
         }
         if mss > (*stats).largest_segment {
             (*stats).largest_segment = mss;
         }
+        // Most segments carry ACK (and PSH) alone: the connection's
+        // opening and closing flags take the out-of-line path.
+        if flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 {
+            note_state_flags(stats, segment);
+        }
+        // Stored only when it changes: the entry is shared by every CPU
+        // that handles the flow.
+        if (*stats).tcp_flags | flags != (*stats).tcp_flags {
+            (*stats).tcp_flags |= flags;
+        }
+        track_sequence(stats, segment, share);
+        // Out of line, and only when the timestamps moved (about once a
+        // millisecond per direction): most segments repeat the last ones.
+        if segment.has_timestamps
+            && (segment.ts_ecr != (*stats).last_ts_ecr || segment.ts_val != (*stats).ts_val)
+        {
+            track_rtt(stats, segment);
+        }
+    }
+}
+
+/// This CPU's share of the entry: the one it claimed before, else one
+/// no CPU has claimed yet (claimed now); `None` when other CPUs hold them
+/// all, and this one adds to the shared counters.
+///
+/// # Safety
+/// `stats` points into a live flow table value.
+#[inline(always)]
+unsafe fn own_share(stats: *mut FlowStats) -> Option<*mut CpuShare> {
+    // SAFETY: helper without arguments (inlined by the verifier on x86-64
+    // and arm64 since kernel 6.10).
+    let cpu = u64::from(unsafe { bpf_get_smp_processor_id() }) + 1;
+    for i in 0..CPU_SHARES {
+        // SAFETY: per the function's contract; `i` is below CPU_SHARES.
+        unsafe {
+            let share = &raw mut (*stats).shares[i];
+            let holder = (*share).cpu;
+            if holder == cpu || (holder == 0 && compare_exchange(&raw mut (*share).cpu, 0, cpu)) {
+                return Some(share);
+            }
+        }
+    }
+    None
+}
+
+/// What a SYN, FIN or RST says: the `SEEN_*` bits, a SYN's MSS option,
+/// and the event of a flow's first RST.
+///
+/// # Safety
+/// `stats` points into a live flow table value.
+#[inline(never)]
+unsafe fn note_state_flags(stats: *mut FlowStats, segment: &Segment) {
+    let flags = segment.flags;
+    let mut seen = 0;
+    if flags & TCP_SYN != 0 {
+        seen |= if flags & TCP_ACK != 0 {
+            SEEN_SYN_ACK
+        } else {
+            SEEN_SYN
+        };
+    }
+    if flags & TCP_FIN != 0 {
+        seen |= SEEN_FIN;
+    }
+    // SAFETY: per the function's contract.
+    unsafe {
         if segment.mss != 0 {
             (*stats).mss = segment.mss;
-        }
-        let mut seen = 0;
-        if flags & TCP_SYN != 0 {
-            seen |= if flags & TCP_ACK != 0 {
-                SEEN_SYN_ACK
-            } else {
-                SEEN_SYN
-            };
-        }
-        if flags & TCP_FIN != 0 {
-            seen |= SEEN_FIN;
         }
         if flags & TCP_RST != 0 {
             seen |= SEEN_RST;
@@ -65,15 +130,6 @@ pub(super) fn account(ctx: &TcContext, segment: &Segment, stats: *mut FlowStats)
             }
         }
         (*stats).seen |= seen;
-        (*stats).tcp_flags |= flags;
-        track_sequence(stats, segment);
-        // Out of line, and only when the timestamps moved (about once a
-        // millisecond per direction): most segments repeat the last ones.
-        if segment.has_timestamps
-            && (segment.ts_ecr != (*stats).last_ts_ecr || segment.ts_val != (*stats).ts_val)
-        {
-            track_rtt(stats, segment);
-        }
     }
 }
 
@@ -86,10 +142,12 @@ pub(super) fn account(ctx: &TcContext, segment: &Segment, stats: *mut FlowStats)
 /// flow handled on two CPUs at the same instant) can leave a stale gap; the
 /// byte counters stay exact regardless, and the next gap replaces it.
 ///
+/// `share`: this CPU's share of the entry, if it has one.
+///
 /// # Safety
 /// `stats` points into a live flow table value.
 #[inline(always)]
-unsafe fn track_sequence(stats: *mut FlowStats, segment: &Segment) {
+unsafe fn track_sequence(stats: *mut FlowStats, segment: &Segment, share: Option<*mut CpuShare>) {
     // SYN and FIN take one sequence number each.
     let syn = u32::from(segment.flags & TCP_SYN != 0);
     let start = segment.seq.wrapping_add(syn);
@@ -115,7 +173,10 @@ unsafe fn track_sequence(stats: *mut FlowStats, segment: &Segment) {
             }
             (*stats).seq_high = end;
             let fresh = (advance as u32).min(len);
-            add(&raw mut (*stats).unique_payload_bytes, u64::from(fresh));
+            match share {
+                Some(share) => (*share).unique_payload_bytes += u64::from(fresh),
+                None => add(&raw mut (*stats).unique_payload_bytes, u64::from(fresh)),
+            }
             if fresh < len {
                 // Partly old data: the part below the highest sequence was resent.
                 add(
@@ -231,10 +292,9 @@ unsafe fn track_rtt(stats: *mut FlowStats, segment: &Segment) {
         }
         (*stats).last_ts_ecr = ts_ecr;
     }
-    // SAFETY: helper without arguments.
-    let now_coarse = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: per the function's contract.
-    if now_coarse < unsafe { (*stats).last_rtt_ns } + RTT_SAMPLE_SPACING_NS {
+    let last = unsafe { (*stats).last_rtt_echo };
+    if last != 0 && (ts_ecr.wrapping_sub(last as u32) as i32) < RTT_SAMPLE_SPACING_TICKS {
         return;
     }
     let key = &segment.key;
@@ -269,7 +329,7 @@ unsafe fn track_rtt(stats: *mut FlowStats, segment: &Segment) {
         if rtt <= 0 {
             return;
         }
-        (*stats).last_rtt_ns = now_coarse;
+        (*stats).last_rtt_echo = 1 << 32 | u64::from(ts_ecr);
         let tag = EventTag {
             kind: EventKind::Rtt as u8,
             now,
