@@ -344,12 +344,25 @@ pub const MAX_FLOWS: u32 = 65536;
 /// segment whose key matches the entry there is accounted without a hash
 /// lookup. The hash tables (`FLOW_INDEX_V4`/`_V6`) map keys to indexes for
 /// the rest.
-#[repr(C, align(8))]
+///
+/// Each entry has cache lines of its own (four, in an array whose values
+/// start on a page: `BPF_F_MMAPABLE`): a connection's two directions at
+/// one hook get neighbouring entries, often handled on two CPUs, and
+/// entries sharing a line had those CPUs pull it back and forth (2-3 ns a
+/// segment in place, bench/results/parts/2026-12-06T015716Z-HooksInPlace.json).
+#[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEntry {
     pub key: FlowKey,
     pub stats: FlowStats,
+    pub _pad: [u64; 5],
 }
+
+// Whole lines, and no padding the compiler would add.
+const _: () = assert!(
+    core::mem::size_of::<FlowEntry>() == 256
+        && core::mem::size_of::<FlowKey>() + core::mem::size_of::<FlowStats>() + 40 == 256
+);
 
 /// Each CPU's `FLOW_CACHE` is 2^FLOW_CACHE_SET_BITS sets of two slots,
 /// in one per-CPU value (at most 32 KiB).

@@ -4,7 +4,7 @@
 //! its map definitions, so the whole shared state shows at a glance.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, Queue, RingBuf},
 };
@@ -41,9 +41,11 @@ pub(super) static MIGRATION_CIDRS: LpmTrie<CidrData, u8> =
 #[map]
 pub(super) static CIDR_TABLE: Array<CidrTable> = Array::with_max_entries(1, 0);
 
-/// The kept flows, found by index (see [`FlowEntry`]).
+/// The kept flows, found by index (see [`FlowEntry`]). Mappable only so
+/// that its values start on a page, and each entry on its own lines.
 #[map]
-pub(super) static FLOW_ENTRIES: Array<FlowEntry> = Array::with_max_entries(MAX_FLOWS, 0);
+pub(super) static FLOW_ENTRIES: Array<FlowEntry> =
+    Array::with_max_entries(MAX_FLOWS, BPF_F_MMAPABLE);
 
 /// Flow keys to their index in `FLOW_ENTRIES`, one table per family:
 /// IPv4 keys are short and hash fast.
