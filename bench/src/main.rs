@@ -13,6 +13,7 @@ mod labbench;
 mod markdown;
 mod perpacket;
 mod provenance;
+mod reference;
 mod soak;
 mod targets;
 mod userspace;
@@ -199,9 +200,7 @@ fn main() -> anyhow::Result<()> {
             Part::Attach => serde_json::to_value(labbench::attach_time(rounds)?),
             Part::Flood => serde_json::to_value(userspace::flood(100_000)?),
             Part::Migration => serde_json::to_value(labbench::migration(migration_rounds, memory)?),
-            Part::HooksInPlace => {
-                serde_json::to_value(inplace::run(in_place_rounds, memory, builds, None)?)
-            }
+            Part::HooksInPlace => serde_json::to_value(in_place(&args.root, in_place_rounds, memory, builds)?),
             Part::Iperf3 => serde_json::to_value(labbench::iperf(
                 iperf_rounds.0,
                 iperf_rounds.1,
@@ -247,7 +246,7 @@ fn main() -> anyhow::Result<()> {
     );
     let migration = labbench::migration(migration_rounds, memory)?;
     eprintln!("bench: in place, {in_place_rounds} rounds");
-    let in_place = inplace::run(in_place_rounds, memory, builds, None)?;
+    let in_place = in_place(&args.root, in_place_rounds, memory, builds)?;
     eprintln!("bench: iperf3");
     let iperf3 = labbench::iperf(iperf_rounds.0, iperf_rounds.1, iperf_seconds)?;
     eprintln!("bench: footprint of a verify process, {footprint_s} s");
@@ -293,4 +292,17 @@ fn write_docs(root: &Path, results: &Results) -> anyhow::Result<()> {
     eprintln!("bench: wrote {}", docs.display());
     print!("{page}");
     Ok(())
+}
+
+/// The in-place part: this build, `builds`, and the reference programs the
+/// target is set against, in the same rounds.
+fn in_place(
+    root: &Path,
+    rounds: usize,
+    memory_mib: u64,
+    builds: &[Build],
+) -> anyhow::Result<inplace::InPlaceBench> {
+    let mut with_reference = builds.to_vec();
+    with_reference.push(reference::build(root)?);
+    inplace::run(rounds, memory_mib, &with_reference, Some(reference::COMMIT))
 }
