@@ -171,8 +171,11 @@ impl Dataplane {
         Ok(self
             .flow_entries()?
             .into_iter()
-            .filter(|(_, entry)| entry.stats.packets != 0)
-            .map(|(_, entry)| (entry.key, entry.stats))
+            .map(|(_, mut entry)| {
+                entry.stats.fold_shares();
+                (entry.key, entry.stats)
+            })
+            .filter(|(_, stats)| stats.packets != 0)
             .collect())
     }
 
