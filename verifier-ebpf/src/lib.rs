@@ -239,38 +239,19 @@ pub struct CpuShare {
 /// CPUs per flow entry with a share of their own.
 pub const CPU_SHARES: usize = 2;
 
-// No padding the compiler would add (user space reads it as plain bytes).
-const _: () = assert!(
-    core::mem::offset_of!(FlowStats, shares) == core::mem::offset_of!(FlowStats, anchor_val) + 4
-        && core::mem::size_of::<FlowStats>()
-            == core::mem::offset_of!(FlowStats, shares) + CPU_SHARES * 32
-);
-
 /// Counters of one [`FlowKey`]. Segments of one flow can be handled on
 /// several CPUs at once: the counters every segment adds to live in
 /// [`shares`](Self::shares) for the first CPUs that handle the flow, and
 /// the rest add to the fields here, atomically. Read through
 /// [`FlowStats::fold_shares`].
+///
+/// Laid out by how often a segment touches a field: what every segment
+/// reads or writes shares the entry's first cache line with the key, the
+/// CPU shares fill the second, the rest (rare events, user space's) come
+/// after. A segment then touches two lines of its entry, not four.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
-    /// Frame bytes (`skb->len`, GSO packets whole).
-    pub bytes: u64,
-    /// Wire segments (a GSO packet counts its segments).
-    pub packets: u64,
-    /// TCP payload that advanced the sequence: each byte once.
-    pub unique_payload_bytes: u64,
-    /// TCP payload at or below the highest sequence already seen, and not
-    /// filling a gap left by reordering.
-    pub retransmitted_bytes: u64,
-    /// Segments with payload that brought nothing new.
-    pub retransmits: u64,
-    /// Segments advertising a zero receive window.
-    pub zero_windows: u64,
-    /// CLOCK_MONOTONIC (coarse) nanoseconds when the entry was made. There
-    /// is no per-packet "last seen": user space sees progress by polling,
-    /// and a clock read on every packet costs more than it tells.
-    pub first_seen_ns: u64,
     /// End (seq + len) of the highest segment seen.
     pub seq_high: u32,
     /// Whether `seq_high` holds a sequence number yet.
@@ -293,6 +274,30 @@ pub struct FlowStats {
     pub ts_val: u32,
     /// The last TSecr seen in this direction: only a new echo is matched.
     pub last_ts_ecr: u32,
+    /// `bytes`, `packets` and `unique_payload_bytes` of the CPUs that
+    /// claimed a share (a compare-and-swap of `cpu`, once per CPU and
+    /// flow): a locked add costs more than all the rest of a segment's
+    /// accounting (bench/results: 22 ns of 57 above the in-place floor),
+    /// and a flow's segments mostly stay on one or two CPUs (RSS, RPS, the
+    /// sending thread's CPU).
+    pub shares: [CpuShare; CPU_SHARES],
+    /// Frame bytes (`skb->len`, GSO packets whole).
+    pub bytes: u64,
+    /// Wire segments (a GSO packet counts its segments).
+    pub packets: u64,
+    /// TCP payload that advanced the sequence: each byte once.
+    pub unique_payload_bytes: u64,
+    /// TCP payload at or below the highest sequence already seen, and not
+    /// filling a gap left by reordering.
+    pub retransmitted_bytes: u64,
+    /// Segments with payload that brought nothing new.
+    pub retransmits: u64,
+    /// Segments advertising a zero receive window.
+    pub zero_windows: u64,
+    /// CLOCK_MONOTONIC (coarse) nanoseconds when the entry was made. There
+    /// is no per-packet "last seen": user space sees progress by polling,
+    /// and a clock read on every packet costs more than it tells.
+    pub first_seen_ns: u64,
     /// The sender's clock as this hook sees it: the first segment of tick
     /// `anchor_val` passed here at `anchor_ns` (0: none yet). A tick's
     /// first segment that comes earlier against its tick than the anchor's
@@ -312,14 +317,15 @@ pub struct FlowStats {
     pub hole_start: u32,
     pub hole_end: u32,
     pub anchor_val: u32,
-    /// `bytes`, `packets` and `unique_payload_bytes` of the CPUs that
-    /// claimed a share (a compare-and-swap of `cpu`, once per CPU and
-    /// flow): a locked add costs more than all the rest of a segment's
-    /// accounting (bench/results: 22 ns of 57 above the in-place floor),
-    /// and a flow's segments mostly stay on one or two CPUs (RSS, RPS, the
-    /// sending thread's CPU).
-    pub shares: [CpuShare; CPU_SHARES],
 }
+
+// The layout above, with no padding the compiler would add (user space
+// reads it as plain bytes).
+const _: () = assert!(
+    core::mem::offset_of!(FlowStats, shares) == 24
+        && core::mem::offset_of!(FlowStats, bytes) == 24 + CPU_SHARES * 32
+        && core::mem::size_of::<FlowStats>() == core::mem::offset_of!(FlowStats, anchor_val) + 4
+);
 
 impl FlowStats {
     /// Adds the CPUs' shares into the shared counters: the flow's totals.
@@ -358,10 +364,12 @@ pub struct FlowEntry {
     pub _pad: [u64; 5],
 }
 
-// Whole lines, and no padding the compiler would add.
+// Whole lines, no padding the compiler would add, and the CPU shares on
+// the entry's second line.
 const _: () = assert!(
     core::mem::size_of::<FlowEntry>() == 256
         && core::mem::size_of::<FlowKey>() + core::mem::size_of::<FlowStats>() + 40 == 256
+        && core::mem::offset_of!(FlowEntry, stats) + core::mem::offset_of!(FlowStats, shares) == 64
 );
 
 /// Each CPU's `FLOW_CACHE` is 2^FLOW_CACHE_SET_BITS sets of two slots,
