@@ -46,7 +46,7 @@ struct Args {
     /// this one, in the same rounds: per-packet and in place. Repeatable.
     #[arg(long = "build", value_name = "NAME=OBJECT", value_parser = parse_build)]
     builds: Vec<Build>,
-    /// Rounds of the per-packet and in-place parts (default: 7 and 9, or
+    /// Rounds of the per-packet and in-place parts (default: 7 and 15, or
     /// fewer with --quick).
     #[arg(long, value_name = "N")]
     rounds: Option<usize>,
@@ -174,7 +174,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         (7, 11, 512, (8, 3), 5, 60.0)
     };
-    let in_place_rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 9 });
+    let in_place_rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 15 });
     let rounds = args.rounds.unwrap_or(rounds);
     let builds = &args.builds;
 
@@ -200,7 +200,9 @@ fn main() -> anyhow::Result<()> {
             Part::Attach => serde_json::to_value(labbench::attach_time(rounds)?),
             Part::Flood => serde_json::to_value(userspace::flood(100_000)?),
             Part::Migration => serde_json::to_value(labbench::migration(migration_rounds, memory)?),
-            Part::HooksInPlace => serde_json::to_value(in_place(&args.root, in_place_rounds, memory, builds)?),
+            Part::HooksInPlace => {
+                serde_json::to_value(in_place(&args.root, in_place_rounds, memory, builds)?)
+            }
             Part::Iperf3 => serde_json::to_value(labbench::iperf(
                 iperf_rounds.0,
                 iperf_rounds.1,

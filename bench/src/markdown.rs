@@ -302,6 +302,7 @@ pub fn render(r: &Results, history: &History) -> String {
             segments_per_s / 1000.0,
             core_share * 100.0,
         );
+        out.push_str(IPERF_BY_POINTS);
     }
 
     let f = &r.footprint;
@@ -647,6 +648,17 @@ fn in_place_section(out: &mut String, r: &Results) {
     );
     out.push_str(IN_PLACE_WHERE_THE_TIME_GOES);
 }
+
+/// What `--only iperf3-points` showed, kept with the run in
+/// bench/results/parts/.
+const IPERF_BY_POINTS: &str = "\nWhich hooks the loss comes from (`--only iperf3-points`, one stream, offloads \
+    off, eight paired rounds; bench/results/parts/2026-12-06T021336Z-Iperf3Points.json): with the observers on every \
+    point, 0.898 [0.871, 0.935]; on node A's two migration interfaces only, 1.001 [0.902, 1.052]; on node A's \
+    migration0 only, 0.985 [0.942, 1.055]. The sender's segments leave node A as GSO packets (software GSO stays on \
+    with the NIC offloads off) and are cut to MTU size on the way, so node B's two ingress hooks see every wire \
+    segment: the kernel's per-program statistics during a lab migration counted about 395 000 runs for each of \
+    them against 44 000 for node A's egress hooks (2026-12-06T021542Z-HooksInPlace.json). On a cluster each node \
+    runs its own hooks; the node that receives with GRO off pays the per-segment cost.\n";
 
 /// What A/B builds in the same rounds showed (`--only hooks-in-place
 /// --build`), kept with the runs in bench/results/parts/.

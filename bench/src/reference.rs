@@ -47,7 +47,7 @@ fn extract(root: &Path, into: &Path) -> anyhow::Result<()> {
         std::fs::remove_dir_all(into).with_context(|| format!("clearing {}", into.display()))?;
     }
     std::fs::create_dir_all(into)?;
-    let archive = Command::new("git")
+    let mut archive = Command::new("git")
         .arg("-C")
         .arg(root)
         .args(["archive", "--format=tar", COMMIT])
@@ -58,12 +58,15 @@ fn extract(root: &Path, into: &Path) -> anyhow::Result<()> {
         .arg("-x")
         .arg("-C")
         .arg(into)
-        .stdin(archive.stdout.context("git archive's output")?)
+        .stdin(archive.stdout.take().context("git archive's output")?)
         .status()
         .context("running tar")?;
+    let archived = archive.wait().context("waiting for git archive")?;
     ensure!(
-        tar.success(),
-        "extracting {COMMIT} failed: is this a full clone (git fetch --unshallow)?"
+        archived.success() && tar.success(),
+        "git archive {COMMIT} in {} failed: the reference programs come from the repository's history \
+         (--root must be a clone that holds {COMMIT}; a shallow one needs git fetch --unshallow)",
+        root.display()
     );
     Ok(())
 }
@@ -73,9 +76,8 @@ fn extract(root: &Path, into: &Path) -> anyhow::Result<()> {
 fn compile(root: &Path, dir: &Path) -> anyhow::Result<()> {
     let tools_bin = root.join(".tools/bin");
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let path = std::env::join_paths(
-        std::iter::once(tools_bin).chain(std::env::split_paths(&path)),
-    )?;
+    let path =
+        std::env::join_paths(std::iter::once(tools_bin).chain(std::env::split_paths(&path)))?;
     let status = Command::new("rustup")
         .args(["run", EBPF_TOOLCHAIN, "cargo", "build", "--quiet"])
         .args(["--package", "verifier-ebpf", "--bins", "--release"])
@@ -86,7 +88,12 @@ fn compile(root: &Path, dir: &Path) -> anyhow::Result<()> {
         .env("PATH", path)
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            ["--cfg=bpf_target_arch=\"x86_64\"", "-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+            [
+                "--cfg=bpf_target_arch=\"x86_64\"",
+                "-Cdebuginfo=2",
+                "-Clink-arg=--btf",
+            ]
+            .join("\x1f"),
         )
         // What the outer cargo set for this workspace's own build.
         .env_remove("RUSTFLAGS")
@@ -95,7 +102,9 @@ fn compile(root: &Path, dir: &Path) -> anyhow::Result<()> {
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
         .env_remove("CARGO_TARGET_DIR")
         .status()
-        .context("running cargo for the reference programs (cargo xtask setup installs the toolchain)")?;
+        .context(
+            "running cargo for the reference programs (cargo xtask setup installs the toolchain)",
+        )?;
     ensure!(status.success(), "building {COMMIT}'s programs failed");
     Ok(())
 }

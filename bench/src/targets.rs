@@ -142,8 +142,8 @@ pub fn judge(part: Option<&str>, figures: &Value) -> Vec<(String, bool, bool)> {
         .and_then(|i| i["summary"].as_array())
         .and_then(|s| s.iter().find(|s| s["variant"] == "migverify"))
     {
-        let measured_beside_reference = in_place
-            .is_some_and(|i| i["reference"].as_str() == Some(crate::reference::COMMIT));
+        let measured_beside_reference =
+            in_place.is_some_and(|i| i["reference"].as_str() == Some(crate::reference::COMMIT));
         match interval(&mv["to_reference"]).filter(|_| measured_beside_reference) {
             Some(i) => out.push((
                 format!(
