@@ -196,7 +196,10 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(part) = args.only {
         let figures = match part {
-            Part::PerPacket => serde_json::to_value(perpacket::run(rounds, builds)?),
+            Part::PerPacket => serde_json::to_value(perpacket::run(
+                rounds,
+                &with_reference(&args.root, builds)?,
+            )?),
             Part::Attach => serde_json::to_value(labbench::attach_time(rounds)?),
             Part::Flood => serde_json::to_value(userspace::flood(100_000)?),
             Part::Migration => serde_json::to_value(labbench::migration(migration_rounds, memory)?),
@@ -237,7 +240,7 @@ fn main() -> anyhow::Result<()> {
         "bench: per-packet cost ({rounds} rounds of {} repeats)",
         perpacket::REPEAT
     );
-    let per_packet = perpacket::run(rounds, builds)?;
+    let per_packet = perpacket::run(rounds, &with_reference(&args.root, builds)?)?;
     eprintln!("bench: time to attach");
     let attach = labbench::attach_time(rounds)?;
     eprintln!("bench: flow table flood");
@@ -304,7 +307,19 @@ fn in_place(
     memory_mib: u64,
     builds: &[Build],
 ) -> anyhow::Result<inplace::InPlaceBench> {
-    let mut with_reference = builds.to_vec();
-    with_reference.push(reference::build(root)?);
-    inplace::run(rounds, memory_mib, &with_reference, Some(reference::COMMIT))
+    inplace::run(
+        rounds,
+        memory_mib,
+        &with_reference(root, builds)?,
+        Some(reference::COMMIT),
+    )
+}
+
+/// `builds` and the reference programs (crate::reference), which the
+/// per-packet and in-place parts measure beside this build: what they cost
+/// on this machine is what its figures compare with.
+fn with_reference(root: &Path, builds: &[Build]) -> anyhow::Result<Vec<Build>> {
+    let mut all = builds.to_vec();
+    all.push(reference::build(root)?);
+    Ok(all)
 }
