@@ -137,8 +137,8 @@ unsafe fn note_state_flags(stats: *mut FlowStats, segment: &Segment) {
 /// below the highest sequence seen is a retransmission, unless it fills the
 /// gap a reordering left (one gap is tracked: the newest).
 ///
-/// The sequence state is kept with plain stores: the target has no
-/// compare-and-swap. Two CPUs racing on the same entry (segments of one
+/// The sequence state is kept with plain stores: a compare-and-swap on
+/// every segment would cost what the CPU shares save. Two CPUs racing on the same entry (segments of one
 /// flow handled on two CPUs at the same instant) can leave a stale gap; the
 /// byte counters stay exact regardless, and the next gap replaces it.
 ///
