@@ -64,7 +64,7 @@ pub fn render(r: &Results, history: &History) -> String {
          measured side by side with its baseline in the same run, alternating, and quoted as a median or a \
          ratio: these machines are shared and noisy. The raw figures of every run are in \
          `bench/results/latest.json`. `cargo xtask bench --only PART` (per-packet, attach, flood, migration, \
-         hooks-in-place, iperf3, footprint) runs one part and prints its figures; `--only agent-soak` runs the \
+         hooks-in-place, iperf3, iperf3-points, footprint) runs one part and prints its figures; `--only agent-soak` runs the \
          agent's soak and adds it to the latest run's figures and this page; `target/release/bench --render \
          bench/results/latest.json` writes this page again from a run's figures.\n\n\
          Run: {} on {} ({} CPUs, {:.0} GiB), kernel {}{}.\n",
@@ -293,8 +293,10 @@ pub fn render(r: &Results, history: &History) -> String {
             }
         );
     }
-    // What the per-packet cost predicts: MTU-sized segments (offloads off)
-    // cross four observed hooks, and about one ACK per two segments.
+    // What the per-packet cost predicts: each MTU-sized segment runs the
+    // observers on node B's two ingress hooks, and its half of an ACK on all
+    // four points (node A's egress hooks see the segment inside a GSO
+    // packet, a fraction of a run).
     let per_packet = r.per_packet.first().map_or(0, |s| s.above_floor_ns);
     if let Some(one) = r
         .iperf3
@@ -303,13 +305,16 @@ pub fn render(r: &Results, history: &History) -> String {
         .find(|s| s.streams == 1 && !s.offloads)
     {
         let segments_per_s = one.attached_mbps * 1e6 / 8.0 / 1448.0;
-        let core_share = segments_per_s * 4.0 * 1.5 * per_packet as f64 / 1e9;
+        let runs_per_segment = 2.0 + 0.5 * 4.0;
+        let core_share = segments_per_s * runs_per_segment * per_packet as f64 / 1e9;
         let _ = writeln!(
             out,
             "\nWhy: iperf3 keeps the lab's two cores busy (segmentation offloads off: {:.0} k MTU-sized segments a \
-             second with one stream), and each segment and ACK crosses the observers on four hooks. At {per_packet} ns a \
-             hook that is {:.0}% of a core, taken from the same cores the sender, the forwarding and the receiver \
-             run on: the measured loss follows it. Closing the gap means a lower per-packet cost (above).",
+             second with one stream), and each segment runs the observers about four times: on node B's two ingress \
+             hooks, and its half of an ACK on all four observation points (node A's egress hooks see it inside a \
+             GSO packet, below). At {per_packet} ns a run that is {:.0}% of a core, taken from the same cores the \
+             sender, the forwarding and the receiver run on: the measured loss follows it. Closing the gap means a \
+             lower per-packet cost (above).",
             segments_per_s / 1000.0,
             core_share * 100.0,
         );
