@@ -64,6 +64,16 @@ pub enum LabError {
     Command { command: String, message: String },
     #[error("QEMU: {0}")]
     Qemu(String),
+    /// The guest's kernel panicked on the target after the switch-over:
+    /// its memory arrived damaged. QEMU 7.2 under TCG does this now and
+    /// then with a guest that dirties memory while throttled (docs/lab.md);
+    /// migverify only reads packets, and the stream is TLS, so a damaged
+    /// packet would have failed the migration instead.
+    #[error(
+        "the guest panicked on the target after the migration (its console: {0}); QEMU exited. \
+         The migrated memory was damaged in QEMU, not on the wire (see docs/lab.md, \"The running guest\")"
+    )]
+    GuestPanicked(String),
     #[error("QEMU ({0}) stopped answering on its QMP socket")]
     QmpTimeout(&'static str),
     #[error("lab VLAN port {port}: {message}")]

@@ -315,6 +315,16 @@ fn settings_in_effect(qmp: &mut Qmp) -> Result<(u8, bool), LabError> {
 }
 
 /// The port QEMU actually bound for `tcp:ADDR:0`.
+/// The panic line of a guest console, if the guest's kernel panicked
+/// (`panic=-1` then reboots it, and `-no-reboot` ends its QEMU).
+fn guest_panic(console: &Path) -> Option<String> {
+    let text = fs::read(console).ok()?;
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find(|line| line.contains("Kernel panic"))
+        .map(|line| line.trim().to_string())
+}
+
 fn listening_port(qmp: &mut Qmp) -> Result<u16, LabError> {
     let status = qmp.execute("query-migrate", json!({}))?;
     let port = &status["socket-address"][0]["port"];
@@ -735,7 +745,10 @@ pub fn migrate(
             let target_status = match target_qmp.execute("query-migrate", json!({})) {
                 Ok(status) => status,
                 Err(LabError::QmpTimeout(_)) => json!({ "status": "unresponsive" }),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    let console = state.join(vm.file("guest", "target") + ".log");
+                    return Err(guest_panic(&console).map_or(e, LabError::GuestPanicked));
+                }
             };
             if target_status["status"] == "completed" {
                 break;
