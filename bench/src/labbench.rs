@@ -450,11 +450,7 @@ pub fn iperf_points(rounds: usize, seconds: u32) -> anyhow::Result<IperfPointsBe
     const STREAMS: u32 = 1;
     let config = bench_config(64);
     let sets = point_sets(&config);
-    lab::up(&config, &quiet)?;
-    let target = config.target_address().to_string();
-    let server = spawn_iperf_server(&target);
-    let result = server.and_then(|server| {
-        std::thread::sleep(Duration::from_millis(500));
+    let (unobserved, attached) = on_iperf_lab(&config, |target| {
         let mut unobserved = Vec::new();
         let mut attached: Vec<Vec<f64>> = vec![Vec::new(); sets.len()];
         let measured = (|| -> anyhow::Result<()> {
@@ -471,15 +467,10 @@ pub fn iperf_points(rounds: usize, seconds: u32) -> anyhow::Result<IperfPointsBe
                         round + 1
                     );
                     let dataplane = match which {
-                        Some(i) => {
-                            let mut dataplane = Dataplane::load()?;
-                            dataplane.add_cidr(config.migration_cidr().parse()?)?;
-                            dataplane.attach_all(&sets[i].1)?;
-                            Some(dataplane)
-                        }
+                        Some(i) => Some(attach_points(&config, Dataplane::load()?, &sets[i].1)?),
                         None => None,
                     };
-                    let bits_per_second = iperf_client(&target, STREAMS, seconds)?;
+                    let bits_per_second = iperf_client(target, STREAMS, seconds)?;
                     drop(dataplane);
                     match which {
                         Some(i) => attached[i].push(bits_per_second),
@@ -489,11 +480,8 @@ pub fn iperf_points(rounds: usize, seconds: u32) -> anyhow::Result<IperfPointsBe
             }
             Ok(())
         })();
-        stop(vec![server]);
         measured.map(|()| (unobserved, attached))
-    });
-    lab::down()?;
-    let (unobserved, attached) = result?;
+    })?;
     let summary = sets
         .iter()
         .zip(&attached)
@@ -522,13 +510,25 @@ fn iperf_lab(offloads: bool, rounds: usize, seconds: u32) -> anyhow::Result<Vec<
         offloads,
         ..bench_config(64)
     };
-    lab::up(&config, &quiet)?;
+    on_iperf_lab(&config, |target| {
+        iperf_rounds(&config, target, rounds, seconds)
+    })
+}
+
+/// `measure` on a lab of its own with iperf3's server listening on the
+/// target's migration address (which it is given); the lab comes down
+/// whatever `measure` returns.
+fn on_iperf_lab<T>(
+    config: &LabConfig,
+    measure: impl FnOnce(&str) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    lab::up(config, &quiet)?;
     let target = config.target_address().to_string();
     let result = spawn_iperf_server(&target).and_then(|server| {
         std::thread::sleep(Duration::from_millis(500));
-        let runs = iperf_rounds(&config, &target, rounds, seconds);
+        let measured = measure(&target);
         stop(vec![server]);
-        runs
+        measured
     });
     lab::down()?;
     result
@@ -560,9 +560,18 @@ pub fn attach(config: &LabConfig) -> anyhow::Result<Dataplane> {
 
 /// [`attach`] with a data plane already loaded (another build of the
 /// programs, say).
-pub fn attach_with(config: &LabConfig, mut dataplane: Dataplane) -> anyhow::Result<Dataplane> {
+pub fn attach_with(config: &LabConfig, dataplane: Dataplane) -> anyhow::Result<Dataplane> {
+    attach_points(config, dataplane, &topology::observation_points(config))
+}
+
+/// [`attach_with`] on `points` only.
+fn attach_points(
+    config: &LabConfig,
+    mut dataplane: Dataplane,
+    points: &[AttachSpec],
+) -> anyhow::Result<Dataplane> {
     dataplane.add_cidr(config.migration_cidr().parse()?)?;
-    dataplane.attach_all(&topology::observation_points(config))?;
+    dataplane.attach_all(points)?;
     Ok(dataplane)
 }
 

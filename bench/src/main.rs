@@ -240,7 +240,9 @@ fn main() -> anyhow::Result<()> {
         "bench: per-packet cost ({rounds} rounds of {} repeats)",
         perpacket::REPEAT
     );
-    let per_packet = perpacket::run(rounds, &with_reference(&args.root, builds)?)?;
+    // Built (or read) once for both parts that measure it.
+    let builds = &with_reference(&args.root, builds)?;
+    let per_packet = perpacket::run(rounds, builds)?;
     eprintln!("bench: time to attach");
     let attach = labbench::attach_time(rounds)?;
     eprintln!("bench: flow table flood");
@@ -251,7 +253,7 @@ fn main() -> anyhow::Result<()> {
     );
     let migration = labbench::migration(migration_rounds, memory)?;
     eprintln!("bench: in place, {in_place_rounds} rounds");
-    let in_place = in_place(&args.root, in_place_rounds, memory, builds)?;
+    let in_place = inplace::run(in_place_rounds, memory, builds, Some(reference::COMMIT))?;
     eprintln!("bench: iperf3");
     let iperf3 = labbench::iperf(iperf_rounds.0, iperf_rounds.1, iperf_seconds)?;
     eprintln!("bench: footprint of a verify process, {footprint_s} s");
