@@ -106,12 +106,37 @@ pub struct HookCounters {
     pub bytes: u64,
 }
 
-/// Index of a hook's counters in the `HOOK_COUNTERS` per-CPU array.
+/// What one CPU keeps for one hook: its counters, and where the flow of
+/// the last segment it accounted there lives.
+///
+/// A sender's segments reach a hook in runs (a GSO packet of up to 64 KiB
+/// is cut into MTU-sized segments of one flow), so most segments find their
+/// entry at `last_flow`, on the line the counters already brought in, and
+/// skip the flow cache (a hash and one more line, see [`flow_cache_set`]).
+/// 32 bytes: a hook's state never straddles two cache lines of an aligned
+/// value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookState {
+    pub counters: HookCounters,
+    /// A `FLOW_ENTRIES` index, checked against the segment's key before use
+    /// (the flow may have been freed and its entry reused since).
+    pub last_flow: u32,
+    /// That flow's ports ([`FlowKey::ports`]): a segment of another flow
+    /// (unrelated traffic, mostly) is told apart here, without reading the
+    /// entry.
+    pub last_ports: u32,
+    pub _pad: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<HookState>() == 32);
+
+/// Index of a hook's state in the `HOOK_STATE` per-CPU value.
 pub const fn hook_index(slot: u32, direction: Direction) -> u32 {
     slot * 2 + direction as u32
 }
 
-/// Hooks in `HOOK_COUNTERS`' one per-CPU value.
+/// Hooks in `HOOK_STATE`'s one per-CPU value.
 pub const HOOK_ENTRIES: u32 = MAX_SLOTS * 2;
 
 shared_enum! {
@@ -171,6 +196,14 @@ pub struct FlowKeyV4 {
     pub slot: u8,
     pub direction: u8,
     pub _pad: [u8; 2],
+}
+
+impl FlowKey {
+    /// Both ports in one word.
+    #[inline(always)]
+    pub fn ports(&self) -> u32 {
+        u32::from(self.sport) << 16 | u32::from(self.dport)
+    }
 }
 
 impl FlowKeyV4 {
@@ -384,7 +417,7 @@ pub const FLOW_CACHE_ENTRIES: u32 = 2 << FLOW_CACHE_SET_BITS;
 /// each other.
 #[inline(always)]
 pub fn flow_cache_set(key: &FlowKey) -> u32 {
-    let ports = u32::from(key.sport) << 16 | u32::from(key.dport);
+    let ports = key.ports();
     let hook = u32::from(key.slot) << 1 | u32::from(key.direction);
     let mixed = (ports ^ hook.wrapping_mul(0x9e37_79b9)).wrapping_mul(0x9e37_79b1);
     (mixed >> (32 - FLOW_CACHE_SET_BITS)) << 1
@@ -560,7 +593,7 @@ pub mod stat {
 mod pod {
     // SAFETY: all of these are `#[repr(C)]` plain integers and byte arrays
     // with explicit padding fields; any bit pattern is valid.
-    unsafe impl aya::Pod for super::HookCounters {}
+    unsafe impl aya::Pod for super::HookState {}
     unsafe impl aya::Pod for super::SlotConfig {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowKeyV4 {}

@@ -1,11 +1,13 @@
 //! Where a kept flow's counters live: one array of entries (`FLOW_ENTRIES`)
-//! found through each CPU's two-way flow cache, and through the per-family
-//! index tables only on a cache miss; new entries come from the free queue
-//! or a fetch-and-add on the next unused index.
+//! found through the hook's last flow on this CPU or each CPU's two-way
+//! flow cache, and through the per-family index tables only on a cache
+//! miss; new entries come from the free queue or a fetch-and-add on the
+//! next unused index.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns};
 use verifier_ebpf::{
-    flow_cache_set, stat, EventKind, FlowKey, FlowKeyV4, FlowStats, SlotRole, FAMILY_V4, MAX_FLOWS,
+    flow_cache_set, stat, EventKind, FlowKey, FlowKeyV4, FlowStats, HookState, SlotRole, FAMILY_V4,
+    MAX_FLOWS,
 };
 
 use super::{
@@ -24,7 +26,7 @@ use super::{
 /// cache remembers it).
 #[inline(always)]
 pub(super) fn kept_flow(key: &FlowKey) -> Option<*mut FlowStats> {
-    if let Some(stats) = cached_flow(key) {
+    if let Some((_, stats)) = cached_flow(key) {
         return Some(stats);
     }
     let set = flow_cache_set(key);
@@ -36,27 +38,43 @@ pub(super) fn kept_flow(key: &FlowKey) -> Option<*mut FlowStats> {
             FLOW_INDEX_V6.get(key).copied()
         }
     }?;
-    let entry = FLOW_ENTRIES.get_ptr_mut(index)?;
-    // SAFETY: a live array value. The index and the entry can disagree for
-    // an instant while user space frees the flow: then it is gone.
-    if unsafe { !same_key(&(*entry).key, key) } {
-        return None;
-    }
+    // The index and the entry can disagree for an instant while user space
+    // frees the flow: then it is gone.
+    let stats = flow_at(index, key)?;
     bump(stat::FLOW_CACHE_MISSES);
     remember(set, index);
-    // SAFETY: as above.
-    Some(unsafe { &raw mut (*entry).stats })
+    Some(stats)
 }
 
-/// The entry of a kept flow if this CPU's flow cache points to it: no hash
-/// lookup (the hooks' own programs look no further).
+/// The entry of a kept flow for a hook's own program: the flow this hook
+/// met last on this CPU (most segments come in runs of one flow), else the
+/// one this CPU's flow cache points to, which the hook then remembers. No
+/// hash lookup: the hooks' own programs look no further.
 #[inline(always)]
-pub(super) fn cached_flow(key: &FlowKey) -> Option<*mut FlowStats> {
-    let [first, second] = cache_set(flow_cache_set(key))?;
-    if let Some(stats) = in_slot(first, key) {
-        return Some(stats);
+pub(super) fn hook_flow(hook: &mut HookState, key: &FlowKey) -> Option<*mut FlowStats> {
+    let ports = key.ports();
+    if hook.last_ports == ports {
+        if let Some(stats) = flow_at(hook.last_flow, key) {
+            return Some(stats);
+        }
     }
-    in_slot(second, key)
+    let (index, stats) = cached_flow(key)?;
+    hook.last_flow = index;
+    hook.last_ports = ports;
+    Some(stats)
+}
+
+/// The index and entry of a kept flow if this CPU's flow cache points to
+/// it.
+#[inline(always)]
+fn cached_flow(key: &FlowKey) -> Option<(u32, *mut FlowStats)> {
+    let [first, second] = cache_set(flow_cache_set(key))?;
+    // SAFETY: this CPU's own cache slots; TC runs with preemption off.
+    let (first, second) = unsafe { (*first, *second) };
+    if let Some(stats) = flow_at(first, key) {
+        return Some((first, stats));
+    }
+    flow_at(second, key).map(|stats| (second, stats))
 }
 
 /// The two slots of this CPU's flow cache set `set`.
@@ -72,11 +90,10 @@ fn cache_set(set: u32) -> Option<[*mut u32; 2]> {
     }
 }
 
-/// The entry a cache slot points to, if it holds `key`.
+/// The entry at `index`, if it holds `key`.
 #[inline(always)]
-fn in_slot(slot: *mut u32, key: &FlowKey) -> Option<*mut FlowStats> {
-    // SAFETY: this CPU's own cache slot; TC runs with preemption off.
-    let entry = FLOW_ENTRIES.get_ptr_mut(unsafe { *slot })?;
+fn flow_at(index: u32, key: &FlowKey) -> Option<*mut FlowStats> {
+    let entry = FLOW_ENTRIES.get_ptr_mut(index)?;
     // SAFETY: a live array value. A freed or reused entry holds another key
     // (or none), so a stale index only misses.
     unsafe { same_key(&(*entry).key, key).then_some(&raw mut (*entry).stats) }

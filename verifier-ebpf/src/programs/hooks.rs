@@ -1,6 +1,6 @@
 //! The programs: one per hook (slot x direction) that counts the packet
-//! and accounts a segment of a flow its CPU's flow cache knows, all in
-//! place; the shared classifier the hooks tail-call for everything else
+//! and accounts a segment of a flow it met last or its CPU's flow cache
+//! knows, all in place; the shared classifier the hooks tail-call for everything else
 //! (new flows, flows the cache forgot, IPv6 extension headers); and the
 //! empty program benchmarks use as their floor. User space loads and
 //! attaches them by these names.
@@ -11,8 +11,8 @@ use verifier_ebpf::{hook_index, stat, Direction, CLASSIFIER_INDEX};
 use super::{
     arp::{arp_of_interest, count_neighbor},
     classify::{classify, is_candidate, may_be_migration},
-    flow_table::{cached_flow, insert_flow, kept_flow},
-    maps::{bump, CLASSIFIER, CURRENT_HOOK, HOOK_COUNTERS},
+    flow_table::{hook_flow, insert_flow, kept_flow},
+    maps::{bump, CLASSIFIER, CURRENT_HOOK, HOOK_STATE},
     mem::zero_in_place,
     packet::Bytes,
     parse::{
@@ -32,19 +32,18 @@ fn hook(ctx: &TcContext, slot: u32, direction: Direction) -> i32 {
 }
 
 /// A hook's own work: count the packet, count ARP about the migration
-/// network, and parse what may be TCP. A segment of a flow this CPU's flow
-/// cache knows is accounted here; one the prefilters say may be a
+/// network, and parse what may be TCP. A segment of a flow this hook met
+/// last on this CPU, or this CPU's flow cache knows, is accounted here; one the prefilters say may be a
 /// migration's goes to the classifier (which does not return here); the
 /// rest (unrelated traffic) leaves here.
 #[inline(always)]
 fn try_hook(ctx: &TcContext, slot: u32, direction: Direction) -> Result<(), Skip> {
-    if let Some(hooks) = HOOK_COUNTERS.get_ptr_mut(0) {
-        // SAFETY: this CPU's own value; TC runs with preemption off. The
-        // index is a constant of this program, below HOOK_ENTRIES.
-        let counters = unsafe { &mut (*hooks)[hook_index(slot, direction) as usize] };
-        counters.packets += 1;
-        counters.bytes += u64::from(ctx.len());
-    }
+    let hooks = HOOK_STATE.get_ptr_mut(0).ok_or(Skip)?;
+    // SAFETY: this CPU's own value; TC runs with preemption off. The index
+    // is a constant of this program, below HOOK_ENTRIES.
+    let state = unsafe { &mut (*hooks)[hook_index(slot, direction) as usize] };
+    state.counters.packets += 1;
+    state.counters.bytes += u64::from(ctx.len());
     let Ok(eth) = Bytes::<ETH_HLEN>::at(ctx, 0) else {
         bump(stat::TRUNCATED);
         return Err(Skip);
@@ -74,9 +73,10 @@ fn try_hook(ctx: &TcContext, slot: u32, direction: Direction) -> Result<(), Skip
     if parse::<false>(ctx, ethertype, segment)? == Parsed::NeedsFullParse {
         return to_classifier(ctx, hook);
     }
-    // A flow already kept, found where this CPU's flow cache points: no
-    // prefilter needed (its entry says what it is), no hash lookup.
-    if let Some(stats) = cached_flow(&segment.key) {
+    // A flow already kept, found where this hook or this CPU's flow cache
+    // points: no prefilter needed (its entry says what it is), no hash
+    // lookup.
+    if let Some(stats) = hook_flow(state, &segment.key) {
         // SAFETY: a live flow table value.
         unsafe {
             segment.channel = (*stats).channel;

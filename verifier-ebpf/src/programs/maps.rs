@@ -10,16 +10,16 @@ use aya_ebpf::{
 };
 use verifier_ebpf::{
     stat, CidrData, CidrTable, EndpointInfo, EndpointKey, FlowEntry, FlowKey, FlowKeyV4,
-    HookCounters, NeighborKey, NeighborStats, SlotConfig, FLOW_CACHE_ENTRIES, HOOK_ENTRIES,
+    HookState, NeighborKey, NeighborStats, SlotConfig, FLOW_CACHE_ENTRIES, HOOK_ENTRIES,
     MAX_FLOWS, MAX_SLOTS, NEIGHBOR_ENTRIES, PORT_FILTER_WORDS,
 };
 
-/// Per-CPU so concurrent CPUs never contend; user space sums the CPUs.
-/// One value holding every hook's counters: its address is one load away
-/// (one per-CPU pointer, which every packet reads), where one value per hook
-/// would cost every packet a pointer of its own.
+/// Per-CPU so concurrent CPUs never contend; user space sums the CPUs'
+/// counters. One value holding every hook's state: its address is one load
+/// away (one per-CPU pointer, which every packet reads), where one value per
+/// hook would cost every packet a pointer of its own.
 #[map]
-pub(super) static HOOK_COUNTERS: PerCpuArray<[HookCounters; HOOK_ENTRIES as usize]> =
+pub(super) static HOOK_STATE: PerCpuArray<[HookState; HOOK_ENTRIES as usize]> =
     PerCpuArray::with_max_entries(1, 0);
 
 #[map]
@@ -70,7 +70,8 @@ pub(super) static FREE_FLOWS: Queue<u32> = Queue::with_max_entries(MAX_FLOWS, 0)
 /// them, without a hash lookup.
 ///
 /// One value per CPU holding the whole cache, for the same reason as
-/// `HOOK_COUNTERS`.
+/// `HOOK_STATE`. A hook looks here only when its `last_flow` is another
+/// flow's.
 #[map]
 pub(super) static FLOW_CACHE: PerCpuArray<[u32; FLOW_CACHE_ENTRIES as usize]> =
     PerCpuArray::with_max_entries(1, 0);

@@ -12,7 +12,7 @@ use aya::{
     util::KernelVersion,
     Ebpf, EbpfError, EbpfLoader,
 };
-use verifier_ebpf::{hook_index, Direction, HookCounters, HOOK_ENTRIES, MAX_SLOTS};
+use verifier_ebpf::{hook_index, Direction, HookCounters, HookState, HOOK_ENTRIES, MAX_SLOTS};
 
 use super::{netns, privileges, AttachMode, AttachSpec, Hooks, InterfaceCount, Netns};
 
@@ -354,12 +354,9 @@ impl Dataplane {
     /// Packets and bytes seen at one attachment, summed over CPUs, in
     /// `[ingress, egress]` order.
     pub fn hook_counters(&self, slot: u32) -> Result<[HookCounters; 2], DataplaneError> {
-        const MAP: &str = "HOOK_COUNTERS";
-        let map = self
-            .ebpf
-            .map(MAP)
-            .expect("the object defines HOOK_COUNTERS");
-        let array = PerCpuArray::<_, [HookCounters; HOOK_ENTRIES as usize]>::try_from(map)
+        const MAP: &str = "HOOK_STATE";
+        let map = self.ebpf.map(MAP).expect("the object defines HOOK_STATE");
+        let array = PerCpuArray::<_, [HookState; HOOK_ENTRIES as usize]>::try_from(map)
             .map_err(|source| DataplaneError::Map { map: MAP, source })?;
         let per_cpu = array
             .get(&0, 0)
@@ -369,8 +366,8 @@ impl Dataplane {
             per_cpu
                 .iter()
                 .fold(HookCounters::default(), |sum, cpu| HookCounters {
-                    packets: sum.packets + cpu[hook].packets,
-                    bytes: sum.bytes + cpu[hook].bytes,
+                    packets: sum.packets + cpu[hook].counters.packets,
+                    bytes: sum.bytes + cpu[hook].counters.bytes,
                 })
         };
         Ok([read(Direction::Ingress), read(Direction::Egress)])
