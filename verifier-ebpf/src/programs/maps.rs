@@ -9,9 +9,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, Queue, RingBuf},
 };
 use verifier_ebpf::{
-    stat, CidrData, CidrTable, EndpointInfo, EndpointKey, FlowEntry, FlowKey, FlowKeyV4,
-    HookState, NeighborKey, NeighborStats, SlotConfig, FLOW_CACHE_ENTRIES, HOOK_ENTRIES,
-    MAX_FLOWS, MAX_SLOTS, NEIGHBOR_ENTRIES, PORT_FILTER_WORDS,
+    stat, CidrData, CidrTable, EndpointInfo, EndpointKey, FlowEntry, FlowKey, FlowKeyV4, HookState,
+    NeighborKey, NeighborStats, SlotConfig, FLOW_CACHE_ENTRIES, HOOK_ENTRIES, MAX_FLOWS, MAX_SLOTS,
+    NEIGHBOR_ENTRIES, PORT_FILTER_WORDS,
 };
 
 /// Per-CPU so concurrent CPUs never contend; user space sums the CPUs'
