@@ -29,10 +29,10 @@ pub const REPEAT: u32 = 1_000_000;
 
 /// Test runs of one call each per figure, for the shape whose every run
 /// must carry new payload.
-pub const CALLS: usize = 20_000;
+const CALLS: usize = 20_000;
 
 /// The shape whose every run carries new payload.
-pub const NEW_PAYLOAD_SHAPE: &str = "migration segment with new payload, ipv4, one run per call";
+const NEW_PAYLOAD_SHAPE: &str = "migration segment with new payload, ipv4, one run per call";
 
 /// What a shape's runs are given.
 enum Frames {
