@@ -163,12 +163,7 @@ fn observed_run(config: &LabConfig, dataplane: Dataplane) -> anyhow::Result<InPl
 fn floor_run(config: &LabConfig) -> anyhow::Result<InPlaceRun> {
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .context("turning the kernel's BPF run-time statistics on")?;
-    let mut dataplane = Dataplane::load()?;
-    let program = dataplane.program_mut(FLOOR);
-    program.load().context("loading the empty program")?;
-    for point in topology::observation_points(config) {
-        attach_empty(program, &point)?;
-    }
+    let mut dataplane = empty_on(&topology::observation_points(config))?;
     let outcome = lab::migrate(config, &quiet, &mut |_| Ok(()))?;
     let info = dataplane.program_mut(FLOOR).info()?;
     drop(stats);
@@ -183,6 +178,18 @@ fn floor_run(config: &LabConfig) -> anyhow::Result<InPlaceRun> {
         ns_per_run: info.run_time().as_nanos() as f64 / info.run_count().max(1) as f64,
         flow_cache_misses: None,
     })
+}
+
+/// The empty program on `points`, both directions: the hooks' floor.
+/// Dropping the data plane detaches it.
+pub fn empty_on(points: &[AttachSpec]) -> anyhow::Result<Dataplane> {
+    let mut dataplane = Dataplane::load()?;
+    let program = dataplane.program_mut(FLOOR);
+    program.load().context("loading the empty program")?;
+    for point in points {
+        attach_empty(program, point)?;
+    }
+    Ok(dataplane)
 }
 
 fn attach_empty(

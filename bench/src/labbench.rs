@@ -414,31 +414,46 @@ pub struct IperfPointsBench {
     pub summary: Vec<PointsSummary>,
 }
 
+/// What a set of observation points runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Programs {
+    Observers,
+    /// The empty program: what any program on those hooks costs at least.
+    Empty,
+}
+
 /// The sets of observation points [`iperf_points`] measures: the lab's
 /// every point (both nodes' hooks, which the lab runs on one machine's
-/// CPUs), one node's (what a node's CPU runs for a segment on a real
-/// cluster), and one interface.
-fn point_sets(config: &LabConfig) -> Vec<(&'static str, Vec<AttachSpec>)> {
+/// CPUs) with the observers and with the empty program, and each node's
+/// (what a node's CPU runs for a segment on a real cluster).
+fn point_sets(config: &LabConfig) -> Vec<(&'static str, Programs, Vec<AttachSpec>)> {
     let all = topology::observation_points(config);
     let on = |netns: &str, spec: &AttachSpec| {
         spec.netns.as_ref().is_some_and(|n| n.to_string() == netns)
     };
-    let node_a = |spec: &AttachSpec| {
-        on(topology::NODE_A.netns, spec) || on(topology::NODE_A.virt_handler, spec)
+    let of_node = |node: &topology::Node, spec: &AttachSpec| {
+        on(node.netns, spec) || on(node.virt_handler, spec)
     };
     let migration = |spec: &AttachSpec| spec.role == Role::Migration;
     let pick = |keep: &dyn Fn(&AttachSpec) -> bool| -> Vec<AttachSpec> {
         all.iter().filter(|s| keep(s)).cloned().collect()
     };
     vec![
-        ("every point (both nodes)", all.clone()),
+        ("every point (both nodes)", Programs::Observers, all.clone()),
         (
-            "node A's migration interfaces",
-            pick(&|s| migration(s) && node_a(s)),
+            "the empty program on every point",
+            Programs::Empty,
+            all.clone(),
         ),
         (
-            "node A's migration0",
-            pick(&|s| migration(s) && node_a(s) && s.iface == "migration0"),
+            "node A's migration interfaces (the sender)",
+            Programs::Observers,
+            pick(&|s| migration(s) && of_node(&topology::NODE_A, s)),
+        ),
+        (
+            "node B's migration interfaces (the receiver)",
+            Programs::Observers,
+            pick(&|s| migration(s) && of_node(&topology::NODE_B, s)),
         ),
     ]
 }
@@ -466,8 +481,13 @@ pub fn iperf_points(rounds: usize, seconds: u32) -> anyhow::Result<IperfPointsBe
                         "bench: iperf3 by points, round {}/{rounds}, {name}",
                         round + 1
                     );
-                    let dataplane = match which {
-                        Some(i) => Some(attach_points(&config, Dataplane::load()?, &sets[i].1)?),
+                    let dataplane = match which.map(|i| &sets[i]) {
+                        Some((_, Programs::Observers, points)) => {
+                            Some(attach_points(&config, Dataplane::load()?, points)?)
+                        }
+                        Some((_, Programs::Empty, points)) => {
+                            Some(crate::inplace::empty_on(points)?)
+                        }
                         None => None,
                     };
                     let bits_per_second = iperf_client(target, STREAMS, seconds)?;
@@ -485,7 +505,7 @@ pub fn iperf_points(rounds: usize, seconds: u32) -> anyhow::Result<IperfPointsBe
     let summary = sets
         .iter()
         .zip(&attached)
-        .map(|((name, points), runs)| {
+        .map(|((name, _, points), runs)| {
             let ratios: Vec<f64> = runs.iter().zip(&unobserved).map(|(a, b)| a / b).collect();
             PointsSummary {
                 points: name.to_string(),

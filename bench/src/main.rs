@@ -46,8 +46,8 @@ struct Args {
     /// this one, in the same rounds: per-packet and in place. Repeatable.
     #[arg(long = "build", value_name = "NAME=OBJECT", value_parser = parse_build)]
     builds: Vec<Build>,
-    /// Rounds of the per-packet and in-place parts (default: 7 and 15, or
-    /// fewer with --quick).
+    /// Rounds of the per-packet, in-place and iperf3-points parts (default:
+    /// 7, 15 and 8, or fewer with --quick).
     #[arg(long, value_name = "N")]
     rounds: Option<usize>,
 }
@@ -211,9 +211,10 @@ fn main() -> anyhow::Result<()> {
                 iperf_rounds.1,
                 iperf_seconds,
             )?),
-            Part::Iperf3Points => {
-                serde_json::to_value(labbench::iperf_points(iperf_rounds.0, iperf_seconds)?)
-            }
+            Part::Iperf3Points => serde_json::to_value(labbench::iperf_points(
+                args.rounds.unwrap_or(iperf_rounds.0),
+                iperf_seconds,
+            )?),
             Part::Verifier => serde_json::to_value(userspace::verifier_cost(builds)?),
             Part::Footprint => {
                 serde_json::to_value(userspace::footprint(&migverify, 16, footprint_s)?)
