@@ -415,7 +415,6 @@ pub struct IperfPointsBench {
 }
 
 /// What a set of observation points runs.
-#[derive(Clone, Copy, PartialEq, Eq)]
 enum Programs {
     Observers,
     /// The empty program: what any program on those hooks costs at least.
